@@ -1,0 +1,109 @@
+"""Canonical msgpack (DESIGN §3).
+
+The one serializer whose bytes are hashed and signed.  Canonical means: maps keyed by
+``str`` and sorted by the UTF-8 bytes of their keys (Python's code-point order is the
+same order), integers in their smallest form, ``bin`` for bytes, ``str`` for text, no
+floats, no extension types.  :func:`decode` takes untrusted bytes: it checks the size
+first, then parses, then the depth, then re-encodes and refuses anything whose bytes
+differ, so there is exactly one encoding of every value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from .errors import DecodeError
+from .limits import DEFAULT_LIMITS, Limits
+
+Value = Any  # None | bool | int | str | bytes | list[Value] | dict[str, Value]
+
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+
+
+def canonicalize(value: Value) -> Value:
+    """A copy of ``value`` with every map's keys sorted; refuses what has no canonical form.
+
+    Raises :class:`DecodeError` (code ``non_canonical``) for floats, non-str map keys,
+    out-of-range integers or unsupported types, so untrusted JSON converted to values
+    gets a clear error rather than a crash.
+    """
+    t = type(value)
+    if t is dict:
+        out = {}
+        for k in sorted(value):
+            if type(k) is not str:
+                raise DecodeError("map keys must be strings", code="non_canonical")
+            out[k] = canonicalize(value[k])
+        return out
+    if t is list or t is tuple:
+        return [canonicalize(v) for v in value]
+    if t is int:
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise DecodeError("integer out of range", code="non_canonical")
+        return value
+    if t is str or t is bytes or t is bool or value is None:
+        return value
+    if t is bytearray or t is memoryview:
+        return bytes(value)
+    if t is float:
+        raise DecodeError("floats are not allowed", code="non_canonical")
+    raise DecodeError(f"cannot encode {t.__name__}", code="non_canonical")
+
+
+def encode(value: Value) -> bytes:
+    """Canonical bytes of ``value``."""
+    return msgpack.packb(canonicalize(value), use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _depth_ok(value: Value, limit: int) -> bool:
+    stack: list[tuple[Value, int]] = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if d > limit:
+            return False
+        if type(v) is dict:
+            stack.extend((x, d + 1) for x in v.values())
+        elif type(v) is list:
+            stack.extend((x, d + 1) for x in v)
+    return True
+
+
+def decode(data: bytes, limits: Limits = DEFAULT_LIMITS, *, max_bytes: int | None = None) -> Value:
+    """Parse untrusted canonical bytes; raise :class:`DecodeError` unless they are canonical.
+
+    Codes: ``too_large`` (over ``max_bytes``, default ``limits.max_message_bytes``),
+    ``too_deep`` (nesting over ``limits.max_depth``), ``malformed`` (not msgpack, trailing
+    bytes, ext types), ``non_canonical`` (valid msgpack with another encoding).
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise DecodeError("expected bytes", code="malformed")
+    data = bytes(data)
+    cap = limits.max_message_bytes if max_bytes is None else max_bytes
+    if len(data) > cap:
+        raise DecodeError(f"{len(data)} bytes exceed the limit of {cap}", code="too_large")
+    try:
+        value = msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            ext_hook=_refuse_ext,
+        )
+    except DecodeError:
+        raise
+    except RecursionError as exc:  # pragma: no cover - msgpack's C stack limit varies
+        raise DecodeError("nesting too deep", code="too_deep") from exc
+    except Exception as exc:  # msgpack raises several unrelated exception types
+        raise DecodeError(f"not valid msgpack: {exc}", code="malformed") from exc
+    if not _depth_ok(value, limits.max_depth):
+        raise DecodeError(f"nesting deeper than {limits.max_depth}", code="too_deep")
+    if encode(value) != data:
+        raise DecodeError("bytes are not in canonical form", code="non_canonical")
+    return value
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise DecodeError("msgpack extension types are not allowed", code="malformed")
