@@ -1,0 +1,207 @@
+"""The ``lambtrace`` command line (DESIGN §7).
+
+Every command prints a clear message and exits non-zero on failure; errors carry the
+same stable codes as the API (``error: <code>: <message>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ledger import events as ev_mod
+from ledger import schema
+from ledger.errors import LedgerError
+from ledger.events import KINDS
+from ledger.genesis import Genesis, Params, Validator
+
+from . import __version__
+
+
+def _passphrase(args: argparse.Namespace, *, confirm: bool = False) -> str | None:
+    env = os.environ.get("LAMBTRACE_KEY_PASSPHRASE")
+    if env:
+        return env
+    pfile = os.environ.get("LAMBTRACE_KEY_PASSPHRASE_FILE")
+    if pfile:
+        return Path(pfile).read_text(encoding="utf-8").rstrip("\n")
+    if not sys.stdin.isatty():
+        return None
+    first = getpass.getpass("passphrase for the key file: ")
+    if confirm and getpass.getpass("again: ") != first:
+        raise LedgerError("the passphrases differ", code="passphrase_mismatch")
+    return first or None
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from signer import generate, save_key_file
+
+    signer = generate(args.alg)
+    passphrase = None if args.insecure_plain else _passphrase(args, confirm=True)
+    save_key_file(signer, args.out, passphrase=passphrase, insecure_plain=args.insecure_plain)
+    print(json.dumps({"key_file": str(args.out), "alg": signer.alg, "key_id": signer.key_id,
+                      "public_key": signer.public_key.hex(), "encrypted": passphrase is not None}))
+    return 0
+
+
+def _load_public(path: str) -> tuple[str, bytes, str]:
+    from signer import load_public_key
+
+    pk = load_public_key(path)
+    return pk.alg, pk.public_key, pk.storage
+
+
+def cmd_genesis(args: argparse.Namespace) -> int:
+    from .config import genesis_to_json
+
+    validators = []
+    for spec in args.validator:
+        try:
+            name, banner, keyfile = spec.split(":", 2)
+        except ValueError:
+            raise LedgerError(f"--validator takes NAME:BANNER:KEYFILE, not {spec!r}", code="bad_argument") from None
+        alg, pub, _storage = _load_public(keyfile)
+        validators.append(Validator(name, banner, alg, pub, 1))
+    keys = []
+    for keyfile in args.trace_office_key:
+        alg, pub, storage = _load_public(keyfile)
+        keys.append({"alg": alg, "pub": pub, "storage": storage})
+    quotas = {}
+    for q in args.quota or []:
+        banner, _, n = q.partition("=")
+        quotas[banner] = int(n)
+    g = Genesis.from_dict(
+        Genesis(
+            chain=args.chain,
+            time=args.time if args.time is not None else int(time.time() * 1000),
+            validators=tuple(validators),
+            trace_office={"id": args.trace_office_id, "banner": "152500", "name": "锡林郭勒盟农牧局追溯办", "keys": keys},
+            params=Params(slaughter_requires_hsm=args.slaughter_requires_hsm, tag_quotas=quotas),
+        ).to_dict()
+    )
+    Path(args.out).write_text(genesis_to_json(g), encoding="utf-8")
+    print(json.dumps({"genesis": str(args.out), "chain": g.chain, "hash": g.hash.hex()}))
+    return 0
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from .config import NodeConfig
+    from .runner import serve
+
+    return serve(NodeConfig.load(args.config))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from api.client import Client
+
+    print(json.dumps(Client(args.url).status(), indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from api.client import Client
+    from signer import load_signer
+
+    if args.kind not in KINDS:
+        raise LedgerError(f"unknown kind {args.kind!r}; kinds: {', '.join(KINDS)}", code="unknown_kind")
+    try:
+        body_json = json.loads(Path(args.body[1:]).read_text() if args.body.startswith("@") else args.body)
+    except (ValueError, OSError) as exc:
+        raise LedgerError(f"--body is not JSON: {exc}", code="malformed") from exc
+    body = schema.from_json(KINDS[args.kind].body, body_json)
+    client = Client(args.url)
+    chain = args.chain or client.status()["chain"]
+    signer = load_signer(args.key, passphrase=_passphrase(args))
+    t = args.time if args.time is not None else int(time.time() * 1000)
+    signed = ev_mod.sign(ev_mod.envelope(chain, args.kind, args.actor, t, body), signer)
+    result = client.submit([signed], wait=args.wait)[0]
+    print(json.dumps(result, ensure_ascii=False))
+    if result.get("status") == "rejected":
+        print(f"error: {result.get('code')}: {result.get('message')}", file=sys.stderr)
+        return 1
+    if args.wait and result.get("state") not in (None, "committed"):
+        print(f"error: not_committed: event is {result.get('state')}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lambtrace", description="LambTrace: provenance ledger for Xilingol lamb")
+    p.add_argument("--version", action="version", version=f"lambtrace {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("demo", help="create (or resume) and run a demo network with a season of lambs")
+    s.add_argument("--dir", default="./lambtrace-demo", help="demo directory (default ./lambtrace-demo)")
+    s.add_argument("--nodes", type=int, default=1, help="number of nodes (default 1)")
+    s.add_argument("--port", type=int, default=8700, help="node i serves its API at 127.0.0.1:PORT+i")
+    s.add_argument("--lambs", type=int, default=1000, help="lambs in the season (default 1000)")
+    s.add_argument("--seed", type=int, default=2018, help="seed of the season generator")
+    s.add_argument("--rate", type=float, default=0.0, help="keep driving new lambs at about R events/s")
+    s.add_argument("--exit-when-ready", action="store_true", help="stop the network once the season is in")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("node", help="run one node")
+    s.add_argument("--config", required=True, help="node config JSON")
+    s.set_defaults(func=cmd_node)
+
+    s = sub.add_parser("keygen", help="create a key file (encrypted unless --insecure-plain)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--alg", choices=("ed25519", "ecdsa-p256"), default="ed25519")
+    s.add_argument("--insecure-plain", action="store_true", help="store the private key unencrypted (demos only)")
+    s.set_defaults(func=cmd_keygen)
+
+    s = sub.add_parser("genesis", help="write a genesis file")
+    s.add_argument("--chain", required=True, help="chain id")
+    s.add_argument("--validator", action="append", required=True, metavar="NAME:BANNER:KEYFILE")
+    s.add_argument("--trace-office-key", action="append", required=True, metavar="KEYFILE")
+    s.add_argument("--trace-office-id", default="league-trace-office")
+    s.add_argument("--slaughter-requires-hsm", action="store_true")
+    s.add_argument("--quota", action="append", metavar="BANNER=TAGS", help="yearly ear-tag quota of a banner")
+    s.add_argument("--time", type=int, help="genesis time (ms since the epoch; default now)")
+    s.add_argument("--out", default="genesis.json")
+    s.set_defaults(func=cmd_genesis)
+
+    s = sub.add_parser("status", help="a node's status")
+    s.add_argument("--url", required=True)
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("submit", help="sign and submit one event")
+    s.add_argument("--url", required=True)
+    s.add_argument("--key", required=True, help="key file of the signer")
+    s.add_argument("--actor", required=True)
+    s.add_argument("--kind", required=True, choices=sorted(KINDS))
+    s.add_argument("--body", required=True, help="body as JSON (bytes as hex), or @FILE")
+    s.add_argument("--chain", help="chain id (default: ask the node)")
+    s.add_argument("--time", type=int, help="event time in ms (default now)")
+    s.add_argument("--wait", action="store_true", help="wait until the event is committed")
+    s.set_defaults(func=cmd_submit)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        rc: int = args.func(args)
+        return rc
+    except LedgerError as exc:
+        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, ValueError) as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+

@@ -1,0 +1,153 @@
+"""Files on disk: genesis JSON and node configuration.
+
+Genesis is kept as JSON (bytes as lowercase hex) for people to read; its hash is taken
+over the canonical msgpack of the parsed value, so whitespace in the file never matters.
+A node config is a small JSON file::
+
+    {"name": "league", "genesis": "genesis.json", "data": "data/league",
+     "listen": "127.0.0.1:8700", "key": "keys/node-league.json", "peers": []}
+
+Relative paths are relative to the config file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ledger import schema
+from ledger.errors import LedgerError, Rejected
+from ledger.genesis import Genesis
+from ledger.limits import Limits
+
+_GENESIS_BYTES_FIELDS = ("pub",)
+
+
+def _hex_to_bytes(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: (bytes.fromhex(x) if k in _GENESIS_BYTES_FIELDS and isinstance(x, str) else _hex_to_bytes(x))
+                for k, x in v.items()}
+    if isinstance(v, list):
+        return [_hex_to_bytes(x) for x in v]
+    return v
+
+
+def genesis_to_json(g: Genesis) -> str:
+    return json.dumps(schema.to_json(g.to_dict()), indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+def genesis_from_json(text: str | bytes) -> Genesis:
+    """Parse genesis JSON; raises :class:`Rejected` (``bad_genesis``) with a clear message."""
+    try:
+        raw = json.loads(text)
+        return Genesis.from_dict(_hex_to_bytes(raw))
+    except Rejected:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise Rejected("bad_genesis", f"genesis is not valid JSON: {exc}") from exc
+
+
+def load_genesis(path: str | os.PathLike[str]) -> Genesis:
+    try:
+        return genesis_from_json(Path(path).read_bytes())
+    except OSError as exc:
+        raise LedgerError(f"cannot read genesis {path}: {exc}", code="genesis_missing") from exc
+
+
+def write_json(path: str | os.PathLike[str], value: Any, mode: int = 0o644) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    os.chmod(tmp, mode)
+    os.replace(tmp, p)
+
+
+@dataclass
+class NodeConfig:
+    name: str
+    genesis: Path
+    data: Path
+    listen: str = "127.0.0.1:8700"
+    key: Path | None = None
+    peers: list[str] = field(default_factory=list)
+    role: str = "validator"
+    limits: Limits = field(default_factory=Limits)
+    log_level: str = "INFO"
+    path: Path | None = None
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    def to_dict(self) -> dict[str, Any]:
+        base = self.path.parent if self.path else Path(".")
+
+        def rel(p: Path | None) -> str | None:
+            if p is None:
+                return None
+            try:
+                return str(p.relative_to(base))
+            except ValueError:
+                return str(p)
+
+        return {
+            "name": self.name,
+            "genesis": rel(self.genesis),
+            "data": rel(self.data),
+            "listen": self.listen,
+            "key": rel(self.key),
+            "peers": self.peers,
+            "role": self.role,
+            "log_level": self.log_level,
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).resolve()
+        write_json(self.path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> NodeConfig:
+        p = Path(path).resolve()
+        try:
+            d = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise LedgerError(f"cannot read node config {path}: {exc}", code="bad_config") from exc
+        base = p.parent
+
+        def path_of(v: Any) -> Path | None:
+            if v is None:
+                return None
+            q = Path(v)
+            return q if q.is_absolute() else (base / q)
+
+        try:
+            limits = Limits(**d.get("limits", {}))
+            genesis = path_of(d["genesis"])
+            data = path_of(d["data"])
+            if genesis is None or data is None:
+                raise KeyError("genesis/data")
+            return cls(
+                name=d["name"],
+                genesis=genesis,
+                data=data,
+                listen=d.get("listen", "127.0.0.1:8700"),
+                key=path_of(d.get("key")),
+                peers=list(d.get("peers", [])),
+                role=d.get("role", "validator"),
+                limits=limits,
+                log_level=d.get("log_level", "INFO"),
+                path=p,
+            )
+        except (KeyError, TypeError) as exc:
+            raise LedgerError(f"node config {path} lacks or mistypes {exc}", code="bad_config") from exc

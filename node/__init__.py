@@ -1,0 +1,1 @@
+"""The node runtime: storage, mempool, block production.  Depends on ``ledger``."""

@@ -1,0 +1,140 @@
+"""Ordered key-value storage: the ``Storage`` protocol, LevelDB and in-memory.
+
+The chain store is written once against :class:`KV`; LevelDB (plyvel) backs real
+nodes, :class:`MemoryKV` backs unit tests and the simulator.  ``write`` is atomic: a
+crash leaves either all of a batch or none of it.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator, Mapping
+from typing import Protocol
+
+from ledger.errors import StorageError
+
+
+class KV(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def write(self, puts: Mapping[bytes, bytes], deletes: tuple[bytes, ...] = (), *, sync: bool = True) -> None:
+        """Apply all puts and deletes atomically; with ``sync`` they are durable on return."""
+        ...
+
+    def floor(self, prefix: bytes, key: bytes) -> tuple[bytes, bytes] | None:
+        """The greatest entry whose key starts with ``prefix`` and is ``<= key``."""
+        ...
+
+    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Entries whose key starts with ``prefix`` (and is ``>= start``), ascending."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class MemoryKV:
+    """A sorted in-memory map; same semantics as LevelDB, nothing durable."""
+
+    def __init__(self) -> None:
+        self._d: dict[bytes, bytes] = {}
+        self._keys: list[bytes] = []
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._d.get(key)
+
+    def write(self, puts: Mapping[bytes, bytes], deletes: tuple[bytes, ...] = (), *, sync: bool = True) -> None:
+        for k in deletes:
+            if k in self._d:
+                del self._d[k]
+                self._keys.pop(bisect.bisect_left(self._keys, k))
+        new = [k for k in puts if k not in self._d]
+        self._d.update(puts)
+        if new:
+            if len(new) > 64:
+                self._keys = sorted(self._d)
+            else:
+                for k in new:
+                    bisect.insort(self._keys, k)
+
+    def floor(self, prefix: bytes, key: bytes) -> tuple[bytes, bytes] | None:
+        i = bisect.bisect_right(self._keys, key)
+        if i and self._keys[i - 1].startswith(prefix):
+            k = self._keys[i - 1]
+            return k, self._d[k]
+        return None
+
+    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        i = bisect.bisect_left(self._keys, max(prefix, start or b""))
+        keys = self._keys
+        while i < len(keys) and keys[i].startswith(prefix):
+            yield keys[i], self._d[keys[i]]
+            i += 1
+
+    def close(self) -> None:
+        pass
+
+
+class LevelKV:
+    """LevelDB through plyvel; every block is one synced write batch."""
+
+    def __init__(self, path: str, *, create: bool = True) -> None:
+        import plyvel  # the only place the project touches LevelDB
+
+        try:
+            self._db = plyvel.DB(path, create_if_missing=create, paranoid_checks=True)
+        except Exception as exc:  # plyvel.Error, IOError: another process holds the lock, ...
+            raise StorageError(f"cannot open LevelDB at {path}: {exc}", code="storage_unavailable") from exc
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._db.get(key)  # type: ignore[no-any-return]
+
+    def write(self, puts: Mapping[bytes, bytes], deletes: tuple[bytes, ...] = (), *, sync: bool = True) -> None:
+        try:
+            with self._db.write_batch(sync=sync) as wb:
+                for k in deletes:
+                    wb.delete(k)
+                for k, v in puts.items():
+                    wb.put(k, v)
+        except Exception as exc:
+            raise StorageError(f"LevelDB write failed: {exc}") from exc
+
+    def floor(self, prefix: bytes, key: bytes) -> tuple[bytes, bytes] | None:
+        it = self._db.iterator(start=prefix, stop=key + b"\x00", reverse=True)
+        try:
+            for k, v in it:
+                return k, v
+            return None
+        finally:
+            it.close()
+
+    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        if start is None:
+            it = self._db.iterator(prefix=prefix)
+        else:
+            it = self._db.iterator(start=max(start, prefix), stop=_prefix_end(prefix))
+        try:
+            yield from it
+        finally:
+            it.close()
+
+    def snapshot_scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        snap = self._db.snapshot()
+        it = snap.iterator(prefix=prefix)
+        try:
+            yield from it
+        finally:
+            it.close()
+            snap.close()
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    b = bytearray(prefix)
+    while b:
+        if b[-1] < 0xFF:
+            b[-1] += 1
+            return bytes(b)
+        b.pop()
+    return None

@@ -1,0 +1,326 @@
+"""A node: admits signed events into a bounded mempool and commits them in blocks.
+
+Admission (``submit``) parses each event, drops duplicates, and checks it with the
+rules against the *check state*: committed state plus every event already admitted,
+in order, so a batch may enrol an actor and then use its key.  Block production takes
+admitted events in order, re-executes them against committed state (with a signature
+cache, so each signature is verified once), signs a commit certificate with the
+validator key, and writes the block in one synced batch.  After each block the check
+state is rebuilt from the remaining mempool; events that no longer fit are dropped and
+reported as rejected.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledger.blocks.builder import build_block
+from ledger.blocks.certificate import sign_commit
+from ledger.blocks.header import Header
+from ledger.errors import LedgerError, Rejected
+from ledger.events import SignedEvent, parse_unverified
+from ledger.genesis import Genesis
+from ledger.limits import DEFAULT_LIMITS, Limits
+from ledger.rules import Context, apply_event
+from ledger.sigs import verify_signature
+from ledger.state import StateView
+from signer import Signer
+
+from .store import ChainStore
+
+log = logging.getLogger("lambtrace.node")
+
+
+class SigCache:
+    """Remembers signatures that verified, so block execution does not verify twice.
+
+    A cache hit returns the verdict a fresh verification would: only triples that
+    verified are stored, keyed by the full ``(alg, pub, message, sig)``.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._ok: dict[tuple[str, bytes, bytes, bytes], None] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def verify(self, alg: str, pub: bytes, msg: bytes, sig: bytes) -> bool:
+        k = (alg, pub, msg, sig)
+        if k in self._ok:
+            self.hits += 1
+            return True
+        self.misses += 1
+        ok = verify_signature(alg, pub, msg, sig)
+        if ok:
+            self.add(k)
+        return ok
+
+    def add(self, k: tuple[str, bytes, bytes, bytes]) -> None:
+        if len(self._ok) >= self.max_entries:
+            # drop the oldest half; dicts keep insertion order
+            for old in list(self._ok)[: self.max_entries // 2]:
+                del self._ok[old]
+        self._ok[k] = None
+
+    def discard(self, msg_sigs: Sequence[tuple[bytes, bytes]]) -> None:  # pragma: no cover - tuning hook
+        pass
+
+
+@dataclass
+class Metrics:
+    submitted: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    blocks: int = 0
+    committed_events: int = 0
+    last_block_ms: float = 0.0
+
+    def reject(self, code: str) -> None:
+        self.rejected[code] = self.rejected.get(code, 0) + 1
+
+
+class MempoolFull(LedgerError):
+    code = "mempool_full"
+
+
+class Node:
+    """One validator (or, later, observer) over a :class:`ChainStore`."""
+
+    def __init__(
+        self,
+        store: ChainStore,
+        genesis: Genesis,
+        *,
+        name: str,
+        signer: Signer | None,
+        limits: Limits = DEFAULT_LIMITS,
+        clock: Callable[[], int] = lambda: int(time.time() * 1000),
+        verify_threads: int = 2,
+    ) -> None:
+        self.store = store
+        self.genesis = genesis
+        self.name = name
+        self.signer = signer
+        self.limits = limits
+        self.clock = clock
+        self.metrics = Metrics()
+        self.sigcache = SigCache(max(4 * limits.max_mempool_events, 10_000))
+        self._lock = threading.RLock()
+        self._mempool: OrderedDict[bytes, SignedEvent] = OrderedDict()
+        self._check = StateView(store)
+        self._recent_rejects: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool = ThreadPoolExecutor(max_workers=verify_threads) if verify_threads > 0 else None
+        self.commit_listeners: list[Callable[[Header], None]] = []
+        validator = genesis.validator(name)
+        self.is_validator = validator is not None and signer is not None
+        if validator is not None and signer is not None and signer.public_key != validator.pub:
+            raise LedgerError(f"this node key is not the key genesis names for {name}", code="wrong_node_key")
+
+    # -- admission --------------------------------------------------------------------
+    @property
+    def mempool_size(self) -> int:
+        return len(self._mempool)
+
+    def submit(self, values: Sequence[Any]) -> list[dict[str, Any]]:
+        """Admit untrusted signed-event values; one result per value, in order.
+
+        A result is ``{id, status, code?, message?}`` with status ``accepted``,
+        ``duplicate`` or ``rejected``.  Raises :class:`MempoolFull` (nothing admitted)
+        when the batch does not fit in the mempool.
+        """
+        if len(values) > self.limits.max_events_per_request:
+            raise Rejected("too_many_events", f"at most {self.limits.max_events_per_request} events a request")
+        parsed: list[SignedEvent | Rejected] = []
+        for v in values:
+            try:
+                parsed.append(parse_unverified(v, self.limits))
+            except Rejected as exc:
+                parsed.append(exc)
+        self._preverify([p for p in parsed if isinstance(p, SignedEvent)])
+        results = []
+        with self._lock:
+            fresh = sum(1 for p in parsed if isinstance(p, SignedEvent) and p.id not in self._mempool)
+            if len(self._mempool) + fresh > self.limits.max_mempool_events:
+                raise MempoolFull(
+                    f"the mempool holds {len(self._mempool)} of {self.limits.max_mempool_events} events; retry later"
+                )
+            ctx = Context(self.genesis, max(self.clock(), self._min_time()), self.sigcache.verify)
+            for p in parsed:
+                self.metrics.submitted += 1
+                if isinstance(p, Rejected):
+                    self.metrics.reject(p.code)
+                    results.append({"id": None, "status": "rejected", **p.to_dict()})
+                    continue
+                results.append(self._admit(p, ctx))
+        if results and any(r["status"] == "accepted" for r in results):
+            if len(self._mempool) >= self.limits.max_events_per_block:
+                self._wake.set()
+        return results
+
+    def _admit(self, ev: SignedEvent, ctx: Context) -> dict[str, Any]:
+        hexid = ev.id.hex()
+        if ev.id in self._mempool:
+            self.metrics.duplicates += 1
+            return {"id": hexid, "status": "duplicate", "code": "duplicate", "state": "pending"}
+        loc = self.store.event_location(ev.id)
+        if loc is not None:
+            self.metrics.duplicates += 1
+            return {"id": hexid, "status": "duplicate", "code": "duplicate", "state": "committed", "height": loc[0]}
+        try:
+            apply_event(self._check, ev, ctx)
+        except Rejected as exc:
+            self.metrics.reject(exc.code)
+            return {"id": hexid, "status": "rejected", **exc.to_dict()}
+        self._mempool[ev.id] = ev
+        self.metrics.accepted += 1
+        return {"id": hexid, "status": "accepted"}
+
+    def _preverify(self, events: list[SignedEvent]) -> None:
+        """Verify signatures on worker threads (libsodium releases the GIL) so the rules hit the cache."""
+        if self._pool is None or len(events) < 64:
+            return
+        jobs = []
+        for ev in events:
+            msg = ev.signing_bytes()
+            for kid, sig in ev.sigs:
+                key = self._check.state_get(f"k/{kid}")
+                if key is not None:
+                    jobs.append((key["alg"], key["pub"], msg, sig))
+        if not jobs:
+            return
+        chunk = max(32, len(jobs) // 8)
+
+        def run(batch: list[tuple[str, bytes, bytes, bytes]]) -> list[tuple[str, bytes, bytes, bytes]]:
+            return [j for j in batch if verify_signature(*j)]
+
+        for ok in self._pool.map(run, [jobs[i : i + chunk] for i in range(0, len(jobs), chunk)]):
+            for k in ok:
+                self.sigcache.add(k)
+
+    def _min_time(self) -> int:
+        last = self.store.last_header
+        return (last.time + 1) if last else self.genesis.time
+
+    # -- queries ----------------------------------------------------------------------
+    def event_status(self, event_id: bytes) -> dict[str, Any] | None:
+        loc = self.store.event_location(event_id)
+        if loc is not None:
+            return {"state": "committed", "height": loc[0], "index": loc[1]}
+        if event_id in self._mempool:
+            return {"state": "pending"}
+        rej = self._recent_rejects.get(event_id)
+        if rej is not None:
+            return {"state": "rejected", "code": rej[0], "message": rej[1]}
+        return None
+
+    def pending_event(self, event_id: bytes) -> SignedEvent | None:
+        return self._mempool.get(event_id)
+
+    # -- block production -------------------------------------------------------------
+    def produce_block(self) -> Header | None:
+        """Commit one block from the mempool if it holds anything; returns its header."""
+        if not self.is_validator or self.signer is None:
+            return None
+        with self._lock:
+            if not self._mempool:
+                return None
+            t0 = time.perf_counter()
+            now = max(self.clock(), self._min_time())
+            built = build_block(
+                self.store,
+                self.store.frontier,
+                self.genesis,
+                height=self.store.height + 1,
+                prev=self.store.last_hash,
+                time_ms=now,
+                proposer=self.name,
+                candidates=list(self._mempool.values()),
+                max_events=self.limits.max_events_per_block,
+                max_bytes=self.limits.max_block_bytes,
+                verify=self.sigcache.verify,
+            )
+            if not built.events and not built.rejected:
+                return None
+            header = built.header
+            cert = sign_commit(self.genesis.chain, header.height, 0, header.hash, [(self.name, self.signer)])
+            if built.events:
+                self.store.commit(built, cert)
+            for ev in built.events:
+                del self._mempool[ev.id]
+            for ev, exc in built.rejected:
+                self._mempool.pop(ev.id, None)
+                self._remember_reject(ev.id, exc)
+            if built.rejected or not self._mempool or len(self._check.writes) > 4 * self.limits.max_mempool_events:
+                self._recheck()
+            # Otherwise the block took a prefix of the mempool unchanged: the check state
+            # (committed + admitted events) is still exactly right.
+            if built.events:
+                self.metrics.blocks += 1
+                self.metrics.committed_events += len(built.events)
+            self.metrics.last_block_ms = (time.perf_counter() - t0) * 1000
+        if built.events:
+            for listener in self.commit_listeners:
+                try:
+                    listener(header)
+                except Exception:  # a listener's fault never stops the chain
+                    log.exception("commit listener failed")
+            return header
+        return None
+
+    def _remember_reject(self, event_id: bytes, exc: Rejected) -> None:
+        self._recent_rejects[event_id] = (exc.code, exc.message)
+        while len(self._recent_rejects) > 10_000:
+            self._recent_rejects.popitem(last=False)
+
+    def _recheck(self) -> None:
+        """Rebuild the check state from committed state plus the remaining mempool."""
+        self._check = StateView(self.store)
+        if not self._mempool:
+            return
+        ctx = Context(self.genesis, max(self.clock(), self._min_time()), self.sigcache.verify)
+        for eid, ev in list(self._mempool.items()):
+            try:
+                apply_event(self._check, ev, ctx)
+            except Rejected as exc:
+                del self._mempool[eid]
+                self._remember_reject(eid, exc)
+
+    # -- running ----------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="block-producer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        interval = self.genesis.params.block_interval_ms / 1000
+        while not self._stop.is_set():
+            self._wake.wait(interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self.produce_block()
+            except Exception:
+                log.exception("block production failed; retrying")
+                time.sleep(interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)

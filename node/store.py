@@ -1,0 +1,189 @@
+"""The chain store: blocks, certificates, log leaves, Merkle nodes, state, indexes.
+
+Key layout (one byte of prefix, big-endian integers so keys sort by number)::
+
+    G                     genesis (canonical bytes)
+    M h                   height of the last committed block
+    H <height:8>          header            C <height:8>  commit certificate
+    L <index:8>           log leaf          N <level:1><index:8>  Merkle node
+    E <event id:32>       [height, leaf index]
+    S <state key>         state value (canonical)
+    T <tag> <index:8>     the tag's events  (index, not state)
+
+Every block is committed with one synced write batch holding its header, certificate,
+leaves, Merkle nodes, event index, tag index and state writes, so a crash at any
+instant leaves exactly the committed chain.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from ledger import codec, merkle
+from ledger.blocks.builder import BuiltBlock
+from ledger.blocks.certificate import CommitCertificate
+from ledger.blocks.header import Header
+from ledger.errors import StorageError
+from ledger.genesis import Genesis
+from ledger.state import genesis_writes, state_hash
+
+from .kv import KV
+
+
+def _u64(n: int) -> bytes:
+    return n.to_bytes(8, "big")
+
+
+class ChainStore:
+    """Committed chain over a :class:`~node.kv.KV`; also the rules' state backend."""
+
+    CACHE_MAX = 200_000
+
+    def __init__(self, kv: KV, genesis: Genesis) -> None:
+        self.kv = kv
+        self.genesis = genesis
+        self._lock = threading.RLock()
+        self._cache: dict[str, Any] = {}
+        stored = kv.get(b"G")
+        if stored is None:
+            puts = {b"G": genesis.encode(), b"Mh": _u64(0)}
+            for k, v in genesis_writes(genesis).items():
+                puts[b"S" + k.encode()] = codec.encode(v)
+            kv.write(puts, sync=True)
+        elif stored != genesis.encode():
+            raise StorageError(
+                "this data directory holds another chain's genesis", code="genesis_mismatch"
+            )
+        self.height = int.from_bytes(kv.get(b"Mh") or _u64(0), "big")
+        self.last_header: Header | None = self.header(self.height) if self.height else None
+        size = self.last_header.log_size if self.last_header else 0
+        self.frontier = merkle.CompactRange.from_store(size, self.get_node)
+        if self.last_header and self.frontier.root() != self.last_header.log_root:
+            raise StorageError("stored Merkle nodes do not match the last header", code="corrupt_store")
+
+    # -- chain ------------------------------------------------------------------------
+    @property
+    def log_size(self) -> int:
+        return self.frontier.size
+
+    @property
+    def last_hash(self) -> bytes:
+        return self.last_header.hash if self.last_header else self.genesis.hash
+
+    def header(self, height: int) -> Header | None:
+        raw = self.kv.get(b"H" + _u64(height))
+        return Header.decode(raw) if raw is not None else None
+
+    def certificate(self, height: int) -> CommitCertificate | None:
+        raw = self.kv.get(b"C" + _u64(height))
+        return CommitCertificate.from_dict(codec.decode(raw)) if raw is not None else None
+
+    def leaf(self, index: int) -> bytes | None:
+        return self.kv.get(b"L" + _u64(index))
+
+    def leaves(self, begin: int, end: int) -> Iterator[tuple[int, bytes]]:
+        for k, v in self.kv.scan(b"L", b"L" + _u64(begin)):
+            i = int.from_bytes(k[1:], "big")
+            if i >= end:
+                break
+            yield i, v
+
+    def block_range(self, height: int) -> tuple[int, int]:
+        """The leaf indexes ``[begin, end)`` of block ``height``."""
+        h = self.header(height)
+        if h is None:
+            raise StorageError(f"no block at height {height}", code="not_found")
+        prev = self.header(height - 1) if height > 1 else None
+        return (prev.log_size if prev else 0), h.log_size
+
+    def event_location(self, event_id: bytes) -> tuple[int, int] | None:
+        raw = self.kv.get(b"E" + event_id)
+        if raw is None:
+            return None
+        height, index = codec.decode(raw)
+        return int(height), int(index)
+
+    def tag_event_indexes(self, tag: str, limit: int = 1000) -> list[int]:
+        prefix = b"T" + tag.encode() + b"/"
+        out = []
+        for k, _v in self.kv.scan(prefix):
+            out.append(int.from_bytes(k[len(prefix) :], "big"))
+            if len(out) >= limit:
+                break
+        return out
+
+    def get_node(self, level: int, index: int) -> bytes:
+        raw = self.kv.get(b"N" + bytes([level]) + _u64(index))
+        if raw is None:
+            raise StorageError(f"missing Merkle node {level}/{index}", code="corrupt_store")
+        return raw
+
+    # -- StateBackend -----------------------------------------------------------------
+    def state_get(self, key: str) -> Any | None:
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        raw = self.kv.get(b"S" + key.encode())
+        value = codec.decode(raw) if raw is not None else None
+        if len(self._cache) >= self.CACHE_MAX:
+            self._cache.clear()
+        self._cache[key] = value
+        return value
+
+    def state_floor(self, prefix: str, key: str) -> tuple[str, Any] | None:
+        found = self.kv.floor(b"S" + prefix.encode(), b"S" + key.encode())
+        if found is None:
+            return None
+        return found[0][1:].decode(), codec.decode(found[1])
+
+    def has_event(self, event_id: bytes) -> bool:
+        return self.kv.get(b"E" + event_id) is not None
+
+    def state_items(self) -> Iterator[tuple[str, Any]]:
+        for k, v in self.kv.scan(b"S"):
+            yield k[1:].decode(), codec.decode(v)
+
+    def state_hash(self) -> bytes:
+        return state_hash(self.state_items())
+
+    # -- writing ----------------------------------------------------------------------
+    def commit(self, built: BuiltBlock, cert: CommitCertificate) -> None:
+        """Write ``built`` and its certificate in one synced batch, then advance."""
+        h = built.header
+        with self._lock:
+            if h.height != self.height + 1 or h.prev != self.last_hash:
+                raise StorageError(
+                    f"block {h.height} does not extend the chain at {self.height}", code="not_next_block"
+                )
+            if built.frontier is None:
+                raise RuntimeError("built block lacks its Merkle frontier")
+            puts: dict[bytes, bytes] = {
+                b"H" + _u64(h.height): h.encode(),
+                b"C" + _u64(h.height): cert.encode(),
+                b"Mh": _u64(h.height),
+            }
+            first = self.frontier.size
+            for i, ev in enumerate(built.events):
+                idx = first + i
+                puts[b"L" + _u64(idx)] = ev.leaf
+                puts[b"E" + ev.id] = codec.encode([h.height, idx])
+                for tag in built.applied[i].tags:
+                    puts[b"T" + tag.encode() + b"/" + _u64(idx)] = b""
+            for level, index, node in built.new_nodes:
+                puts[b"N" + bytes([level]) + _u64(index)] = node
+            writes = built.view.writes
+            for k, v in writes.items():
+                puts[b"S" + k.encode()] = codec.encode(v)
+            self.kv.write(puts, sync=True)
+            if len(self._cache) + len(writes) >= self.CACHE_MAX:
+                self._cache.clear()
+            self._cache.update(writes)
+            self.height = h.height
+            self.last_header = h
+            self.frontier = built.frontier
+
+    def close(self) -> None:
+        self.kv.close()
