@@ -10,7 +10,7 @@ Rejection codes (besides the schema's ``malformed``, ``unknown_kind``,
 ``unknown_field``, ``missing_field``, ``bad_field``, ``bad_version``):
 ``wrong_chain``, ``duplicate``, ``time_in_future``, ``too_late``, ``unknown_actor``,
 ``actor_revoked``, ``wrong_role``, ``unknown_key``, ``key_not_actor``, ``key_revoked``,
-``key_expired``, ``key_not_yet_valid``, ``device_retired``, ``bad_signature``,
+``key_expired``, ``key_not_yet_valid``, ``bad_signature``,
 ``hsm_required``, ``actor_exists``, ``bad_parent``, ``bad_key``, ``key_exists``,
 ``device_exists``, ``wrong_banner``, ``bad_recipient``, ``tag_county_mismatch``,
 ``tag_range_overlap``, ``quota_exceeded``, ``tag_not_issued``, ``tag_wrong_owner``,
@@ -279,7 +279,15 @@ def _tags_issue(v: StateView, ev: SignedEvent, actor: dict, ctx: Context) -> App
         )
     v.put(
         f"r/{first}",
-        {"first": first, "last": last, "count": b["count"], "to": to["id"], "banner": county, "year": b["year"]},
+        {
+            "first": first,
+            "last": last,
+            "count": b["count"],
+            "to": to["id"],
+            "banner": county,
+            "year": b["year"],
+            "event": ev.id,
+        },
     )
     v.put(qkey, used + b["count"])
     _count(v, "banner", county, tags_issued=b["count"])

@@ -15,7 +15,7 @@ from typing import Any
 from .errors import Rejected
 from .limits import DEFAULT_LIMITS, Limits
 
-ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 TAG_RE = re.compile(r"^3\d{14}$")
 CHIP_RE = re.compile(r"^156\d{12}$")
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -94,7 +94,7 @@ def _check_value(f: Field, v: Any, path: str, limits: Limits) -> None:  # noqa: 
                 raise _bad(path, "too short")
         elif t == "id":
             if not ID_RE.match(v):
-                raise _bad(path, "ids are 1-64 chars of a-z 0-9 . _ - starting with a letter or digit")
+                raise _bad(path, "ids are 1-64 chars of A-Z a-z 0-9 . _ - starting with a letter or digit")
         elif t == "tag":
             if not TAG_RE.match(v) or v[1:7] not in COUNTIES:
                 raise _bad(path, "an ear tag is 15 digits: 3 + county code of the league + 8-digit serial")
