@@ -13,7 +13,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from ledger import events as ev_mod
 from ledger import schema
@@ -81,7 +80,12 @@ def cmd_genesis(args: argparse.Namespace) -> int:
             chain=args.chain,
             time=args.time if args.time is not None else int(time.time() * 1000),
             validators=tuple(validators),
-            trace_office={"id": args.trace_office_id, "banner": "152500", "name": "锡林郭勒盟农牧局追溯办", "keys": keys},
+            trace_office={
+                "id": args.trace_office_id,
+                "banner": "152500",
+                "name": "锡林郭勒盟农牧局追溯办",
+                "keys": keys,
+            },
             params=Params(slaughter_requires_hsm=args.slaughter_requires_hsm, tag_quotas=quotas),
         ).to_dict()
     )
@@ -106,6 +110,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from api.client import Client
+
     from signer import load_signer
 
     if args.kind not in KINDS:

@@ -55,7 +55,7 @@ def canonicalize(value: Value) -> Value:
 
 def encode(value: Value) -> bytes:
     """Canonical bytes of ``value``."""
-    return msgpack.packb(canonicalize(value), use_bin_type=True)  # type: ignore[no-any-return]
+    return msgpack.packb(canonicalize(value), use_bin_type=True)
 
 
 def _depth_ok(value: Value, limit: int) -> bool:

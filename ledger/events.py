@@ -226,7 +226,7 @@ class SignedEvent:
 
     @property
     def body(self) -> dict[str, Any]:
-        return self.envelope["body"]  # type: ignore[no-any-return]
+        return self.envelope["body"]
 
     def signing_bytes(self) -> bytes:
         return signing_message(TAG_EVENT, self.envelope_bytes)

@@ -311,7 +311,10 @@ def _lamb_tag(v: StateView, ev: SignedEvent, actor: dict, ctx: Context) -> Appli
         else:  # banner office: anyone tagging in that banner
             ok = actor["banner"] == owner["banner"]
     if not ok:
-        raise Rejected("tag_wrong_owner", f"ear tag {tag} was issued to {rng['to']!r}, not to this actor's banner or cooperative")
+        raise Rejected(
+            "tag_wrong_owner",
+            f"ear tag {tag} was issued to {rng['to']!r}, not to this actor's banner or cooperative",
+        )
     chip = b.get("chip")
     if chip is not None:
         if v.get(f"x/{chip}") is not None:
@@ -401,7 +404,7 @@ def _receive(v: StateView, ev: SignedEvent, actor: dict, ctx: Context) -> Applie
     if s["received_at"] is not None:
         raise Rejected("shipment_received", f"shipment {sid!r} was already received")
     for tag in s["lambs"]:
-        lamb = dict(v.get(f"t/{tag}"))
+        lamb = dict(v.get(f"t/{tag}") or {})
         lamb["status"] = "held"
         lamb["holder"] = ev.actor
         lamb["shipment"] = None

@@ -82,7 +82,7 @@ def check(spec: dict[str, Field], value: Any, path: str = "body", limits: Limits
         _check_value(f, value[name], f"{path}.{name}", limits)
 
 
-def _check_value(f: Field, v: Any, path: str, limits: Limits) -> None:  # noqa: C901 - a flat dispatch
+def _check_value(f: Field, v: Any, path: str, limits: Limits) -> None:
     t = f.type
     if t in ("str", "id", "tag", "chip", "date", "county", "enum"):
         if type(v) is not str:
@@ -196,7 +196,7 @@ def describe(spec: dict[str, Field]) -> dict[str, Any]:
 
 
 def _describe_field(f: Field) -> dict[str, Any]:
-    simple = {
+    simple: dict[str, dict[str, Any]] = {
         "str": {"type": "string"},
         "id": {"type": "string", "pattern": ID_RE.pattern},
         "tag": {"type": "string", "pattern": TAG_RE.pattern},

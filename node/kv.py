@@ -86,7 +86,7 @@ class LevelKV:
             raise StorageError(f"cannot open LevelDB at {path}: {exc}", code="storage_unavailable") from exc
 
     def get(self, key: bytes) -> bytes | None:
-        return self._db.get(key)  # type: ignore[no-any-return]
+        return self._db.get(key)
 
     def write(self, puts: Mapping[bytes, bytes], deletes: tuple[bytes, ...] = (), *, sync: bool = True) -> None:
         try:

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 from helpers import World
+from test_rejections_http import A, base, slaughtered
 
 from ledger import merkle
 from ledger.blocks.certificate import verify_commit
 from ledger.errors import StorageError
-from ledger.state import MemoryState, StateView
-from ledger.rules import Context, apply_event
 from ledger.events import parse_unverified
+from ledger.rules import Context, apply_event
+from ledger.state import MemoryState, StateView
 from node.kv import LevelKV, MemoryKV
 from node.store import ChainStore
-from test_rejections_http import A, base, slaughtered
 
 
 def lifecycle(w: World) -> list[dict]:

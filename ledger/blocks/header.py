@@ -55,7 +55,7 @@ class Header:
     @classmethod
     def from_dict(cls, d: Any) -> Header:
         """Parse an untrusted header value; raises :class:`Rejected` (``bad_header``)."""
-        if type(d) is not dict or not _FIELDS <= set(d) or not set(d) <= _FIELDS | {"state_root"}:
+        if type(d) is not dict or not set(d) >= _FIELDS or not set(d) <= _FIELDS | {"state_root"}:
             raise Rejected("bad_header", "a header has exactly the fields of DESIGN §5")
         ok = (
             type(d["chain"]) is str
