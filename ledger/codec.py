@@ -58,17 +58,28 @@ def encode(value: Value) -> bytes:
     return msgpack.packb(canonicalize(value), use_bin_type=True)
 
 
-def _depth_ok(value: Value, limit: int) -> bool:
+def _check_shape(value: Value, limit: int) -> None:
+    """Depth, str keys in UTF-8 order, no floats: what re-packing alone cannot see."""
     stack: list[tuple[Value, int]] = [(value, 1)]
     while stack:
         v, d = stack.pop()
-        if d > limit:
-            return False
-        if type(v) is dict:
+        t = type(v)
+        if t is dict:
+            if d > limit:
+                raise DecodeError(f"nesting deeper than {limit}", code="too_deep")
+            keys = list(v)
+            for k in keys:
+                if type(k) is not str:
+                    raise DecodeError("map keys must be strings", code="malformed")
+            if keys != sorted(keys):
+                raise DecodeError("map keys are not in canonical order", code="non_canonical")
             stack.extend((x, d + 1) for x in v.values())
-        elif type(v) is list:
+        elif t is list:
+            if d > limit:
+                raise DecodeError(f"nesting deeper than {limit}", code="too_deep")
             stack.extend((x, d + 1) for x in v)
-    return True
+        elif t is float:
+            raise DecodeError("floats are not allowed", code="non_canonical")
 
 
 def decode(data: bytes, limits: Limits = DEFAULT_LIMITS, *, max_bytes: int | None = None) -> Value:
@@ -98,11 +109,23 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS, *, max_bytes: int | Non
         raise DecodeError("nesting too deep", code="too_deep") from exc
     except Exception as exc:  # msgpack raises several unrelated exception types
         raise DecodeError(f"not valid msgpack: {exc}", code="malformed") from exc
-    if not _depth_ok(value, limits.max_depth):
-        raise DecodeError(f"nesting deeper than {limits.max_depth}", code="too_deep")
-    if encode(value) != data:
+    _check_shape(value, limits.max_depth)
+    # Maps are already in canonical order (checked above) and msgpack keeps their order,
+    # so packing as they are gives the canonical bytes; any other difference (integer or
+    # string widths, duplicate keys) makes the bytes differ.
+    if msgpack.packb(value, use_bin_type=True) != data:
         raise DecodeError("bytes are not in canonical form", code="non_canonical")
     return value
+
+
+def encode_canonical_value(value: Value) -> bytes:
+    """Canonical bytes of a value that came out of :func:`decode` (already in canonical order)."""
+    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def decode_trusted(data: bytes) -> Value:
+    """Decode bytes this node wrote itself (its own store); no canonical re-check."""
+    return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:

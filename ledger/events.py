@@ -255,12 +255,14 @@ def sign(env: dict[str, Any], *signers: Signer) -> dict[str, Any]:
 _ENVELOPE_KEYS = {"v", "chain", "kind", "actor", "time", "body"}
 
 
-def parse_unverified(value: Any, limits: Limits = DEFAULT_LIMITS) -> SignedEvent:
+def parse_unverified(value: Any, limits: Limits = DEFAULT_LIMITS, *, presorted: bool = False) -> SignedEvent:
     """Check the structure and body schema of an untrusted signed event value.
 
     Raises :class:`Rejected` with ``malformed``, ``bad_version``, ``unknown_kind``,
     ``unknown_field``, ``missing_field``, ``bad_field``, ``missing_signature`` or
-    ``too_large``.  Cheap checks only: no signature is verified here.
+    ``too_large``.  Cheap checks only: no signature is verified here.  ``presorted`` says
+    the value came out of :func:`ledger.codec.decode` (so it is already canonical and its
+    bytes need no re-sorting).
     """
     if type(value) is not dict or set(value) != {"event", "sigs"}:
         raise Rejected("malformed", 'a signed event is a map with exactly "event" and "sigs"')
@@ -300,14 +302,19 @@ def parse_unverified(value: Any, limits: Limits = DEFAULT_LIMITS) -> SignedEvent
     if len({k for k, _ in parsed}) != len(parsed):
         raise Rejected("bad_field", "a key signs an event once", field="sigs")
     try:
-        env_bytes = codec.encode(env)
-        leaf = codec.encode(value)
+        if presorted:
+            env_bytes = codec.encode_canonical_value(env)
+            leaf = codec.encode_canonical_value(value)
+        else:
+            env = codec.canonicalize(env)
+            env_bytes = codec.encode(env)
+            leaf = codec.encode(value)
     except DecodeError as exc:
         raise Rejected("non_canonical", exc.message) from exc
     if len(leaf) > limits.max_event_bytes:
         raise Rejected("too_large", f"event is {len(leaf)} bytes, the limit is {limits.max_event_bytes}")
     return SignedEvent(
-        envelope=codec.canonicalize(env),
+        envelope=env,
         sigs=tuple(parsed),
         id=H(TAG_EVENT, env_bytes),
         envelope_bytes=env_bytes,
@@ -321,7 +328,7 @@ def parse_leaf(leaf: bytes, limits: Limits = DEFAULT_LIMITS) -> SignedEvent:
         value = codec.decode(leaf, limits, max_bytes=limits.max_event_bytes)
     except DecodeError as exc:
         raise Rejected(exc.code, exc.message) from exc
-    return parse_unverified(value, limits)
+    return parse_unverified(value, limits, presorted=True)
 
 
 def from_json(value: Any) -> Any:

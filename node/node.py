@@ -132,11 +132,12 @@ class Node:
     def mempool_size(self) -> int:
         return len(self._mempool)
 
-    def submit(self, values: Sequence[Any]) -> list[dict[str, Any]]:
+    def submit(self, values: Sequence[Any], *, presorted: bool = False) -> list[dict[str, Any]]:
         """Admit untrusted signed-event values; one result per value, in order.
 
         A result is ``{id, status, code?, message?}`` with status ``accepted``,
-        ``duplicate`` or ``rejected``.  Raises :class:`MempoolFull` (nothing admitted)
+        ``duplicate`` or ``rejected``.  ``presorted``: the values came out of
+        :func:`ledger.codec.decode` (canonical already).  Raises :class:`MempoolFull` (nothing admitted)
         when the batch does not fit in the mempool.
         """
         if len(values) > self.limits.max_events_per_request:
@@ -144,7 +145,7 @@ class Node:
         parsed: list[SignedEvent | Rejected] = []
         for v in values:
             try:
-                parsed.append(parse_unverified(v, self.limits))
+                parsed.append(parse_unverified(v, self.limits, presorted=presorted))
             except Rejected as exc:
                 parsed.append(exc)
         self._preverify([p for p in parsed if isinstance(p, SignedEvent)])

@@ -102,7 +102,7 @@ class ChainStore:
         raw = self.kv.get(b"E" + event_id)
         if raw is None:
             return None
-        height, index = codec.decode(raw)
+        height, index = codec.decode_trusted(raw)
         return int(height), int(index)
 
     def tag_event_indexes(self, tag: str, limit: int = 1000) -> list[int]:
@@ -127,7 +127,7 @@ class ChainStore:
         except KeyError:
             pass
         raw = self.kv.get(b"S" + key.encode())
-        value = codec.decode(raw) if raw is not None else None
+        value = codec.decode_trusted(raw) if raw is not None else None
         if len(self._cache) >= self.CACHE_MAX:
             self._cache.clear()
         self._cache[key] = value
@@ -137,14 +137,14 @@ class ChainStore:
         found = self.kv.floor(b"S" + prefix.encode(), b"S" + key.encode())
         if found is None:
             return None
-        return found[0][1:].decode(), codec.decode(found[1])
+        return found[0][1:].decode(), codec.decode_trusted(found[1])
 
     def has_event(self, event_id: bytes) -> bool:
         return self.kv.get(b"E" + event_id) is not None
 
     def state_items(self) -> Iterator[tuple[str, Any]]:
         for k, v in self.kv.scan(b"S"):
-            yield k[1:].decode(), codec.decode(v)
+            yield k[1:].decode(), codec.decode_trusted(v)
 
     def state_hash(self) -> bytes:
         return state_hash(self.state_items())
