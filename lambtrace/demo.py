@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import signal
 import subprocess
@@ -145,9 +144,8 @@ def _cast_with_saved_keys(d: Path, state: dict[str, Any], genesis: Genesis) -> A
 
 
 def _drive_season(d: Path, state: dict[str, Any], genesis: Genesis, url: str) -> tuple[Any, list[str]]:
-    from tqdm import tqdm
-
     from api.client import Client
+    from tqdm import tqdm
 
     from .season import Season
 

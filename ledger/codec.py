@@ -120,7 +120,7 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS, *, max_bytes: int | Non
 
 def encode_canonical_value(value: Value) -> bytes:
     """Canonical bytes of a value that came out of :func:`decode` (already in canonical order)."""
-    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+    return msgpack.packb(value, use_bin_type=True)
 
 
 def decode_trusted(data: bytes) -> Value:
