@@ -1,0 +1,78 @@
+"""``/metrics`` in the Prometheus text exposition format 0.0.4, written by hand.
+
+Each family gets ``# HELP`` and ``# TYPE`` lines, then samples ``name{labels} value``.
+Counters come from the node's :class:`~node.node.Metrics` and the signature cache
+(since the process started) and from the app's HTTP counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from node.node import Node
+
+    from .runtime import HttpCounters
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+Sample = tuple[dict[str, str], float | int]
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _family(name: str, kind: str, help_text: str, samples: Iterable[Sample]) -> list[str]:
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    for labels, value in samples:
+        if labels:
+            inner = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
+            lines.append(f"{name}{{{inner}}} {value}")
+        else:
+            lines.append(f"{name} {value}")
+    return lines
+
+
+def render(node: Node, http: HttpCounters, role: str) -> str:
+    """The whole exposition text (ends with a newline)."""
+    m = node.metrics
+    header = node.store.last_header
+    out: list[str] = []
+    out += _family(
+        "lambtrace_info", "gauge", "Constant 1, labelled with the chain, node and role.",
+        [({"chain": node.genesis.chain, "node": node.name, "role": role}, 1)],
+    )
+    out += _family("lambtrace_height", "gauge", "Height of the last committed block.",
+                   [({}, header.height if header else 0)])
+    out += _family("lambtrace_log_size", "gauge", "Leaves in the committed log.",
+                   [({}, header.log_size if header else 0)])
+    out += _family("lambtrace_mempool_events", "gauge", "Admitted events waiting for a block.",
+                   [({}, node.mempool_size)])
+    out += _family("lambtrace_events_submitted_total", "counter", "Events submitted to this node.",
+                   [({}, m.submitted)])
+    out += _family("lambtrace_events_accepted_total", "counter", "Events admitted to the mempool.",
+                   [({}, m.accepted)])
+    out += _family("lambtrace_events_duplicate_total", "counter", "Events submitted again.",
+                   [({}, m.duplicates)])
+    out += _family("lambtrace_events_rejected_total", "counter", "Events refused, by rejection code.",
+                   [({"code": code}, n) for code, n in sorted(dict(m.rejected).items())])
+    out += _family("lambtrace_blocks_total", "counter", "Blocks this node committed since it started.",
+                   [({}, m.blocks)])
+    out += _family("lambtrace_committed_events_total", "counter", "Events this node committed since it started.",
+                   [({}, m.committed_events)])
+    out += _family("lambtrace_last_block_ms", "gauge", "Milliseconds the last block took to build and write.",
+                   [({}, round(m.last_block_ms, 3))])
+    out += _family("lambtrace_sigcache_hits_total", "counter", "Signature verifications answered from the cache.",
+                   [({}, node.sigcache.hits)])
+    out += _family("lambtrace_sigcache_misses_total", "counter", "Signature verifications done in full.",
+                   [({}, node.sigcache.misses)])
+    out += _family(
+        "lambtrace_http_requests_total", "counter", "HTTP requests served, by route, method and status.",
+        [
+            ({"route": route, "method": method, "status": str(status)}, n)
+            for (route, method, status), n in sorted(http.snapshot().items())
+        ],
+    )
+    return "\n".join(out) + "\n"

@@ -1,0 +1,507 @@
+"""The OpenAPI 3.1 description served at ``/openapi.json``.
+
+Written out by hand for every route (a test walks the app's URL map and requires each
+rule and method here), with the body schema of every event kind generated from its
+declaration (:func:`ledger.schema.describe`), so the document cannot drift from the
+rules' schema.  Bytes are lowercase hex in JSON; with ``Accept: application/msgpack``
+the same values come as canonical msgpack with ``bin`` bytes.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from typing import Any
+
+from ledger.events import KINDS, ROLES
+from ledger.schema import ID_RE, TAG_RE, describe
+
+from .submit import DEFAULT_WAIT_MS, MAX_WAIT_MS
+
+VERSION = "0.1.0"
+
+_HEX = {"type": "string", "pattern": "^([0-9a-f]{2})*$", "description": "bytes as lowercase hex"}
+_HASH = {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "32 bytes as lowercase hex"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {
+            "application/json": {"schema": schema},
+            "application/msgpack": {"schema": schema},
+        },
+    }
+
+
+def _err(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+def _path_param(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
+
+
+def _query(name: str, schema: dict[str, Any], description: str, required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+
+
+def _get(summary: str, ok: dict[str, Any], errors: dict[str, str], parameters: list[Any] | None = None,
+         tag: str = "ledger") -> dict[str, Any]:
+    responses: dict[str, Any] = {"200": _json(ok)}
+    for status, why in errors.items():
+        responses[status] = _err(why)
+    op: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": responses}
+    if parameters:
+        op["parameters"] = parameters
+    return {"get": op}
+
+
+def _kind_schemas() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, kind in KINDS.items():
+        out[f"Envelope.{name}"] = {
+            "type": "object",
+            "description": f"{kind.doc}. Signed by: {', '.join(kind.roles)}."
+            + (f" EPCIS business step: {kind.biz_step}." if kind.biz_step else ""),
+            "properties": {
+                "v": {"const": 1},
+                "chain": {"type": "string"},
+                "kind": {"const": name},
+                "actor": {"type": "string", "pattern": ID_RE.pattern},
+                "time": {"type": "integer", "minimum": 0, "description": "ms since the Unix epoch, UTC"},
+                "body": describe(kind.body),
+            },
+            "required": ["v", "chain", "kind", "actor", "time", "body"],
+            "additionalProperties": False,
+        }
+    return out
+
+
+def _components() -> dict[str, Any]:
+    schemas: dict[str, Any] = {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {
+                        "code": {"type": "string", "description": "stable snake_case code"},
+                        "message": {"type": "string"},
+                    },
+                    "additionalProperties": True,
+                }
+            },
+        },
+        "Signature": {
+            "type": "object",
+            "required": ["key", "sig"],
+            "properties": {
+                "key": {"type": "string", "pattern": "^[0-9a-f]{32}$", "description": "key id"},
+                "sig": {**_HEX, "description": "64-byte signature as hex"},
+            },
+            "additionalProperties": False,
+        },
+        "Envelope": {
+            "oneOf": [_ref(f"Envelope.{name}") for name in KINDS],
+            "discriminator": {
+                "propertyName": "kind",
+                "mapping": {name: f"#/components/schemas/Envelope.{name}" for name in KINDS},
+            },
+        },
+        "SignedEvent": {
+            "type": "object",
+            "required": ["event", "sigs"],
+            "properties": {
+                "event": _ref("Envelope"),
+                "sigs": {"type": "array", "minItems": 1, "maxItems": 4, "items": _ref("Signature")},
+            },
+            "additionalProperties": False,
+        },
+        "SubmitResult": {
+            "type": "object",
+            "required": ["id", "status"],
+            "properties": {
+                "id": {"oneOf": [_HASH, {"type": "null"}]},
+                "status": {"enum": ["accepted", "duplicate", "rejected"]},
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "state": {"enum": ["pending", "committed", "rejected", "unknown"]},
+                "height": {"type": "integer"},
+                "index": {"type": "integer"},
+            },
+        },
+        "SubmitAnswer": {
+            "type": "object",
+            "required": ["results", "accepted", "duplicate", "rejected"],
+            "properties": {
+                "results": {"type": "array", "items": _ref("SubmitResult")},
+                "accepted": {"type": "integer"},
+                "duplicate": {"type": "integer"},
+                "rejected": {"type": "integer"},
+                "timed_out": {"type": "boolean", "description": "only with ?wait=1"},
+            },
+        },
+        "Status": {
+            "type": "object",
+            "properties": {
+                "chain": {"type": "string"},
+                "node": {"type": "string"},
+                "role": {"enum": ["validator", "observer"]},
+                "height": {"type": "integer"},
+                "log_size": {"type": "integer"},
+                "log_root": _HASH,
+                "last_block_hash": {"oneOf": [_HASH, {"type": "null"}]},
+                "last_block_time": {"type": ["integer", "null"]},
+                "genesis_hash": _HASH,
+                "mempool_size": {"type": "integer"},
+                "peers": {"type": "array", "items": {"type": "string"}},
+                "time": {"type": "integer"},
+            },
+        },
+        "EventRecord": {
+            "type": "object",
+            "required": ["id", "state"],
+            "properties": {
+                "id": _HASH,
+                "state": {"enum": ["pending", "committed", "rejected"]},
+                "height": {"type": ["integer", "null"]},
+                "index": {"type": ["integer", "null"], "description": "leaf index in the log"},
+                "kind": {"enum": list(KINDS)},
+                "actor": {"type": "string"},
+                "time": {"type": "integer"},
+                "event": _ref("SignedEvent"),
+                "code": {"type": "string", "description": "rejected events only"},
+                "message": {"type": "string"},
+            },
+        },
+        "EventSummary": {
+            "type": "object",
+            "properties": {
+                "id": _HASH,
+                "index": {"type": "integer"},
+                "height": {"type": ["integer", "null"]},
+                "kind": {"enum": list(KINDS)},
+                "actor": {"type": "string"},
+                "time": {"type": "integer"},
+                "body": {"type": "object"},
+            },
+        },
+        "Recall": {
+            "type": "object",
+            "properties": {
+                "type": {"enum": ["lamb", "carcass", "label"]},
+                "id": {"type": "string"},
+                "at": {"type": "integer"},
+                "reason": {"type": "string"},
+                "event": _HASH,
+            },
+        },
+        "TagLifecycle": {
+            "type": "object",
+            "required": ["tag", "status"],
+            "properties": {
+                "tag": {"type": "string", "pattern": TAG_RE.pattern},
+                "status": {"enum": ["issued", "held", "in_transit", "slaughtered", "labelled"]},
+                "banner": {"type": "string"},
+                "banner_name": {"type": ["string", "null"]},
+                "owner": {"type": ["string", "null"], "description": "actor the tag's range was issued to"},
+                "range": {"type": ["object", "null"]},
+                "holder": {"type": ["string", "null"]},
+                "recalled": {"type": "boolean"},
+                "lamb": {"type": ["object", "null"]},
+                "carcass": {"type": ["object", "null"]},
+                "labels": {"type": "array", "items": {"type": "object"}},
+                "recalls": {"type": "array", "items": _ref("Recall")},
+                "events": {"type": "array", "items": _ref("EventSummary")},
+            },
+        },
+        "LabelSummary": {
+            "type": "object",
+            "properties": {
+                "label": {"type": "string"},
+                "cut": {"type": "string"},
+                "net_mass_g": {"type": "integer"},
+                "packed": {"type": "string", "format": "date"},
+                "check_commitment": {**_HASH, "description": "salted hash of the scratch-off check code"},
+                "carcass": {"type": "string"},
+                "tag": {"type": "string"},
+                "lamb": {"type": "object"},
+                "plant": {"type": "object"},
+                "slaughter": {"type": ["object", "null"]},
+                "issued": {"type": ["object", "null"]},
+                "recalled": {"type": "boolean"},
+                "recalls": {"type": "array", "items": _ref("Recall")},
+            },
+        },
+        "Header": {
+            "type": "object",
+            "properties": {
+                "chain": {"type": "string"},
+                "height": {"type": "integer"},
+                "time": {"type": "integer"},
+                "prev": _HASH,
+                "log_size": {"type": "integer"},
+                "log_root": _HASH,
+                "validators": _HASH,
+                "proposer": {"type": "string"},
+                "state_root": _HASH,
+            },
+            "required": ["chain", "height", "time", "prev", "log_size", "log_root", "validators", "proposer"],
+        },
+        "Certificate": {
+            "type": "object",
+            "properties": {
+                "height": {"type": "integer"},
+                "round": {"type": "integer"},
+                "block": _HASH,
+                "precommits": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {"validator": {"type": "string"}, "sig": _HEX},
+                    },
+                },
+            },
+        },
+        "Block": {
+            "type": "object",
+            "properties": {
+                "height": {"type": "integer"},
+                "hash": _HASH,
+                "header": _ref("Header"),
+                "certificate": _ref("Certificate"),
+                "log_range": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
+                "events": {"type": "array", "items": _HASH},
+            },
+        },
+        "LabelProof": {
+            "type": "object",
+            "description": "see docs/label-proof.md",
+            "required": ["format", "genesis_hash", "label", "checkpoint", "events"],
+            "properties": {
+                "format": {"const": "lambtrace-label-proof/v1"},
+                "genesis_hash": _HASH,
+                "label": {"type": "string"},
+                "checkpoint": {
+                    "type": "object",
+                    "properties": {"header": _ref("Header"), "certificate": _ref("Certificate")},
+                },
+                "events": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "leaf": {**_HEX, "description": "canonical signed event"},
+                            "index": {"type": "integer"},
+                            "proof": {"type": "array", "items": _HASH},
+                        },
+                    },
+                },
+                "gaps": {"type": "array", "items": {"type": "object"}},
+            },
+        },
+        "ConsistencyProof": {
+            "type": "object",
+            "properties": {
+                "first": {"type": "integer"},
+                "second": {"type": "integer"},
+                "first_root": _HASH,
+                "second_root": _HASH,
+                "proof": {"type": "array", "items": _HASH},
+            },
+        },
+        "InclusionProof": {
+            "type": "object",
+            "properties": {
+                "index": {"type": "integer"},
+                "size": {"type": "integer"},
+                "root": _HASH,
+                "leaf": _HEX,
+                "leaf_hash": _HASH,
+                "id": _HASH,
+                "proof": {"type": "array", "items": _HASH},
+            },
+        },
+        "Actor": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "role": {"enum": list(ROLES)},
+                "banner": {"type": "string"},
+                "banner_name": {"type": ["string", "null"]},
+                "name": {"type": "string"},
+                "parent": {"type": ["string", "null"]},
+                "enrolled_at": {"type": "integer"},
+                "revoked_at": {"type": ["integer", "null"]},
+                "key_ids": {"type": "array", "items": {"type": "string"}},
+                "keys": {"type": "array", "items": {"type": "object"}},
+                "devices": {"type": "array", "items": {"type": "object"}},
+            },
+        },
+        "Stats": {
+            "type": "object",
+            "properties": {
+                "height": {"type": "integer"},
+                "banners": {"type": "object", "additionalProperties": {"type": "object"}},
+                "cooperatives": {"type": "object", "additionalProperties": {"type": "object"}},
+                "plants": {"type": "object", "additionalProperties": {"type": "object"}},
+                "totals": {"type": "object", "additionalProperties": {"type": "integer"}},
+            },
+        },
+    }
+    schemas.update(_kind_schemas())
+    return {"schemas": schemas}
+
+
+def _paths() -> dict[str, Any]:
+    bad = "malformed, non-canonical, too deep, or failing a parameter check"
+    submit_body = {"oneOf": [_ref("SignedEvent"), {"type": "array", "minItems": 1, "items": _ref("SignedEvent")}]}
+    return {
+        "/v1/status": _get("Chain id, node, role, tip, log root, genesis hash, mempool, peers", _ref("Status"), {}),
+        "/v1/events": {
+            "post": {
+                "summary": "Submit one signed event or a list of them",
+                "tags": ["events"],
+                "parameters": [
+                    _query("wait", {"enum": ["0", "1", "true", "false"]},
+                           "answer once every admitted event is committed (or dropped)"),
+                    _query("timeout_ms", {"type": "integer", "minimum": 0, "default": DEFAULT_WAIT_MS},
+                           f"how long to wait, at most {MAX_WAIT_MS}"),
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": submit_body},
+                        "application/msgpack": {
+                            "schema": submit_body,
+                            "description": "canonical msgpack, bytes as bin",
+                        },
+                    },
+                },
+                "responses": {
+                    "200": _json(_ref("SubmitAnswer"), "per-event results, in order"),
+                    "400": _err(bad + "; or too_many_events"),
+                    "413": _err("too_large: body over the node's max_request_bytes"),
+                    "415": _err("unsupported_media_type"),
+                    "429": _err("mempool_full: retry later (Retry-After)"),
+                },
+            }
+        },
+        "/v1/events/{event_id}": _get(
+            "A committed, pending or recently rejected event",
+            _ref("EventRecord"),
+            {"400": "bad_id", "404": "not_found"},
+            [_path_param("event_id", _HASH, "event id (64 hex)")],
+            "events",
+        ),
+        "/v1/tags/{tag}": _get(
+            "A lamb's lifecycle and its committed events",
+            _ref("TagLifecycle"),
+            {"400": "bad_tag", "404": "not_found"},
+            [_path_param("tag", {"type": "string", "pattern": TAG_RE.pattern}, "15-digit ear tag")],
+            "trace",
+        ),
+        "/v1/labels/{label}": _get(
+            "Label summary for consumers",
+            _ref("LabelSummary"),
+            {"400": "bad_label", "404": "not_found"},
+            [_path_param("label", {"type": "string", "pattern": ID_RE.pattern}, "label id")],
+            "trace",
+        ),
+        "/v1/labels/{label}/proof": _get(
+            "Offline-verifiable proof bundle (lambtrace-label-proof/v1)",
+            _ref("LabelProof"),
+            {"400": "bad_label", "404": "not_found"},
+            [_path_param("label", {"type": "string", "pattern": ID_RE.pattern}, "label id")],
+            "trace",
+        ),
+        "/v1/blocks/latest": _get("The tip: header, certificate, event ids", _ref("Block"),
+                                  {"404": "no block yet"}, None, "ledger"),
+        "/v1/blocks/{height}": _get(
+            "Header (with hash), commit certificate and event ids of a block",
+            _ref("Block"),
+            {"400": "bad_height", "404": "not_found (beyond the tip)"},
+            [_path_param("height", {"type": "integer", "minimum": 1}, "block height")],
+        ),
+        "/v1/log/consistency": _get(
+            "RFC 9162 consistency proof between committed log sizes",
+            _ref("ConsistencyProof"),
+            {"400": "bad_range"},
+            [
+                _query("first", {"type": "integer", "minimum": 1}, "first tree size M", True),
+                _query("second", {"type": "integer", "minimum": 1}, "second tree size N (M <= N <= log_size)", True),
+            ],
+        ),
+        "/v1/log/inclusion": _get(
+            "RFC 9162 inclusion proof of one leaf",
+            _ref("InclusionProof"),
+            {"400": "bad_range"},
+            [
+                _query("index", {"type": "integer", "minimum": 0}, "leaf index", True),
+                _query("size", {"type": "integer", "minimum": 1}, "tree size (default: committed log size)"),
+            ],
+        ),
+        "/v1/actors/{actor_id}": _get(
+            "Membership record with keys and terminals",
+            _ref("Actor"),
+            {"400": "bad_id", "404": "not_found"},
+            [_path_param("actor_id", {"type": "string", "pattern": ID_RE.pattern}, "actor id")],
+            "members",
+        ),
+        "/v1/stats": _get("Counts by banner, cooperative and plant", _ref("Stats"), {}, None, "members"),
+        "/healthz": _get(
+            "Liveness",
+            {"type": "object", "properties": {"ok": {"const": True}, "height": {"type": "integer"}}},
+            {},
+            None,
+            "operations",
+        ),
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (text format 0.0.4)",
+                "tags": ["operations"],
+                "responses": {
+                    "200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "tags": ["operations"],
+                "responses": {
+                    "200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+                },
+            }
+        },
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def _document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "LambTrace API",
+            "version": VERSION,
+            "description": (
+                "Provenance of Xilingol League lamb. JSON by default with bytes as lowercase hex; "
+                "send and accept application/msgpack for canonical msgpack with bin bytes. "
+                'Errors: {"error": {"code", "message", ...}} with a 4xx status.'
+            ),
+        },
+        "paths": _paths(),
+        "components": _components(),
+    }
+
+
+def document() -> dict[str, Any]:
+    """A fresh copy of the OpenAPI document (callers may change it)."""
+    return copy.deepcopy(_document())

@@ -1,0 +1,24 @@
+"""Blueprints by resource; :data:`BLUEPRINTS` is what :func:`api.create_app` registers.
+
+Every view is thin (STYLE §14): parse the request (:mod:`api.params`,
+:mod:`api.encoding`), call the domain or a read model (:mod:`api.queries`,
+:mod:`api.proofs`, :mod:`api.submit`), answer with :func:`api.encoding.respond`.
+Errors are raised, never answered by hand: :mod:`api.errors` maps them.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from . import actors, blocks, events, health, labels, log, status, tags
+
+BLUEPRINTS: tuple[Blueprint, ...] = (
+    status.bp,
+    events.bp,
+    tags.bp,
+    labels.bp,
+    blocks.bp,
+    log.bp,
+    actors.bp,
+    health.bp,
+)

@@ -1,0 +1,34 @@
+"""``GET /healthz``, ``GET /metrics`` and ``GET /openapi.json``."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, Response
+
+from .. import metrics, openapi
+from ..encoding import respond
+from ..runtime import runtime
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def get_health() -> Response:
+    store = runtime().node.store
+    return respond({"ok": True, "height": store.height})
+
+
+@bp.get("/metrics")
+def get_metrics() -> Response:
+    rt = runtime()
+    return Response(metrics.render(rt.node, rt.http, rt.role), mimetype=None, content_type=metrics.CONTENT_TYPE)
+
+
+@bp.get("/openapi.json")
+def get_openapi() -> Response:
+    rt = runtime()
+    if rt.openapi is None:
+        rt.openapi = openapi.document()
+    text = json.dumps(rt.openapi, ensure_ascii=False, indent=1)
+    return Response(text + "\n", mimetype="application/json")

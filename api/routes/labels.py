@@ -1,0 +1,23 @@
+"""``GET /v1/labels/<label>`` (summary) and ``GET /v1/labels/<label>/proof`` (bundle)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+
+from .. import params, queries
+from ..encoding import respond
+from ..runtime import runtime
+
+bp = Blueprint("labels", __name__)
+
+
+@bp.get("/v1/labels/<label>")
+def get_label(label: str) -> Response:
+    rt = runtime()
+    return respond(queries.label_summary(rt.node.store, params.ident(label, "label"), rt.node.limits))
+
+
+@bp.get("/v1/labels/<label>/proof")
+def get_label_proof(label: str) -> Response:
+    rt = runtime()
+    return respond(rt.prover.bundle(params.ident(label, "label")))
