@@ -232,20 +232,21 @@ class Client:
         done: dict[str, dict[str, Any]] = {}
         deadline = time.monotonic() + timeout_s
         while True:
-            still = []
-            for eid in todo:
+            # Events usually commit in the order given: stop a round at the first one still
+            # pending rather than asking about every id every round.
+            for i, eid in enumerate(todo):
                 try:
                     rec = self.event(eid)
                 except ClientError as exc:
                     if exc.code != "not_found":
                         raise
-                    still.append(eid)
-                    continue
-                if rec.get("state") in ("committed", "rejected"):
-                    done[eid] = rec
-                else:
-                    still.append(eid)
-            todo = still
+                    rec = {}
+                if rec.get("state") not in ("committed", "rejected"):
+                    todo = todo[i:]
+                    break
+                done[eid] = rec
+            else:
+                todo = []
             if not todo:
                 return done
             if time.monotonic() >= deadline:

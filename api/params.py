@@ -32,9 +32,11 @@ def tag(text: str) -> str:
 
 
 def ident(text: str, what: str = "id") -> str:
-    """An actor/label/carcass id (1-64 of ``a-z 0-9 . _ -``); raises ``bad_<what>``."""
+    """An actor/label/carcass id as :data:`ledger.schema.ID_RE` allows; raises ``bad_<what>``."""
     if not ID_RE.match(text):
-        raise ApiError(f"bad_{what}", f"a {what} is 1-64 characters of a-z 0-9 . _ - starting with a letter or digit")
+        raise ApiError(
+            f"bad_{what}", f"a {what} is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
     return text
 
 

@@ -8,8 +8,10 @@ inclusion proof against the checkpoint's ``log_root``:
   ``lamb.slaughter``, ``label.issue``, ``recall``);
 * the ``tags.issue`` event of the range the tag came from;
 * for every event in the bundle (transitively): the ``actor.enroll`` of its signing
-  actor and the event that brought each signing key onto the ledger (``actor.enroll``,
-  ``key.rotate`` or ``device.register``).  Keys of the genesis trace office need no
+  actor and of the actors its body names (a range's recipient, a herder agent's
+  cooperative, a shipment's addressee, a terminal's owner), and the event that brought
+  each signing key onto the ledger (``actor.enroll``, ``key.rotate`` or
+  ``device.register``).  Keys of the genesis trace office need no
   event: genesis holds them.
 
 The store has no index from a key or a tag range to the event that created it, so this
@@ -48,6 +50,7 @@ from ledger.limits import DEFAULT_LIMITS, Limits
 from .queries import issued_range, parse_stored, stored_leaf
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ledger.blocks.header import Header
     from node.store import ChainStore
 
 FORMAT = "lambtrace-label-proof/v1"
@@ -147,7 +150,7 @@ class LabelProver:
             "gaps": _dedupe(gaps),
         }
 
-    def _checkpoint_covering(self, index: int) -> Any:
+    def _checkpoint_covering(self, index: int) -> Header | None:
         """The latest header, re-read briefly if state ran a block ahead of it."""
         header = self.store.last_header
         for _ in range(50):
@@ -160,15 +163,17 @@ class LabelProver:
     # -- who signed ----------------------------------------------------------------------
     def _signer_events(self, ev: SignedEvent) -> list[tuple[str, str, int | None]]:
         """``(what, subject, index | GENESIS | None)`` for the enrolment of ``ev``'s actor
-        and the enrolment of each key that signed it."""
+        (and of the actors its body names: a range's recipient, a herder agent's
+        cooperative, a shipment's addressee) and the enrolment of each key that signed it."""
         out: list[tuple[str, str, int | None]] = []
-        actor = self.store.state_get(f"a/{ev.actor}")
-        if actor is None:
-            out.append(("actor.enroll", ev.actor, None))
-        elif actor.get("root"):
-            out.append(("actor.enroll", ev.actor, GENESIS))
-        elif actor.get("keys"):
-            out.append(("actor.enroll", ev.actor, self.key_event(actor["keys"][0])))
+        for aid in dict.fromkeys([ev.actor, *_referenced_actors(ev)]):
+            actor = self.store.state_get(f"a/{aid}")
+            if actor is None:
+                out.append(("actor.enroll", aid, None))
+            elif actor.get("root"):
+                out.append(("actor.enroll", aid, GENESIS))
+            elif actor.get("keys"):
+                out.append(("actor.enroll", aid, self.key_event(actor["keys"][0])))
         for kid, _sig in ev.sigs:
             out.append(("key", kid, self.key_event(kid)))
         return out
@@ -286,6 +291,18 @@ class LabelProver:
                     return index
             pos = start
         return None
+
+
+def _referenced_actors(ev: SignedEvent) -> list[str]:
+    """Actors an event's rules look up besides its signer."""
+    b = ev.body
+    if ev.kind in ("tags.issue", "custody.ship"):
+        return [b["to"]]
+    if ev.kind == "actor.enroll" and b.get("parent"):
+        return [b["parent"]]
+    if ev.kind == "device.register":
+        return [b["owner"]]
+    return []
 
 
 def _dedupe(gaps: list[dict[str, Any]]) -> list[dict[str, Any]]:

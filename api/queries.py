@@ -18,8 +18,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ledger import codec, merkle
-from ledger.errors import DecodeError, LedgerError, Rejected, StorageError
-from ledger.events import SignedEvent, event_id, parse_leaf
+from ledger.errors import LedgerError, Rejected, StorageError
+from ledger.events import SignedEvent, parse_leaf
+from ledger.hashing import TAG_EVENT, H
 from ledger.limits import DEFAULT_LIMITS, Limits
 from ledger.schema import COUNTIES
 
@@ -58,11 +59,12 @@ def parse_stored(leaf: bytes, limits: Limits = DEFAULT_LIMITS) -> SignedEvent:
 
 
 def leaf_event_id(leaf: bytes) -> bytes:
-    """The event id of a committed leaf (hash of its envelope), without a schema check."""
+    """The event id of a committed leaf (hash of its envelope), without a schema check:
+    the node wrote the leaf itself, canonical, so its envelope re-packs to the same bytes."""
     try:
-        value = codec.decode(leaf, max_bytes=len(leaf))
-        return event_id(value["event"])
-    except (DecodeError, KeyError, TypeError) as exc:
+        value = codec.decode_trusted(leaf)
+        return H(TAG_EVENT, codec.encode_canonical_value(value["event"]))
+    except Exception as exc:  # msgpack raises several unrelated types for corrupt bytes
         raise StorageError("a committed leaf is not a signed event", code="corrupt_store") from exc
 
 
@@ -376,7 +378,7 @@ def actor(store: ChainStore, actor_id: str) -> dict[str, Any]:
             break
         if needle not in raw:
             continue
-        dev = codec.decode(raw)
+        dev = codec.decode_trusted(raw)
         if dev.get("owner") != actor_id:
             continue
         key = store.state_get(f"k/{dev['key']}")
@@ -398,7 +400,7 @@ def stats(store: ChainStore) -> dict[str, Any]:
         parts = k[1:].decode().split("/", 2)
         if len(parts) != 3 or parts[1] not in _SCOPES:
             continue
-        groups[_SCOPES[parts[1]]][parts[2]] = codec.decode(raw)
+        groups[_SCOPES[parts[1]]][parts[2]] = codec.decode_trusted(raw)
     totals: dict[str, int] = {}
     for scope in ("banners", "plants", "cooperatives"):
         names = {c for rec in groups[scope].values() for c in rec}

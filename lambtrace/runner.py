@@ -52,7 +52,23 @@ def serve(cfg: NodeConfig, *, ready: threading.Event | None = None) -> int:
         log.error("cannot start: %s (%s)", exc.message, exc.code)
         return 2
     app = create_app(node, config={"role": cfg.role, "peers": cfg.peers})
-    server: Any = waitress.create_server(app, host=cfg.host, port=cfg.port, threads=8, ident="lambtrace")
+    if os.environ.get("LAMBTRACE_SERVER") == "werkzeug":
+        from werkzeug.serving import make_server
+
+        wz = make_server(cfg.host, cfg.port, app, threaded=True)
+
+        class _Wz:
+            def run(self) -> None:
+                wz.serve_forever()
+
+            def close(self) -> None:
+                threading.Thread(target=wz.shutdown, daemon=True).start()
+
+        server: Any = _Wz()
+    else:
+        server = waitress.create_server(
+            app, host=cfg.host, port=cfg.port, threads=8, ident="lambtrace", recv_bytes=256 * 1024
+        )
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

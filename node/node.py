@@ -13,22 +13,23 @@ reported as rejected.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.blocks.builder import build_block
+from ledger.blocks.builder import BuiltBlock, assemble_block, build_block
 from ledger.blocks.certificate import sign_commit
 from ledger.blocks.header import Header
 from ledger.errors import LedgerError, Rejected
 from ledger.events import SignedEvent, parse_unverified
 from ledger.genesis import Genesis
 from ledger.limits import DEFAULT_LIMITS, Limits
-from ledger.rules import Context, apply_event
+from ledger.rules import Applied, Context, time_ok, try_event
 from ledger.sigs import verify_signature
 from ledger.state import StateView
 from signer import Signer
@@ -36,6 +37,13 @@ from signer import Signer
 from .store import ChainStore
 
 log = logging.getLogger("lambtrace.node")
+
+
+_Job = tuple[str, bytes, bytes, bytes]
+
+
+def _verify_jobs(jobs: list[_Job]) -> list[_Job]:
+    return [j for j in jobs if verify_signature(*j)]
 
 
 class SigCache:
@@ -91,6 +99,15 @@ class MempoolFull(LedgerError):
     code = "mempool_full"
 
 
+@dataclass(slots=True)
+class _Entry:
+    """An admitted event with the write set it produced on the check state."""
+
+    ev: SignedEvent
+    writes: dict[str, Any]
+    applied: Applied
+
+
 class Node:
     """One validator (or, later, observer) over a :class:`ChainStore`."""
 
@@ -114,7 +131,9 @@ class Node:
         self.metrics = Metrics()
         self.sigcache = SigCache(max(4 * limits.max_mempool_events, 10_000))
         self._lock = threading.RLock()
-        self._mempool: OrderedDict[bytes, SignedEvent] = OrderedDict()
+        self._mempool: OrderedDict[bytes, _Entry] = OrderedDict()
+        self.paranoid = bool(os.environ.get("LAMBTRACE_PARANOID"))
+        """Re-execute every block and compare with the write sets kept from admission."""
         self._check = StateView(store)
         self._recent_rejects: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
         self._wake = threading.Event()
@@ -148,7 +167,7 @@ class Node:
                 parsed.append(parse_unverified(v, self.limits, presorted=presorted))
             except Rejected as exc:
                 parsed.append(exc)
-        self._preverify([p for p in parsed if isinstance(p, SignedEvent)])
+        pending = self._preverify(parsed)
         results = []
         with self._lock:
             fresh = sum(1 for p in parsed if isinstance(p, SignedEvent) and p.id not in self._mempool)
@@ -157,7 +176,10 @@ class Node:
                     f"the mempool holds {len(self._mempool)} of {self.limits.max_mempool_events} events; retry later"
                 )
             ctx = Context(self.genesis, max(self.clock(), self._min_time()), self.sigcache.verify)
-            for p in parsed:
+            for i, p in enumerate(parsed):
+                while pending and pending[0][0] <= i:
+                    for k in pending.pop(0)[1].result():
+                        self.sigcache.add(k)
                 self.metrics.submitted += 1
                 if isinstance(p, Rejected):
                     self.metrics.reject(p.code)
@@ -179,35 +201,40 @@ class Node:
             self.metrics.duplicates += 1
             return {"id": hexid, "status": "duplicate", "code": "duplicate", "state": "committed", "height": loc[0]}
         try:
-            apply_event(self._check, ev, ctx)
+            child, applied = try_event(self._check, ev, ctx)
         except Rejected as exc:
             self.metrics.reject(exc.code)
             return {"id": hexid, "status": "rejected", **exc.to_dict()}
-        self._mempool[ev.id] = ev
+        child.merge_into(self._check)
+        self._mempool[ev.id] = _Entry(ev, child.writes, applied)
         self.metrics.accepted += 1
         return {"id": hexid, "status": "accepted"}
 
-    def _preverify(self, events: list[SignedEvent]) -> None:
-        """Verify signatures on worker threads (libsodium releases the GIL) so the rules hit the cache."""
-        if self._pool is None or len(events) < 64:
-            return
-        jobs = []
-        for ev in events:
-            msg = ev.signing_bytes()
-            for kid, sig in ev.sigs:
-                key = self._check.state_get(f"k/{kid}")
-                if key is not None:
-                    jobs.append((key["alg"], key["pub"], msg, sig))
-        if not jobs:
-            return
-        chunk = max(32, len(jobs) // 8)
+    def _preverify(self, parsed: list[SignedEvent | Rejected]) -> list[tuple[int, Future[list[_Job]]]]:
+        """Start verifying signatures on worker threads (libsodium releases the GIL).
 
-        def run(batch: list[tuple[str, bytes, bytes, bytes]]) -> list[tuple[str, bytes, bytes, bytes]]:
-            return [j for j in batch if verify_signature(*j)]
-
-        for ok in self._pool.map(run, [jobs[i : i + chunk] for i in range(0, len(jobs), chunk)]):
-            for k in ok:
-                self.sigcache.add(k)
+        Returns ``(first index, future)`` per chunk of events, in order: admission waits
+        for a chunk's future just before admitting it, so verification of later chunks
+        overlaps the rules on earlier ones, and the rules then hit the cache.  Keys not
+        known yet (enrolled earlier in the same batch) are left to the rules.
+        """
+        if self._pool is None or len(parsed) < 32:
+            return []
+        out: list[tuple[int, Future[list[_Job]]]] = []
+        chunk = 64
+        for start in range(0, len(parsed), chunk):
+            jobs: list[_Job] = []
+            for ev in parsed[start : start + chunk]:
+                if not isinstance(ev, SignedEvent):
+                    continue
+                msg = ev.signing_bytes()
+                for kid, sig in ev.sigs:
+                    key = self._check.state_get(f"k/{kid}")
+                    if key is not None:
+                        jobs.append((key["alg"], key["pub"], msg, sig))
+            if jobs:
+                out.append((start, self._pool.submit(_verify_jobs, jobs)))
+        return out
 
     def _min_time(self) -> int:
         last = self.store.last_header
@@ -226,7 +253,8 @@ class Node:
         return None
 
     def pending_event(self, event_id: bytes) -> SignedEvent | None:
-        return self._mempool.get(event_id)
+        entry = self._mempool.get(event_id)
+        return entry.ev if entry is not None else None
 
     # -- block production -------------------------------------------------------------
     def produce_block(self) -> Header | None:
@@ -238,19 +266,7 @@ class Node:
                 return None
             t0 = time.perf_counter()
             now = max(self.clock(), self._min_time())
-            built = build_block(
-                self.store,
-                self.store.frontier,
-                self.genesis,
-                height=self.store.height + 1,
-                prev=self.store.last_hash,
-                time_ms=now,
-                proposer=self.name,
-                candidates=list(self._mempool.values()),
-                max_events=self.limits.max_events_per_block,
-                max_bytes=self.limits.max_block_bytes,
-                verify=self.sigcache.verify,
-            )
+            built = self._build(now)
             if not built.events and not built.rejected:
                 return None
             header = built.header
@@ -279,6 +295,37 @@ class Node:
             return header
         return None
 
+    def _build(self, now: int) -> BuiltBlock:
+        """The next block: from the write sets kept since admission when the mempool's
+        prefix still passes the clock checks, else by executing the events again."""
+        prefix: list[_Entry] = []
+        size = 0
+        for entry in self._mempool.values():
+            if len(prefix) >= self.limits.max_events_per_block or size + len(entry.ev.leaf) > self.limits.max_block_bytes:  # noqa: E501
+                break
+            prefix.append(entry)
+            size += len(entry.ev.leaf)
+        height, prev, proposer = self.store.height + 1, self.store.last_hash, self.name
+
+        def execute() -> BuiltBlock:
+            return build_block(
+                self.store, self.store.frontier, self.genesis, height=height, prev=prev, time_ms=now,
+                proposer=proposer, candidates=[e.ev for e in prefix], max_events=len(prefix),
+                max_bytes=self.limits.max_block_bytes, verify=self.sigcache.verify,
+            )
+
+        if not all(time_ok(e.ev, self.genesis, now) for e in prefix):
+            return execute()
+        fast = assemble_block(
+            self.store, self.store.frontier, self.genesis, height=height, prev=prev, time_ms=now,
+            proposer=proposer, executed=[(e.ev, e.writes, e.applied) for e in prefix],
+        )
+        if self.paranoid:
+            slow = execute()
+            if slow.rejected or slow.header != fast.header or slow.view.writes != fast.view.writes:
+                raise RuntimeError("write sets kept from admission differ from re-execution")
+        return fast
+
     def _remember_reject(self, event_id: bytes, exc: Rejected) -> None:
         self._recent_rejects[event_id] = (exc.code, exc.message)
         while len(self._recent_rejects) > 10_000:
@@ -290,12 +337,15 @@ class Node:
         if not self._mempool:
             return
         ctx = Context(self.genesis, max(self.clock(), self._min_time()), self.sigcache.verify)
-        for eid, ev in list(self._mempool.items()):
+        for eid, entry in list(self._mempool.items()):
             try:
-                apply_event(self._check, ev, ctx)
+                child, applied = try_event(self._check, entry.ev, ctx)
             except Rejected as exc:
                 del self._mempool[eid]
                 self._remember_reject(eid, exc)
+                continue
+            child.merge_into(self._check)
+            entry.writes, entry.applied = child.writes, applied
 
     # -- running ----------------------------------------------------------------------
     def start(self) -> None:
