@@ -230,6 +230,10 @@ class LabelProver:
         cached = self._issue_events.get(first)
         if cached is not None:
             return cached
+        if type(rng.get("event")) is bytes:
+            loc = self.store.event_location(rng["event"])
+            if loc is not None:
+                return loc[1]
 
         def match(ev: SignedEvent) -> bool:
             return ev.kind == "tags.issue" and ev.body["first"] == first and ev.body["to"] == rng["to"]

@@ -61,7 +61,7 @@ def submit(
                 continue
         values.append(item)
         slots.append(i)
-    for i, r in zip(slots, node.submit(values) if values else []):
+    for i, r in zip(slots, node.submit(values, presorted=body_format == "msgpack") if values else []):
         results[i] = r
     final: list[dict[str, Any]] = [r for r in results if r is not None]
     answer: dict[str, Any] = {"results": final}

@@ -62,11 +62,28 @@ def apply_event(view: StateView, ev: SignedEvent, ctx: Context) -> Applied:
 
     Raises :class:`Rejected`; on a raise ``view`` is unchanged.
     """
+    child, applied = try_event(view, ev, ctx)
+    child.merge_into(view)
+    return applied
+
+
+def try_event(view: StateView, ev: SignedEvent, ctx: Context) -> tuple[StateView, Applied]:
+    """Like :func:`apply_event` but leaves the effects in a child view of ``view``.
+
+    The caller merges the child (``child.merge_into(view)``) or drops it; the child's
+    ``writes`` are the event's write set.
+    """
     child = view.child()
     applied = _apply(child, ev, ctx)
     child.add_event(ev.id)
-    child.merge_into(view)
-    return applied
+    return child, applied
+
+
+def time_ok(ev: SignedEvent, genesis: Genesis, block_time: int) -> bool:
+    """Whether ``ev``'s time passes the rules' clock checks at ``block_time`` (the only
+    part of a verdict that depends on the block rather than on state)."""
+    p = genesis.params
+    return genesis.time <= ev.time <= block_time + p.max_future_ms and ev.time + p.max_lateness_ms >= block_time
 
 
 def _apply(v: StateView, ev: SignedEvent, ctx: Context) -> Applied:
@@ -126,7 +143,7 @@ def _check_keys(v: StateView, ev: SignedEvent, ctx: Context) -> list[dict[str, A
 # -- membership -----------------------------------------------------------------------
 
 
-def _new_key(v: StateView, k: dict[str, Any], actor: str, device: str | None, t: int) -> tuple[str, dict]:
+def _new_key(v: StateView, k: dict[str, Any], actor: str, device: str | None, ev: SignedEvent) -> tuple[str, dict]:
     try:
         check_public_key(k["alg"], k["pub"])
     except LedgerError as exc:
@@ -140,9 +157,10 @@ def _new_key(v: StateView, k: dict[str, Any], actor: str, device: str | None, t:
         "storage": k["storage"],
         "actor": actor,
         "device": device,
-        "not_before": t,
+        "not_before": ev.time,
         "not_after": k.get("not_after"),
         "revoked_at": None,
+        "event": ev.id,
     }
 
 
@@ -159,7 +177,7 @@ def _enroll(v: StateView, ev: SignedEvent, actor: dict, ctx: Context) -> Applied
         raise Rejected("bad_parent", "only herder agents name a parent cooperative")
     kids = []
     for k in b["keys"]:
-        kid, rec = _new_key(v, k, b["id"], None, ev.time)
+        kid, rec = _new_key(v, k, b["id"], None, ev)
         if kid in kids:
             raise Rejected("key_exists", f"key {kid} is listed twice")
         kids.append(kid)
@@ -215,7 +233,7 @@ def _rotate(v: StateView, ev: SignedEvent, actor: dict, ctx: Context) -> Applied
         k["revoked_at"] = ev.time
         v.put(f"k/{kid}", k)
     for k in b.get("add", []):
-        kid, rec = _new_key(v, k, a["id"], None, ev.time)
+        kid, rec = _new_key(v, k, a["id"], None, ev)
         v.put(f"k/{kid}", rec)
         kids.append(kid)
     a["keys"] = kids
@@ -232,7 +250,7 @@ def _device(v: StateView, ev: SignedEvent, actor: dict, ctx: Context) -> Applied
         raise Rejected("bad_recipient", "terminals are filed for cooperatives, herder agents, plants, banner offices")
     if actor["role"] == "banner_office" and owner["banner"] != actor["banner"]:
         raise Rejected("wrong_banner", "a banner office files terminals for its own banner")
-    kid, rec = _new_key(v, b["key"], owner["id"], b["device"], ev.time)
+    kid, rec = _new_key(v, b["key"], owner["id"], b["device"], ev)
     v.put(f"k/{kid}", rec)
     v.put(
         f"d/{b['device']}",

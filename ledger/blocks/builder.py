@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import merkle
 from ..errors import Rejected
@@ -70,7 +71,12 @@ def build_block(
         events.append(ev)
         size += len(ev.leaf)
         new_nodes.extend(cr.append(merkle.leaf_hash(ev.leaf)))
-    header = Header(
+    header = _header(genesis, height, time_ms, prev, cr, proposer)
+    return BuiltBlock(header, events, applied, rejected, view, new_nodes, cr)
+
+
+def _header(genesis: Genesis, height: int, time_ms: int, prev: bytes, cr: merkle.CompactRange, proposer: str) -> Header:
+    return Header(
         chain=genesis.chain,
         height=height,
         time=time_ms,
@@ -80,4 +86,39 @@ def build_block(
         validators=genesis.validators_hash,
         proposer=proposer,
     )
-    return BuiltBlock(header, events, applied, rejected, view, new_nodes, cr)
+
+
+def assemble_block(
+    backend: StateBackend,
+    frontier: merkle.CompactRange,
+    genesis: Genesis,
+    *,
+    height: int,
+    prev: bytes,
+    time_ms: int,
+    proposer: str,
+    executed: Iterable[tuple[SignedEvent, dict[str, Any], Applied]],
+) -> BuiltBlock:
+    """A block from events already executed in this order on top of ``backend``.
+
+    ``executed`` holds each event with its write set and index data as
+    :func:`ledger.rules.try_event` produced them, each against ``backend`` plus the
+    events before it.  The result equals :func:`build_block` on the same events (the
+    rules are deterministic), without running the rules again.  The caller guarantees
+    the precondition and that every event passes :func:`ledger.rules.time_ok` at
+    ``time_ms``.
+    """
+    view = StateView(backend)
+    cr = merkle.CompactRange(frontier.size, list(frontier.hashes))
+    events: list[SignedEvent] = []
+    applied: list[Applied] = []
+    new_nodes: list[tuple[int, int, bytes]] = []
+    for ev, writes, app in executed:
+        for k, v in writes.items():
+            view.put(k, v)
+        view.add_event(ev.id)
+        events.append(ev)
+        applied.append(app)
+        new_nodes.extend(cr.append(merkle.leaf_hash(ev.leaf)))
+    header = _header(genesis, height, time_ms, prev, cr, proposer)
+    return BuiltBlock(header, events, applied, [], view, new_nodes, cr)
