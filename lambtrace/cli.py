@@ -110,7 +110,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from api.client import Client
-
     from signer import load_signer
 
     if args.kind not in KINDS:

@@ -144,8 +144,9 @@ def _cast_with_saved_keys(d: Path, state: dict[str, Any], genesis: Genesis) -> A
 
 
 def _drive_season(d: Path, state: dict[str, Any], genesis: Genesis, url: str) -> tuple[Any, list[str]]:
-    from api.client import Client
     from tqdm import tqdm
+
+    from api.client import Client
 
     from .season import Season
 

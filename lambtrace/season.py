@@ -422,6 +422,11 @@ class Season:
     enrolment, tag issue, tagging, custody, slaughter, labels.  Calling it again yields
     the same envelopes.  Raises ``ValueError`` when the lambs cannot fit the serial space
     or ``tag_quotas`` (ear tags each banner may still be issued this year).
+
+    ``year`` defaults to :func:`default_year` of ``start_ms`` (the last season that is
+    over), not simply the calendar year, so no birth, slaughter or pack date lies in the
+    future.  ``first_lamb`` > 0 continues an earlier season of the same cast on the same
+    chain (no enrolment unless ``enroll=True``; fresh serials, chips and ids).
     """
 
     PHASE_SHARES = (0.02, 0.02, 0.36, 0.30, 0.15, 0.15)

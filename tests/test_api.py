@@ -20,6 +20,10 @@ from typing import Any
 import msgpack
 import pytest
 import requests
+from werkzeug.serving import make_server
+
+from api import queries
+from api.client import Client, ClientError, WaitTimeout
 from helpers_api import (
     AGENT,
     CHAIN,
@@ -33,10 +37,6 @@ from helpers_api import (
     VALIDATOR,
     ApiWorld,
 )
-from werkzeug.serving import make_server
-
-from api import queries
-from api.client import Client, ClientError, WaitTimeout
 from ledger import codec, merkle, schema
 from ledger.blocks.certificate import CommitCertificate, verify_commit
 from ledger.blocks.header import Header

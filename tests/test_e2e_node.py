@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 import requests
+
 from api.client import Client
 from helpers import World, wait_until
-from test_rejections_http import A, base, slaughtered
-
 from lambtrace.config import NodeConfig, genesis_to_json
 from ledger import merkle
 from signer import save_key_file
+from test_rejections_http import A, base, slaughtered
 
 pytestmark = pytest.mark.cluster
 

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from helpers import OFFICE, Served, World
 
+from helpers import OFFICE, Served, World
 from ledger import codec
 from signer import generate, public_key_record
 

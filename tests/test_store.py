@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import World
-from test_rejections_http import A, base, slaughtered
 
+from helpers import World
 from ledger import merkle
 from ledger.blocks.certificate import verify_commit
 from ledger.errors import StorageError
@@ -16,6 +15,7 @@ from ledger.rules import Context, apply_event
 from ledger.state import MemoryState, StateView
 from node.kv import LevelKV, MemoryKV
 from node.store import ChainStore
+from test_rejections_http import A, base, slaughtered
 
 
 def lifecycle(w: World) -> list[dict]:
