@@ -147,7 +147,11 @@ def main() -> int:
         elapsed = time.perf_counter() - t0
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
     committed_rate = (n - rejected) / elapsed
     vrate = verify_rate()
     out = {

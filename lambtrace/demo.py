@@ -228,6 +228,7 @@ def run_demo(args: argparse.Namespace) -> int:
             state["check_codes"] = {lab: season.check_codes[lab][0] if isinstance(season.check_codes[lab], tuple)
                                     else season.check_codes[lab] for lab in labels if lab in season.check_codes}
             state["season_done"] = True
+            state["next_lamb"] = season.next_lamb
             write_json(d / STATE_FILE, state)
         info = _demo_json(d, state, genesis, procs, labels)
         write_json(d / "demo.json", info)
@@ -264,14 +265,14 @@ def _run(d: Path, state: dict[str, Any], genesis: Genesis, urls: list[str], proc
     from .season import Season
 
     trickle = None
+    season = None
     if args.rate > 0:
         cast, rng = _cast_with_saved_keys(d, state, genesis)
-        done = state.get("extra_lambs", 0)
-        season = Season(cast, chain=genesis.chain, start_ms=int(time.time() * 1000) - 60_000,
-                        lambs=state["lambs"], rng=rng)
-        if hasattr(season, "extra_lambs"):
-            trickle = iter(season.extra_lambs(10**9))
-        del done
+        first = int(state.get("next_lamb", state["lambs"]))
+        season = Season(cast, chain=genesis.chain, start_ms=int(time.time() * 1000), lambs=0, rng=rng,
+                        first_lamb=first, enroll=False)
+        trickle = iter(season.extra_lambs(10**9, clock=lambda: int(time.time() * 1000)))
+        _say(f"driving new lambs at about {args.rate:g} events/s")
     client = Client(urls[0])
     reported: set[int] = set()
     while not stopping():
@@ -282,15 +283,20 @@ def _run(d: Path, state: dict[str, Any], genesis: Genesis, urls: list[str], proc
                      f"`lambtrace node --config <config>`")
         if trickle is not None:
             t0 = time.monotonic()
+            batch: list[dict[str, Any]] = []
             try:
                 batch = next(trickle)
                 client.submit(batch)
+                if season is not None:
+                    state["next_lamb"] = season.next_lamb
+                    write_json(d / STATE_FILE, state)
             except StopIteration:
                 trickle = None
+                _say("rate driver: no ear-tag quota or serials left; stopping the trickle")
             except LedgerError as exc:
                 _say(f"rate driver: {exc.code}: {exc.message}")
             spent = time.monotonic() - t0
-            time.sleep(max(0.0, len(batch) / args.rate - spent) if trickle is not None else 0.5)
+            time.sleep(max(0.0, len(batch) / args.rate - spent) if batch else 0.5)
         else:
             time.sleep(0.5)
 

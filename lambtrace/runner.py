@@ -75,6 +75,11 @@ def serve(cfg: NodeConfig, *, ready: threading.Event | None = None) -> int:
         log.info("signal %s: stopping", signum)
         stop.set()
         server.close()
+        # Every committed block is one synced batch, so a hard exit loses nothing
+        # committed; it only bounds how long a stuck request can delay shutdown.
+        hard_exit = threading.Timer(10.0, lambda: os._exit(0))
+        hard_exit.daemon = True
+        hard_exit.start()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
