@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from helpers import wait_until
 
 pytestmark = pytest.mark.cluster
