@@ -38,6 +38,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def verify_rate(seconds: float = 2.0) -> float:
     sk = nacl.signing.SigningKey.generate()
     vk = sk.verify_key
@@ -132,6 +141,7 @@ def main() -> int:
                         rejected += bad
                     break
 
+        cpu0, own0 = cpu_seconds(proc.pid), time.process_time()
         t0 = time.perf_counter()
         threads = [threading.Thread(target=client) for _ in range(args.clients)]
         for t in threads:
@@ -145,6 +155,8 @@ def main() -> int:
                 break
             time.sleep(0.02)
         elapsed = time.perf_counter() - t0
+        node_cpu = cpu_seconds(proc.pid) - cpu0
+        client_cpu = time.process_time() - own0
     finally:
         proc.terminate()
         try:
@@ -165,6 +177,9 @@ def main() -> int:
         "committed_events_per_s": round(committed_rate, 1),
         "ed25519_verify_per_s": round(vrate, 1),
         "ratio": round(committed_rate / vrate, 3),
+        "node_cpu_cores": round(node_cpu / elapsed, 2),
+        "client_cpu_cores": round(client_cpu / elapsed, 2),
+        "node_cpu_us_per_event": round(node_cpu / (n - rejected) * 1e6, 1),
         "target_ratio": 0.5,
     }
     out["meets_target"] = out["ratio"] >= out["target_ratio"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import importlib
 import json
 import os
 import sys
@@ -21,6 +22,14 @@ from ledger.events import KINDS
 from ledger.genesis import Genesis, Params, Validator
 
 from . import __version__
+
+COMMAND_MODULES = (
+    "lambtrace.cmd_hsm",
+    "lambtrace.cmd_verify",
+    "lambtrace.cmd_labels",
+)
+"""Modules that add commands: each has ``register(subparsers)`` adding parsers whose
+``func`` takes the parsed args and returns an exit code."""
 
 
 def _passphrase(args: argparse.Namespace, *, confirm: bool = False) -> str | None:
@@ -191,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--time", type=int, help="event time in ms (default now)")
     s.add_argument("--wait", action="store_true", help="wait until the event is committed")
     s.set_defaults(func=cmd_submit)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
     return p
 
 

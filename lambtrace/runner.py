@@ -37,6 +37,9 @@ def open_node(cfg: NodeConfig, *, passphrase: str | None = None) -> Node:
 
 
 def serve(cfg: NodeConfig, *, ready: threading.Event | None = None) -> int:
+    import sys
+
+    sys.setswitchinterval(float(os.environ.get("LAMBTRACE_SWITCH_S", "0.005")))
     """Run the node until SIGINT/SIGTERM.  Returns the process exit code."""
     import waitress
 
