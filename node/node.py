@@ -196,7 +196,7 @@ class Node:
         if ev.id in self._mempool:
             self.metrics.duplicates += 1
             return {"id": hexid, "status": "duplicate", "code": "duplicate", "state": "pending"}
-        loc = self.store.event_location(ev.id)
+        loc = self.store.event_location(ev.id, remember_absent=True)
         if loc is not None:
             self.metrics.duplicates += 1
             return {"id": hexid, "status": "duplicate", "code": "duplicate", "state": "committed", "height": loc[0]}

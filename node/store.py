@@ -17,6 +17,7 @@ instant leaves exactly the committed chain.
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -46,6 +47,8 @@ class ChainStore:
         self.genesis = genesis
         self._lock = threading.RLock()
         self._cache: dict[str, Any] = {}
+        self._absent: dict[bytes, None] = {}
+        """Event ids recently looked up and not in the log (admission asks twice per event)."""
         stored = kv.get(b"G")
         if stored is None:
             puts = {b"G": genesis.encode(), b"Mh": _u64(0)}
@@ -60,6 +63,9 @@ class ChainStore:
         self.last_header: Header | None = self.header(self.height) if self.height else None
         size = self.last_header.log_size if self.last_header else 0
         self.frontier = merkle.CompactRange.from_store(size, self.get_node)
+        # Ear-tag ranges are few (one per issuance) and every tagging looks one up with a
+        # floor query: keep their keys sorted in memory.
+        self._range_keys: list[str] = [k[1:].decode() for k, _v in kv.scan(b"Sr/")]
         if self.last_header and self.frontier.root() != self.last_header.log_root:
             raise StorageError("stored Merkle nodes do not match the last header", code="corrupt_store")
 
@@ -98,9 +104,20 @@ class ChainStore:
         prev = self.header(height - 1) if height > 1 else None
         return (prev.log_size if prev else 0), h.log_size
 
-    def event_location(self, event_id: bytes) -> tuple[int, int] | None:
+    def event_location(self, event_id: bytes, *, remember_absent: bool = False) -> tuple[int, int] | None:
+        """``(height, leaf index)`` of a committed event, or None.
+
+        ``remember_absent`` caches a miss; only callers that hold the node's lock (so no
+        block commits meanwhile) may ask for it: a commit forgets the ids it writes.
+        """
+        if event_id in self._absent:
+            return None
         raw = self.kv.get(b"E" + event_id)
         if raw is None:
+            if remember_absent:
+                if len(self._absent) >= self.CACHE_MAX:
+                    self._absent.clear()
+                self._absent[event_id] = None
             return None
         height, index = codec.decode_trusted(raw)
         return int(height), int(index)
@@ -134,13 +151,20 @@ class ChainStore:
         return value
 
     def state_floor(self, prefix: str, key: str) -> tuple[str, Any] | None:
+        if prefix == "r/":
+            i = bisect.bisect_right(self._range_keys, key)
+            if i == 0:
+                return None
+            k = self._range_keys[i - 1]
+            return k, self.state_get(k)
         found = self.kv.floor(b"S" + prefix.encode(), b"S" + key.encode())
         if found is None:
             return None
         return found[0][1:].decode(), codec.decode_trusted(found[1])
 
     def has_event(self, event_id: bytes) -> bool:
-        return self.kv.get(b"E" + event_id) is not None
+        """For the rules, which run under the node's lock (see :meth:`event_location`)."""
+        return self.event_location(event_id, remember_absent=True) is not None
 
     def state_items(self) -> Iterator[tuple[str, Any]]:
         for k, v in self.kv.scan(b"S"):
@@ -181,6 +205,13 @@ class ChainStore:
             if len(self._cache) + len(writes) >= self.CACHE_MAX:
                 self._cache.clear()
             self._cache.update(writes)
+            for ev in built.events:
+                self._absent.pop(ev.id, None)
+            for k in writes:
+                if k.startswith("r/"):
+                    i = bisect.bisect_left(self._range_keys, k)
+                    if i == len(self._range_keys) or self._range_keys[i] != k:
+                        self._range_keys.insert(i, k)
             self.height = h.height
             self.last_header = h
             self.frontier = built.frontier
