@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import OFFICE, Served, World
 
+from helpers import OFFICE, Served, World
 from lambtrace.cli import main
 from lambtrace.config import load_genesis
 from signer import generate, load_public_key, load_signer, save_key_file
