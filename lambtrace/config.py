@@ -80,6 +80,8 @@ class NodeConfig:
     role: str = "validator"
     limits: Limits = field(default_factory=Limits)
     log_level: str = "INFO"
+    verify_processes: int = 2
+    """Worker processes that check signatures of large submissions (0: threads)."""
     path: Path | None = None
 
     @property
@@ -110,6 +112,7 @@ class NodeConfig:
             "peers": self.peers,
             "role": self.role,
             "log_level": self.log_level,
+            "verify_processes": self.verify_processes,
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -147,6 +150,7 @@ class NodeConfig:
                 role=d.get("role", "validator"),
                 limits=limits,
                 log_level=d.get("log_level", "INFO"),
+                verify_processes=int(d.get("verify_processes", 2)),
                 path=p,
             )
         except (KeyError, TypeError) as exc:

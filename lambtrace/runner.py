@@ -33,7 +33,8 @@ def open_node(cfg: NodeConfig, *, passphrase: str | None = None) -> Node:
     node_signer = None
     if cfg.key is not None:
         node_signer = load_signer(str(cfg.key), passphrase=passphrase)
-    return Node(store, genesis, name=cfg.name, signer=node_signer, limits=cfg.limits)
+    return Node(store, genesis, name=cfg.name, signer=node_signer, limits=cfg.limits,
+                verify_threads=0 if cfg.verify_processes else 2, verify_processes=cfg.verify_processes)
 
 
 def serve(cfg: NodeConfig, *, ready: threading.Event | None = None) -> int:

@@ -13,12 +13,13 @@ reported as rejected.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,8 +43,9 @@ log = logging.getLogger("lambtrace.node")
 _Job = tuple[str, bytes, bytes, bytes]
 
 
-def _verify_jobs(jobs: list[_Job]) -> list[_Job]:
-    return [j for j in jobs if verify_signature(*j)]
+def _verify_jobs(jobs: list[_Job]) -> list[int]:
+    """Indexes of the jobs whose signature verifies (runs in a worker)."""
+    return [i for i, j in enumerate(jobs) if verify_signature(*j)]
 
 
 class SigCache:
@@ -121,6 +123,7 @@ class Node:
         limits: Limits = DEFAULT_LIMITS,
         clock: Callable[[], int] = lambda: int(time.time() * 1000),
         verify_threads: int = 2,
+        verify_processes: int = 0,
     ) -> None:
         self.store = store
         self.genesis = genesis
@@ -139,7 +142,13 @@ class Node:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pool = ThreadPoolExecutor(max_workers=verify_threads) if verify_threads > 0 else None
+        self._pool: Executor | None = None
+        if verify_processes > 0:
+            # Worker processes verify with their own interpreter lock, in parallel with
+            # the rules in this process; forkserver keeps them free of this process's threads.
+            self._pool = ProcessPoolExecutor(verify_processes, mp_context=multiprocessing.get_context("forkserver"))
+        elif verify_threads > 0:
+            self._pool = ThreadPoolExecutor(max_workers=verify_threads)
         self.commit_listeners: list[Callable[[Header], None]] = []
         validator = genesis.validator(name)
         self.is_validator = validator is not None and signer is not None
@@ -178,8 +187,9 @@ class Node:
             ctx = Context(self.genesis, max(self.clock(), self._min_time()), self.sigcache.verify)
             for i, p in enumerate(parsed):
                 while pending and pending[0][0] <= i:
-                    for k in pending.pop(0)[1].result():
-                        self.sigcache.add(k)
+                    jobs, fut = pending.pop(0)[1:]
+                    for k in fut.result():
+                        self.sigcache.add(jobs[k])
                 self.metrics.submitted += 1
                 if isinstance(p, Rejected):
                     self.metrics.reject(p.code)
@@ -210,7 +220,7 @@ class Node:
         self.metrics.accepted += 1
         return {"id": hexid, "status": "accepted"}
 
-    def _preverify(self, parsed: list[SignedEvent | Rejected]) -> list[tuple[int, Future[list[_Job]]]]:
+    def _preverify(self, parsed: list[SignedEvent | Rejected]) -> list[tuple[int, list[_Job], Future[list[int]]]]:
         """Start verifying signatures on worker threads (libsodium releases the GIL).
 
         Returns ``(first index, future)`` per chunk of events, in order: admission waits
@@ -220,7 +230,7 @@ class Node:
         """
         if self._pool is None or len(parsed) < 32:
             return []
-        out: list[tuple[int, Future[list[_Job]]]] = []
+        out: list[tuple[int, list[_Job], Future[list[int]]]] = []
         chunk = 64
         for start in range(0, len(parsed), chunk):
             jobs: list[_Job] = []
@@ -233,7 +243,7 @@ class Node:
                     if key is not None:
                         jobs.append((key["alg"], key["pub"], msg, sig))
             if jobs:
-                out.append((start, self._pool.submit(_verify_jobs, jobs)))
+                out.append((start, jobs, self._pool.submit(_verify_jobs, jobs)))
         return out
 
     def _min_time(self) -> int:
