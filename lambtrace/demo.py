@@ -240,7 +240,6 @@ def run_demo(args: argparse.Namespace) -> int:
         if labels:
             _say(f"label (API):   {urls[0]}/v1/labels/{labels[0]}")
             _say(f"consumer page: {urls[0]}/l/{labels[0]}#g={genesis.hash.hex()[:32]}")
-        _say(f"dashboard:     {urls[0]}/dashboard")
         _say(f"status:        {urls[0]}/v1/status")
         if args.exit_when_ready:
             return 0
