@@ -1,0 +1,477 @@
+"""One node's consensus, sans I/O: machine + signing + block validation + WAL + gossip + sync.
+
+A :class:`Replica` is driven by three calls — :meth:`Replica.on_message`,
+:meth:`Replica.on_timer` and :meth:`Replica.tick` (periodic gossip) — each given the
+current time, each returning :class:`Send` and :class:`SetTimer` outputs for the
+caller to carry out.  The real node calls it from its consensus thread with the TCP
+transport and wall-clock timers; the simulator calls it with a simulated network and
+clock.  Both run exactly this code.
+
+Every input is appended to the write-ahead log before it is stepped, so a restarted
+replica replays the inputs of its current height and reaches the same state; the
+:class:`SignGuard` (persisted by the caller) refuses to sign a conflicting vote or
+proposal, so a replay never double-signs.
+
+The chain itself lives behind :class:`App`: it builds blocks from its mempool,
+validates proposed blocks by executing them, commits decided blocks with their
+certificates, and serves committed blocks to peers that are behind (block sync).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .. import codec
+from ..blocks.certificate import CommitCertificate, verify_commit, vote_bytes
+from ..errors import LedgerError
+from ..genesis import Genesis
+from ..hashing import TAG_VOTE, signing_message
+from ..sigs import verify_signature
+from .machine import (
+    PRECOMMIT,
+    PREVOTE,
+    PROPOSE,
+    BroadcastProposal,
+    BroadcastVote,
+    Decide,
+    GetValue,
+    Machine,
+    ProposalIn,
+    ScheduleTimeout,
+    Start,
+    TimeoutIn,
+    Timeouts,
+    ValidatorSet,
+    ValueReady,
+    VoteIn,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from signer import Signer
+
+STEP_RANK = {PROPOSE: 1, PREVOTE: 2, PRECOMMIT: 3}
+MAX_SYNC_BATCH = 16
+
+
+# -- outputs ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send ``msg`` to ``to`` (a node name), or to every peer when ``to`` is None."""
+
+    to: str | None
+    msg: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SetTimer:
+    key: tuple[str, int, int]
+    at_ms: int
+
+
+Out = Send | SetTimer
+
+
+# -- what the replica needs from its surroundings ---------------------------------------
+
+
+class App(Protocol):
+    """The chain as consensus sees it.  ``payload`` is an opaque block value."""
+
+    def committed_height(self) -> int: ...
+
+    def propose(self, height: int, now_ms: int) -> tuple[bytes, Any]:
+        """Build a block for ``height`` from the mempool: ``(block hash, payload)``."""
+        ...
+
+    def validate(self, height: int, payload: Any, proposer: str, now_ms: int) -> tuple[bytes | None, bool]:
+        """``(block hash, valid)`` of a proposed payload; hash None when it does not even parse.
+
+        ``proposer`` is empty for a block that comes with a commit certificate (block
+        sync): then checks against the local clock are skipped."""
+        ...
+
+    def commit(self, height: int, payload: Any, cert: CommitCertificate) -> None:
+        """Store a decided block (its certificate already checked)."""
+        ...
+
+    def committed(self, height: int) -> tuple[Any, CommitCertificate] | None:
+        """A committed block and its certificate, for peers that are behind."""
+        ...
+
+
+class WAL(Protocol):
+    def append(self, height: int, record: dict[str, Any]) -> None:
+        """Durably log an input of ``height`` before it is stepped."""
+        ...
+
+    def records(self, height: int) -> Sequence[dict[str, Any]]: ...
+
+    def forget_below(self, height: int) -> None: ...
+
+
+class SignGuard(Protocol):
+    """Remembers the last (height, round, step, sign bytes) signed; refuses conflicts."""
+
+    def check_and_record(self, height: int, round_: int, step: int, sign_bytes: bytes) -> bool: ...
+
+
+class MemoryWAL:
+    def __init__(self) -> None:
+        self._by_height: dict[int, list[dict[str, Any]]] = {}
+
+    def append(self, height: int, record: dict[str, Any]) -> None:
+        self._by_height.setdefault(height, []).append(record)
+
+    def records(self, height: int) -> Sequence[dict[str, Any]]:
+        return list(self._by_height.get(height, ()))
+
+    def forget_below(self, height: int) -> None:
+        for h in [h for h in self._by_height if h < height]:
+            del self._by_height[h]
+
+
+class MemoryGuard:
+    """A :class:`SignGuard` in memory (the node persists one on disk)."""
+
+    def __init__(self) -> None:
+        self.last: tuple[int, int, int] = (0, -1, 0)
+        self.last_bytes: bytes = b""
+
+    def check_and_record(self, height: int, round_: int, step: int, sign_bytes: bytes) -> bool:
+        hrs = (height, round_, step)
+        if hrs < self.last:
+            return False
+        if hrs == self.last:
+            return sign_bytes == self.last_bytes
+        self.last, self.last_bytes = hrs, sign_bytes
+        return True
+
+
+def _seen_key(msg: dict[str, Any]) -> tuple[Any, ...]:
+    if msg["t"] == "proposal":
+        return ("proposal", msg["round"], msg["from"], msg.get("value"))
+    return ("vote", msg.get("type"), msg["round"], msg["from"], msg.get("value"))
+
+
+def proposal_bytes(chain: str, height: int, round_: int, block: bytes, valid_round: int) -> bytes:
+    body = {"type": "proposal", "chain": chain, "height": height, "round": round_, "block": block,
+            "valid_round": valid_round}
+    return signing_message(TAG_VOTE, codec.encode(body))
+
+
+@dataclass
+class Stats:
+    dropped: dict[str, int] = field(default_factory=dict)
+    decided: int = 0
+    synced: int = 0
+    refused_to_sign: int = 0
+
+    def drop(self, why: str) -> None:
+        self.dropped[why] = self.dropped.get(why, 0) + 1
+
+
+class Replica:
+    """Consensus for one node (a validator when it has a signer, else an observer)."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        genesis: Genesis,
+        app: App,
+        wal: WAL,
+        signer: Signer | None = None,
+        guard: SignGuard | None = None,
+        timeouts: Timeouts | None = None,
+    ) -> None:
+        self.name = name
+        self.genesis = genesis
+        self.chain = genesis.chain
+        self.app = app
+        self.wal = wal
+        self.validators = genesis.validators
+        self.vset = ValidatorSet(tuple((v.name, v.power) for v in genesis.validators))
+        self._by_name = {v.name: v for v in genesis.validators}
+        is_validator = signer is not None and name in self._by_name
+        if is_validator and signer is not None and signer.public_key != self._by_name[name].pub:
+            raise LedgerError("this node's key is not the one genesis names for it", code="wrong_node_key")
+        self.signer = signer if is_validator else None
+        self.guard = guard if guard is not None else MemoryGuard()
+        p = genesis.params
+        self.timeouts = timeouts or Timeouts(p.timeout_propose_ms, p.timeout_prevote_ms, p.timeout_precommit_ms,
+                                             p.timeout_delta_ms)
+        self.machine = Machine(self.vset, name if self.signer else None, self.timeouts)
+        self.stats = Stats()
+        self._payloads: dict[bytes, Any] = {}
+        self._own: dict[tuple[str, int], dict[str, Any]] = {}
+        """This height's own signed messages by (kind, round), re-sent by gossip."""
+        self._peer_heights: dict[str, int] = {}
+        self._seen: dict[tuple[Any, ...], dict[str, Any]] = {}
+        """Consensus messages of this height already logged and stepped, by key; gossip
+        relays them (a peer may have missed a vote a faulty validator sent only to some)."""
+        self._replaying = False
+
+    # -- life cycle ---------------------------------------------------------------------
+    @property
+    def height(self) -> int:
+        """The height being decided (one above the last committed)."""
+        return self.app.committed_height() + 1
+
+    def start(self, now_ms: int) -> list[Out]:
+        """Begin (or resume) at the app's next height, replaying that height's WAL."""
+        out: list[Out] = []
+        h = self.height
+        self._emit(self.machine.step(Start(h)), now_ms, out)
+        self._replaying = True
+        try:
+            for rec in self.wal.records(h):
+                self._apply_record(rec, now_ms, out)
+        finally:
+            self._replaying = False
+        out.extend(self._gossip())
+        return out
+
+    # -- inputs -------------------------------------------------------------------------
+    def on_message(self, sender: str, msg: Any, now_ms: int) -> list[Out]:
+        """Handle a message from peer ``sender`` (already authenticated by the transport)."""
+        out: list[Out] = []
+        if type(msg) is not dict:
+            self.stats.drop("malformed")
+            return out
+        kind = msg.get("t")
+        try:
+            if kind in ("proposal", "vote"):
+                self._consensus_message(msg, now_ms, out)
+            elif kind == "status":
+                self._on_status(sender, msg, out)
+            elif kind == "sync_req":
+                self._on_sync_req(sender, msg, out)
+            elif kind == "commit":
+                self._on_commit(msg, now_ms, out)
+            else:
+                self.stats.drop("unknown_type")
+        except (KeyError, TypeError, ValueError, LedgerError):
+            self.stats.drop("malformed")
+        return out
+
+    def on_timer(self, key: tuple[str, int, int], now_ms: int) -> list[Out]:
+        step, h, r = key
+        if h != self.height:
+            return []
+        rec = {"t": "timeout", "step": step, "height": h, "round": r}
+        out: list[Out] = []
+        self.wal.append(h, rec)
+        self._apply_record(rec, now_ms, out)
+        return out
+
+    def tick(self, now_ms: int) -> list[Out]:
+        """Periodic gossip: re-send this height's own messages and a status line."""
+        return self._gossip()
+
+    # -- consensus messages -------------------------------------------------------------
+    def _consensus_message(self, msg: dict[str, Any], now_ms: int, out: list[Out]) -> None:
+        h = msg["height"]
+        if type(h) is not int or msg.get("chain") != self.chain:
+            self.stats.drop("wrong_chain")
+            return
+        if h < self.height:
+            return  # old news
+        if h > self.height + 1:
+            self.stats.drop("far_future")
+            return
+        key = _seen_key(msg)
+        if key in self._seen:
+            return
+        if not self._check_signature(msg):
+            self.stats.drop("bad_signature")
+            return
+        if h == self.height:
+            self._seen[key] = msg
+            self.wal.append(h, msg)
+        self._apply_record(msg, now_ms, out)
+
+    def _check_signature(self, msg: dict[str, Any]) -> bool:
+        sender = self._by_name.get(msg.get("from"))  # type: ignore[arg-type]
+        sig = msg.get("sig")
+        if sender is None or type(sig) is not bytes:
+            return False
+        if msg["t"] == "proposal":
+            payload = msg["block"]
+            if type(payload) is not dict or type(msg.get("value")) is not bytes:
+                return False
+            data = proposal_bytes(self.chain, msg["height"], msg["round"], msg["value"], msg["valid_round"])
+        else:
+            if msg.get("type") not in (PREVOTE, PRECOMMIT):
+                return False
+            value = msg.get("value")
+            if value is not None and (type(value) is not bytes or len(value) != 32):
+                return False
+            data = vote_bytes(msg["type"], self.chain, msg["height"], msg["round"], value)
+        return verify_signature(sender.alg, sender.pub, data, sig)
+
+    def _apply_record(self, rec: dict[str, Any], now_ms: int, out: list[Out]) -> None:
+        """Step the machine with one logged input (message or timeout)."""
+        t = rec["t"]
+        if t == "timeout":
+            self._emit(self.machine.step(TimeoutIn(rec["step"], rec["height"], rec["round"])), now_ms, out)
+        elif t == "proposal":
+            value, valid = self._validate(rec, now_ms)
+            if value is None:
+                self.stats.drop("bad_block")
+                return
+            inp = ProposalIn(rec["height"], rec["round"], value, rec["valid_round"], rec["from"], valid)
+            self._emit(self.machine.step(inp), now_ms, out)
+        elif t == "vote":
+            inp_v = VoteIn(rec["type"], rec["height"], rec["round"], rec["value"], rec["from"], rec["sig"])
+            self._emit(self.machine.step(inp_v), now_ms, out)
+        elif t == "value":
+            self._payloads[rec["value"]] = rec["block"]
+            self._emit(self.machine.step(ValueReady(rec["height"], rec["round"], rec["value"])), now_ms, out)
+
+    def _validate(self, rec: dict[str, Any], now_ms: int) -> tuple[bytes | None, bool]:
+        payload = rec["block"]
+        value, valid = self.app.validate(rec["height"], payload, rec["from"], now_ms)
+        if value is None or value != rec["value"]:
+            return None, False
+        self._payloads[value] = payload
+        return value, valid
+
+    # -- machine actions ----------------------------------------------------------------
+    def _emit(self, actions: Sequence[Any], now_ms: int, out: list[Out]) -> None:
+        for a in actions:
+            if isinstance(a, ScheduleTimeout):
+                out.append(SetTimer((a.step, a.height, a.round), now_ms + a.delay_ms))
+            elif isinstance(a, GetValue):
+                value, payload = self.app.propose(a.height, now_ms)
+                rec = {"t": "value", "height": a.height, "round": a.round, "value": value, "block": payload}
+                self.wal.append(a.height, rec)
+                self._apply_record(rec, now_ms, out)
+            elif isinstance(a, BroadcastProposal):
+                self._broadcast_proposal(a, now_ms, out)
+            elif isinstance(a, BroadcastVote):
+                self._broadcast_vote(a, now_ms, out)
+            elif isinstance(a, Decide):
+                self._decide(a, now_ms, out)
+
+    def _sign(self, h: int, r: int, step: str, data: bytes) -> bytes | None:
+        if self.signer is None:
+            return None
+        if not self.guard.check_and_record(h, r, STEP_RANK[step], data):
+            self.stats.refused_to_sign += 1
+            return None
+        return self.signer.sign(data)
+
+    def _broadcast_proposal(self, a: BroadcastProposal, now_ms: int, out: list[Out]) -> None:
+        payload = self._payloads.get(a.value)
+        if payload is None:
+            return
+        data = proposal_bytes(self.chain, a.height, a.round, a.value, a.valid_round)
+        sig = self._sign(a.height, a.round, PROPOSE, data)
+        if sig is None:
+            return
+        msg = {"t": "proposal", "chain": self.chain, "height": a.height, "round": a.round, "value": a.value,
+               "valid_round": a.valid_round, "block": payload, "from": self.name, "sig": sig}
+        self._own[("proposal", a.round)] = msg
+        self._seen[_seen_key(msg)] = msg
+        self.wal.append(a.height, msg)
+        out.append(Send(None, msg))
+        self._apply_record(msg, now_ms, out)  # deliver to self
+
+    def _broadcast_vote(self, a: BroadcastVote, now_ms: int, out: list[Out]) -> None:
+        data = vote_bytes(a.type, self.chain, a.height, a.round, a.value)
+        sig = self._sign(a.height, a.round, a.type, data)
+        if sig is None:
+            return
+        msg = {"t": "vote", "type": a.type, "chain": self.chain, "height": a.height, "round": a.round,
+               "value": a.value, "from": self.name, "sig": sig}
+        self._own[(a.type, a.round)] = msg
+        self._seen[_seen_key(msg)] = msg
+        self.wal.append(a.height, msg)
+        out.append(Send(None, msg))
+        self._apply_record(msg, now_ms, out)
+
+    def _decide(self, d: Decide, now_ms: int, out: list[Out]) -> None:
+        payload = self._payloads.get(d.value)
+        if payload is None:  # pragma: no cover - the machine decides only on a proposal it holds
+            return
+        cert = CommitCertificate(d.height, d.round, d.value, d.precommits)
+        self._commit(d.height, payload, cert, now_ms, out)
+
+    def _commit(self, height: int, payload: Any, cert: CommitCertificate, now_ms: int, out: list[Out]) -> None:
+        self.app.commit(height, payload, cert)
+        self.stats.decided += 1
+        self.wal.forget_below(height + 1)
+        self._payloads.clear()
+        self._own.clear()
+        self._seen.clear()
+        self._emit(self.machine.step(Start(height + 1)), now_ms, out)
+        out.append(Send(None, self._status()))
+
+    # -- gossip and block sync ----------------------------------------------------------
+    def _status(self) -> dict[str, Any]:
+        return {"t": "status", "chain": self.chain, "height": self.app.committed_height(), "from": self.name}
+
+    def _gossip(self) -> list[Out]:
+        """Own messages of this height, every vote seen, and the proposals that matter
+        (own ones and any a quorum prevoted or precommitted)."""
+        m = self.machine
+        wanted = {m.locked_value, m.valid_value}
+        for st in m.rounds.values():
+            for v in st.proposals:
+                if m.validators.quorum(m._power(st.prevotes, v)) or m.validators.quorum(m._power(st.precommits, v)):
+                    wanted.add(v)
+        out: list[Out] = [Send(None, msg) for msg in self._own.values()]
+        for key, msg in self._seen.items():
+            if msg.get("from") == self.name:
+                continue
+            if key[0] == "vote" or msg.get("value") in wanted:
+                out.append(Send(None, msg))
+        out.append(Send(None, self._status()))
+        # ask the most advanced peer we know of for what we miss
+        ahead = [(h, n) for n, h in self._peer_heights.items() if h > self.app.committed_height()]
+        if ahead:
+            _h, peer = max(ahead)
+            out.append(Send(peer, {"t": "sync_req", "chain": self.chain, "height": self.height}))
+        return out
+
+    def _on_status(self, sender: str, msg: dict[str, Any], out: list[Out]) -> None:
+        h = msg["height"]
+        if msg.get("chain") != self.chain or type(h) is not int:
+            return
+        self._peer_heights[sender] = h
+        if h > self.app.committed_height():
+            out.append(Send(sender, {"t": "sync_req", "chain": self.chain, "height": self.height}))
+
+    def _on_sync_req(self, sender: str, msg: dict[str, Any], out: list[Out]) -> None:
+        h = msg["height"]
+        if msg.get("chain") != self.chain or type(h) is not int or h < 1:
+            return
+        for k in range(h, min(h + MAX_SYNC_BATCH, self.app.committed_height() + 1)):
+            found = self.app.committed(k)
+            if found is None:
+                break
+            payload, cert = found
+            out.append(Send(sender, {"t": "commit", "chain": self.chain, "height": k, "block": payload,
+                                     "cert": cert.to_dict()}))
+
+    def _on_commit(self, msg: dict[str, Any], now_ms: int, out: list[Out]) -> None:
+        """A committed block from a peer: check its certificate and contents, then apply."""
+        h = msg["height"]
+        if msg.get("chain") != self.chain or h != self.height:
+            return
+        cert = CommitCertificate.from_dict(msg["cert"])
+        value, valid = self.app.validate(h, msg["block"], "", now_ms)
+        if value is None or not valid:
+            self.stats.drop("bad_sync_block")
+            return
+        try:
+            verify_commit(cert, self.chain, h, value, self.validators)
+        except LedgerError:
+            self.stats.drop("bad_sync_certificate")
+            return
+        self.stats.synced += 1
+        self._commit(h, msg["block"], cert, now_ms, out)

@@ -1,0 +1,156 @@
+"""The consensus under simulated faults: agreement, validity, monotonic heights, liveness.
+
+CI runs 500 seeds (each with drops, duplicates, delays and one of: a byzantine
+validator, a partition that heals, a crash and restart from the WAL, or a byzantine
+validator plus a crash).  ``LAMBTRACE_SLOW=1`` runs the 10,000-seed soak below; any
+seed replays with ``python -m tests.sim.run --seed N``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ledger.consensus.machine import (
+    PRECOMMIT,
+    PREVOTE,
+    BroadcastVote,
+    Decide,
+    GetValue,
+    Machine,
+    ProposalIn,
+    Start,
+    TimeoutIn,
+    ValidatorSet,
+    VoteIn,
+)
+from sim.sim import Faults, Sim, SimFailure, run_seed
+
+CI_SEEDS = 500
+
+
+@pytest.mark.parametrize("chunk", range(10))
+def test_500_seeds_with_faults(chunk: int) -> None:
+    failed = []
+    for seed in range(chunk * CI_SEEDS // 10, (chunk + 1) * CI_SEEDS // 10):
+        try:
+            run_seed(seed)
+        except SimFailure as exc:
+            failed.append(str(exc))
+    assert not failed, "\n".join(failed) + "\nreplay: python -m tests.sim.run --seed N"
+
+
+@pytest.mark.slow
+def test_10000_seeds_soak() -> None:
+    failed = []
+    for seed in range(CI_SEEDS, CI_SEEDS + 10_000):
+        try:
+            run_seed(seed)
+        except SimFailure as exc:
+            failed.append(str(exc))
+    assert not failed, "\n".join(failed[:20])
+
+
+def test_a_run_is_a_function_of_its_seed() -> None:
+    a, b = run_seed(7), run_seed(7)
+    assert [n.app.hashes for n in a.nodes.values()] == [n.app.hashes for n in b.nodes.values()]
+    assert a.steps == b.steps
+
+
+def test_the_checkers_catch_a_fork() -> None:
+    """A checker that cannot fail is no checker: plant a fork and expect it to be seen."""
+    sim = Sim(1, heights=3)
+    sim.run()
+    victim = sim.nodes["v1"]
+    victim.app.hashes[2] = b"\x99" * 32
+    with pytest.raises(SimFailure, match="two different blocks"):
+        sim.check()
+
+
+def test_no_progress_without_a_quorum() -> None:
+    """Two of four validators partitioned away for the whole run: nobody commits anything."""
+    faults = Faults(partition=(0, 10**9, [{"v0", "v1"}, {"v2", "v3"}]))
+    sim = Sim(3, heights=2, faults=faults)
+    sim.run(max_ms=20_000)
+    assert all(n.app.committed_height() == 0 for n in sim.nodes.values())
+
+
+# -- the state machine alone ------------------------------------------------------------
+
+VS = ValidatorSet((("a", 1), ("b", 1), ("c", 1), ("d", 1)))
+V = b"\x01" * 32
+W = b"\x02" * 32
+
+
+def votes(m: Machine, kind: str, r: int, value: bytes | None, who: str) -> list[object]:
+    out: list[object] = []
+    for n in who:
+        out += m.step(VoteIn(kind, 1, r, value, n, b"sig-" + n.encode()))
+    return out
+
+
+def test_proposer_rotates_with_height_and_round() -> None:
+    assert [VS.proposer(1, r) for r in range(4)] == ["b", "c", "d", "a"]
+    assert VS.proposer(2, 0) == "c"
+
+
+def test_happy_path_decides_with_the_precommits() -> None:
+    m = Machine(VS, "a")
+    m.step(Start(1))
+    out = m.step(ProposalIn(1, 0, V, -1, "b", True))
+    assert BroadcastVote(PREVOTE, 1, 0, V) in out
+    out = votes(m, PREVOTE, 0, V, "abc")
+    assert BroadcastVote(PRECOMMIT, 1, 0, V) in out
+    assert m.locked_value == V and m.locked_round == 0
+    out = votes(m, PRECOMMIT, 0, V, "abc")
+    (d,) = [a for a in out if isinstance(a, Decide)]
+    assert d.value == V and [n for n, _ in d.precommits] == ["a", "b", "c"]
+
+
+def test_invalid_proposal_gets_a_nil_prevote() -> None:
+    m = Machine(VS, "a")
+    m.step(Start(1))
+    assert BroadcastVote(PREVOTE, 1, 0, None) in m.step(ProposalIn(1, 0, V, -1, "b", False))
+
+
+def test_a_proposal_from_the_wrong_proposer_is_ignored() -> None:
+    m = Machine(VS, "a")
+    m.step(Start(1))
+    assert m.step(ProposalIn(1, 0, V, -1, "c", True)) == []
+
+
+def test_locked_validator_prevotes_nil_for_another_value() -> None:
+    m = Machine(VS, "a")
+    m.step(Start(1))
+    m.step(ProposalIn(1, 0, V, -1, "b", True))
+    votes(m, PREVOTE, 0, V, "abc")
+    votes(m, PRECOMMIT, 0, None, "bcd")
+    m.step(TimeoutIn(PRECOMMIT, 1, 0))
+    assert m.round == 1
+    out = m.step(ProposalIn(1, 1, W, -1, "c", True))
+    assert BroadcastVote(PREVOTE, 1, 1, None) in out  # locked on V
+
+
+def test_f_plus_one_messages_of_a_later_round_skip_ahead() -> None:
+    m = Machine(VS, "a")
+    m.step(Start(1))
+    votes(m, PREVOTE, 5, None, "b")
+    assert m.round == 0
+    votes(m, PREVOTE, 5, None, "c")
+    assert m.round == 5
+
+
+def test_timeouts_grow_with_the_round() -> None:
+    m = Machine(VS, "b")
+    out = m.step(Start(1))
+    assert any(isinstance(a, GetValue) for a in out)
+    t = m.timeouts
+    assert t.of("propose", 3) > t.of("propose", 0)
+
+
+def test_equivocating_votes_are_recorded_and_each_counts_for_its_value() -> None:
+    m = Machine(VS, "a")
+    m.step(Start(1))
+    m.step(VoteIn(PREVOTE, 1, 0, V, "d", b"1"))
+    m.step(VoteIn(PREVOTE, 1, 0, W, "d", b"2"))
+    assert ("d", PREVOTE, 1, 0) in m.equivocations
+    assert m._power(m.rounds[0].prevotes) == 1  # d counts once toward "any"
