@@ -12,6 +12,7 @@ reported as rejected.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import os
@@ -24,10 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger.blocks.builder import BuiltBlock, assemble_block, build_block
-from ledger.blocks.certificate import sign_commit
+from ledger.blocks.certificate import CommitCertificate, sign_commit
 from ledger.blocks.header import Header
 from ledger.errors import LedgerError, Rejected
-from ledger.events import SignedEvent, parse_unverified
+from ledger.events import SignedEvent, parse_leaf, parse_unverified
 from ledger.genesis import Genesis
 from ledger.limits import DEFAULT_LIMITS, Limits
 from ledger.rules import Applied, Context, time_ok, try_event
@@ -268,42 +269,85 @@ class Node:
 
     # -- block production -------------------------------------------------------------
     def produce_block(self) -> Header | None:
-        """Commit one block from the mempool if it holds anything; returns its header."""
-        if not self.is_validator or self.signer is None:
+        """Single-validator mode: commit one block from the mempool if it holds anything.
+
+        Returns the committed header, or None.  With several validators blocks come from
+        consensus instead (:mod:`node.consensus`).
+        """
+        if not self.is_validator or self.signer is None or len(self.genesis.validators) != 1:
             return None
         with self._lock:
             if not self._mempool:
                 return None
             t0 = time.perf_counter()
-            now = max(self.clock(), self._min_time())
-            built = self._build(now)
-            if not built.events and not built.rejected:
-                return None
+            built = self.propose_block(max(self.clock(), self._min_time()))
             header = built.header
+            if not built.events:
+                self._after_commit(built)
+                return None
             cert = sign_commit(self.genesis.chain, header.height, 0, header.hash, [(self.name, self.signer)])
-            if built.events:
-                self.store.commit(built, cert)
-            for ev in built.events:
-                del self._mempool[ev.id]
+            self.commit_built(built, cert)
+            self.metrics.last_block_ms = (time.perf_counter() - t0) * 1000
+        return header
+
+    def propose_block(self, now: int) -> BuiltBlock:
+        """The next block from the mempool (not committed).  Events the rules now refuse
+        are dropped from the mempool and reported as rejected."""
+        with self._lock:
+            built = self._build(max(now, self._min_time()))
             for ev, exc in built.rejected:
                 self._mempool.pop(ev.id, None)
                 self._remember_reject(ev.id, exc)
-            if built.rejected or not self._mempool or len(self._check.writes) > 4 * self.limits.max_mempool_events:
+            if built.rejected:
                 self._recheck()
-            # Otherwise the block took a prefix of the mempool unchanged: the check state
-            # (committed + admitted events) is still exactly right.
-            if built.events:
-                self.metrics.blocks += 1
-                self.metrics.committed_events += len(built.events)
-            self.metrics.last_block_ms = (time.perf_counter() - t0) * 1000
-        if built.events:
-            for listener in self.commit_listeners:
+            return built
+
+    def execute_block(self, header: Header, leaves: Sequence[bytes]) -> BuiltBlock | None:
+        """Re-execute a block proposed by a peer (or fetched by block sync).
+
+        Returns the built block when every event parses and is accepted and the result
+        has exactly ``header``; None otherwise.  Nothing is committed.
+        """
+        with self._lock:
+            if header.height != self.store.height + 1 or header.prev != self.store.last_hash:
+                return None
+            events = []
+            for leaf in leaves:
                 try:
-                    listener(header)
-                except Exception:  # a listener's fault never stops the chain
-                    log.exception("commit listener failed")
-            return header
-        return None
+                    events.append(parse_leaf(leaf, self.limits))
+                except Rejected:
+                    return None
+            built = build_block(
+                self.store, self.store.frontier, self.genesis, height=header.height, prev=header.prev,
+                time_ms=header.time, proposer=header.proposer, candidates=events, max_events=len(events),
+                max_bytes=self.limits.max_block_bytes, verify=self.sigcache.verify,
+            )
+            if built.rejected or len(built.events) != len(events) or built.header != header:
+                return None
+            return built
+
+    def commit_built(self, built: BuiltBlock, cert: CommitCertificate) -> None:
+        """Store a decided block with its certificate and bring the mempool up to date."""
+        with self._lock:
+            self.store.commit(built, cert)
+            self.metrics.blocks += 1
+            self.metrics.committed_events += len(built.events)
+            self._after_commit(built)
+        for listener in self.commit_listeners:
+            try:
+                listener(built.header)
+            except Exception:  # a listener's fault never stops the chain
+                log.exception("commit listener failed")
+
+    def _after_commit(self, built: BuiltBlock) -> None:
+        ids = [ev.id for ev in built.events]
+        prefix = list(itertools.islice(self._mempool, len(ids)))
+        for eid in ids:
+            self._mempool.pop(eid, None)
+        # When the block took a prefix of the mempool unchanged, the check state
+        # (committed + admitted events) is still exactly right; else rebuild it.
+        if prefix != ids or not self._mempool or len(self._check.writes) > 4 * self.limits.max_mempool_events:
+            self._recheck()
 
     def _build(self, now: int) -> BuiltBlock:
         """The next block: from the write sets kept since admission when the mempool's

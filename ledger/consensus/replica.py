@@ -83,6 +83,11 @@ class App(Protocol):
 
     def committed_height(self) -> int: ...
 
+    def has_pending(self) -> bool:
+        """Whether there is anything to put in a block (a node waits for work before it
+        starts a height, so an idle chain makes no empty blocks)."""
+        ...
+
     def propose(self, height: int, now_ms: int) -> tuple[bytes, Any]:
         """Build a block for ``height`` from the mempool: ``(block hash, payload)``."""
         ...
@@ -187,6 +192,7 @@ class Replica:
         signer: Signer | None = None,
         guard: SignGuard | None = None,
         timeouts: Timeouts | None = None,
+        heartbeat_ms: int = 60_000,
     ) -> None:
         self.name = name
         self.genesis = genesis
@@ -213,7 +219,10 @@ class Replica:
         self._seen: dict[tuple[Any, ...], dict[str, Any]] = {}
         """Consensus messages of this height already logged and stepped, by key; gossip
         relays them (a peer may have missed a vote a faulty validator sent only to some)."""
-        self._replaying = False
+        self.heartbeat_ms = heartbeat_ms
+        """An idle chain still decides an (empty) block this often."""
+        self._idle_since: int | None = None
+        """Set while the next height waits for work; None once it started."""
 
     # -- life cycle ---------------------------------------------------------------------
     @property
@@ -225,14 +234,35 @@ class Replica:
         """Begin (or resume) at the app's next height, replaying that height's WAL."""
         out: list[Out] = []
         h = self.height
-        self._emit(self.machine.step(Start(h)), now_ms, out)
-        self._replaying = True
-        try:
-            for rec in self.wal.records(h):
+        records = self.wal.records(h)
+        if records or self.app.has_pending():
+            self._start_height(now_ms, out)
+            for rec in records:
+                if rec.get("t") in ("proposal", "vote"):
+                    self._seen[_seen_key(rec)] = rec
+                    if rec.get("from") == self.name:
+                        kind = "proposal" if rec["t"] == "proposal" else rec["type"]
+                        self._own[(kind, rec["round"])] = rec
                 self._apply_record(rec, now_ms, out)
-        finally:
-            self._replaying = False
+        else:
+            self._idle_since = now_ms
         out.extend(self._gossip())
+        return out
+
+    def _start_height(self, now_ms: int, out: list[Out]) -> None:
+        self._idle_since = None
+        self._emit(self.machine.step(Start(self.height)), now_ms, out)
+
+    def _maybe_start(self, now_ms: int, out: list[Out], *, peer_started: bool = False) -> None:
+        if self._idle_since is None:
+            return
+        if peer_started or self.app.has_pending() or now_ms - self._idle_since >= self.heartbeat_ms:
+            self._start_height(now_ms, out)
+
+    def poke(self, now_ms: int) -> list[Out]:
+        """New work arrived (events admitted): start the waiting height if there is one."""
+        out: list[Out] = []
+        self._maybe_start(now_ms, out)
         return out
 
     # -- inputs -------------------------------------------------------------------------
@@ -270,7 +300,10 @@ class Replica:
 
     def tick(self, now_ms: int) -> list[Out]:
         """Periodic gossip: re-send this height's own messages and a status line."""
-        return self._gossip()
+        out: list[Out] = []
+        self._maybe_start(now_ms, out)
+        out.extend(self._gossip())
+        return out
 
     # -- consensus messages -------------------------------------------------------------
     def _consensus_message(self, msg: dict[str, Any], now_ms: int, out: list[Out]) -> None:
@@ -290,6 +323,7 @@ class Replica:
             self.stats.drop("bad_signature")
             return
         if h == self.height:
+            self._maybe_start(now_ms, out, peer_started=True)
             self._seen[key] = msg
             self.wal.append(h, msg)
         self._apply_record(msg, now_ms, out)
@@ -408,7 +442,8 @@ class Replica:
         self._payloads.clear()
         self._own.clear()
         self._seen.clear()
-        self._emit(self.machine.step(Start(height + 1)), now_ms, out)
+        self._idle_since = now_ms
+        self._maybe_start(now_ms, out)
         out.append(Send(None, self._status()))
 
     # -- gossip and block sync ----------------------------------------------------------

@@ -38,6 +38,9 @@ class SimApp:
     def committed_height(self) -> int:
         return len(self.blocks)
 
+    def has_pending(self) -> bool:
+        return True
+
     def propose(self, height: int, now_ms: int) -> tuple[bytes, Any]:
         payload = {"height": height, "prev": self.hashes[-1], "time": now_ms, "data": now_ms.to_bytes(8, "big")}
         if self.invalid_proposals:
