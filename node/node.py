@@ -151,6 +151,8 @@ class Node:
         elif verify_threads > 0:
             self._pool = ThreadPoolExecutor(max_workers=verify_threads)
         self.commit_listeners: list[Callable[[Header], None]] = []
+        self.admission_listeners: list[Callable[[list[bytes]], None]] = []
+        """Called with the leaves of events admitted by local submissions (for relaying)."""
         validator = genesis.validator(name)
         self.is_validator = validator is not None and signer is not None
         if validator is not None and signer is not None and signer.public_key != validator.pub:
@@ -161,11 +163,12 @@ class Node:
     def mempool_size(self) -> int:
         return len(self._mempool)
 
-    def submit(self, values: Sequence[Any], *, presorted: bool = False) -> list[dict[str, Any]]:
+    def submit(self, values: Sequence[Any], *, presorted: bool = False, local: bool = True) -> list[dict[str, Any]]:
         """Admit untrusted signed-event values; one result per value, in order.
 
         A result is ``{id, status, code?, message?}`` with status ``accepted``,
-        ``duplicate`` or ``rejected``.  ``presorted``: the values came out of
+        ``duplicate`` or ``rejected``.  ``local``: submitted here (not relayed by a peer);
+        admission listeners hear of local admissions only.  ``presorted``: the values came out of
         :func:`ledger.codec.decode` (canonical already).  Raises :class:`MempoolFull` (nothing admitted)
         when the batch does not fit in the mempool.
         """
@@ -200,6 +203,14 @@ class Node:
         if results and any(r["status"] == "accepted" for r in results):
             if len(self._mempool) >= self.limits.max_events_per_block:
                 self._wake.set()
+            if local and self.admission_listeners:
+                accepted = [p.leaf for p, r in zip(parsed, results)
+                            if isinstance(p, SignedEvent) and r["status"] == "accepted"]
+                for listener in self.admission_listeners:
+                    try:
+                        listener(accepted)
+                    except Exception:  # relaying is best effort; admission stands
+                        log.exception("admission listener failed")
         return results
 
     def _admit(self, ev: SignedEvent, ctx: Context) -> dict[str, Any]:

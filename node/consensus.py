@@ -1,0 +1,335 @@
+"""Consensus in a running node: the replica's app, WAL, sign guard and driver thread.
+
+:class:`NodeApp` lets a :class:`~ledger.consensus.replica.Replica` build, validate and
+commit blocks through the node (mempool, rules, LevelDB).  :class:`FileWAL` and
+:class:`FileGuard` keep what a restart needs on disk.  :class:`ConsensusDriver` owns the
+replica: one thread feeds it peer messages, timers and a gossip tick, and hands its
+outputs to the transport.  Events admitted by any node are relayed to its peers, so
+they reach every validator's mempool.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ledger import codec
+from ledger.blocks.builder import BuiltBlock
+from ledger.blocks.certificate import CommitCertificate
+from ledger.blocks.header import Header
+from ledger.consensus.replica import Out, Replica, Send, SetTimer
+from ledger.errors import LedgerError, Rejected, StorageError
+
+from .node import Node
+
+log = logging.getLogger("lambtrace.consensus")
+
+MAX_CLOCK_DRIFT_MS = 10_000
+"""A proposed block's time may be at most this far ahead of the local clock."""
+
+
+class NodeApp:
+    """The :class:`~ledger.consensus.replica.App` of a node.
+
+    A payload is ``{"header": header map, "events": [leaf bytes, ...]}``; its value is
+    the header hash.  Validation re-executes the events on committed state and requires
+    the very same header; executed blocks are kept (bounded) so that commit does not
+    execute them again.
+    """
+
+    MAX_CACHED = 16
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._built: OrderedDict[bytes, BuiltBlock] = OrderedDict()
+
+    def committed_height(self) -> int:
+        return self.node.store.height
+
+    def has_pending(self) -> bool:
+        return self.node.mempool_size > 0
+
+    def _keep(self, built: BuiltBlock) -> None:
+        self._built[built.header.hash] = built
+        while len(self._built) > self.MAX_CACHED:
+            self._built.popitem(last=False)
+
+    def propose(self, height: int, now_ms: int) -> tuple[bytes, Any]:
+        built = self.node.propose_block(now_ms)
+        self._keep(built)
+        return built.header.hash, {"header": built.header.to_dict(), "events": [ev.leaf for ev in built.events]}
+
+    def validate(self, height: int, payload: Any, proposer: str, now_ms: int) -> tuple[bytes | None, bool]:
+        if type(payload) is not dict or set(payload) != {"header", "events"}:
+            return None, False
+        try:
+            header = Header.from_dict(payload["header"])
+        except Rejected:
+            return None, False
+        leaves = payload["events"]
+        if type(leaves) is not list or any(type(x) is not bytes for x in leaves):
+            return None, False
+        value = header.hash
+        if value in self._built:
+            return value, True
+        g = self.node.genesis
+        store = self.node.store
+        last = store.last_header
+        ok = (
+            header.chain == g.chain
+            and header.height == height == store.height + 1
+            and header.validators == g.validators_hash
+            and len(leaves) <= self.node.limits.max_events_per_block
+            and header.time > (last.time if last else g.time)
+            and (proposer == "" or (header.proposer == proposer and header.time <= now_ms + MAX_CLOCK_DRIFT_MS))
+        )
+        if not ok:
+            return value, False
+        built = self.node.execute_block(header, leaves)
+        if built is None:
+            return value, False
+        self._keep(built)
+        return value, True
+
+    def commit(self, height: int, payload: Any, cert: CommitCertificate) -> None:
+        built = self._built.get(cert.block)
+        if built is None:
+            value, valid = self.validate(height, payload, "", 0)
+            built = self._built.get(cert.block) if valid and value == cert.block else None
+        if built is None:
+            raise StorageError(f"decided block {cert.block.hex()} cannot be executed here", code="bad_decided_block")
+        self.node.commit_built(built, cert)
+        self._built.clear()
+
+    def committed(self, height: int) -> tuple[Any, CommitCertificate] | None:
+        store = self.node.store
+        header = store.header(height)
+        cert = store.certificate(height)
+        if header is None or cert is None:
+            return None
+        begin, end = store.block_range(height)
+        leaves = [leaf for _i, leaf in store.leaves(begin, end)]
+        return {"header": header.to_dict(), "events": leaves}, cert
+
+
+class FileWAL:
+    """Append-only log of consensus inputs, one file per height, under ``directory``.
+
+    Records are length-prefixed canonical msgpack.  ``fsync`` is called for the inputs
+    that matter for a restart (own votes and proposals, timeouts); a torn tail (crash
+    in mid-write) is ignored when reading.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._files: dict[int, Any] = {}
+        self.own_name = ""
+
+    def _path(self, height: int) -> Path:
+        return self.dir / f"{height:012d}.wal"
+
+    def append(self, height: int, record: dict[str, Any]) -> None:
+        f = self._files.get(height)
+        if f is None:
+            f = open(self._path(height), "ab")  # noqa: SIM115 - kept open for the height
+            self._files[height] = f
+        data = codec.encode(record)
+        f.write(len(data).to_bytes(4, "big") + data)
+        f.flush()
+        if record.get("from") == self.own_name or record.get("t") in ("timeout", "value"):
+            os.fsync(f.fileno())
+
+    def records(self, height: int) -> Sequence[dict[str, Any]]:
+        path = self._path(height)
+        if not path.exists():
+            return []
+        raw = path.read_bytes()
+        out = []
+        pos = 0
+        while pos + 4 <= len(raw):
+            n = int.from_bytes(raw[pos : pos + 4], "big")
+            if pos + 4 + n > len(raw):
+                break  # torn tail
+            try:
+                out.append(codec.decode(raw[pos + 4 : pos + 4 + n]))
+            except LedgerError:
+                break
+            pos += 4 + n
+        return out
+
+    def forget_below(self, height: int) -> None:
+        for h in [h for h in self._files if h < height]:
+            self._files.pop(h).close()
+        for p in self.dir.glob("*.wal"):
+            try:
+                if int(p.stem) < height:
+                    p.unlink()
+            except (ValueError, OSError):
+                pass
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+
+class FileGuard:
+    """The validator's double-sign guard, persisted (with fsync) before each signature.
+
+    It stays outside any HSM on purpose: the token signs, this file decides whether it
+    may.  Refuses an earlier (height, round, step) and a different message at the same one.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.last: tuple[int, int, int] = (0, -1, 0)
+        self.last_hash = ""
+        if path.exists():
+            try:
+                d = json.loads(path.read_text())
+                self.last = (int(d["height"]), int(d["round"]), int(d["step"]))
+                self.last_hash = str(d["sign_bytes_sha256"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise StorageError(f"sign guard {path} is unreadable: {exc}", code="corrupt_guard") from exc
+
+    def check_and_record(self, height: int, round_: int, step: int, sign_bytes: bytes) -> bool:
+        import hashlib
+
+        digest = hashlib.sha256(sign_bytes).hexdigest()
+        hrs = (height, round_, step)
+        if hrs < self.last:
+            return False
+        if hrs == self.last:
+            return digest == self.last_hash
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump({"height": height, "round": round_, "step": step, "sign_bytes_sha256": digest}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        self.last, self.last_hash = hrs, digest
+        return True
+
+
+class ConsensusDriver:
+    """Runs a replica in its own thread over a transport.
+
+    ``send(to, msg)`` and ``broadcast(msg)`` are the transport's; incoming messages
+    arrive through :meth:`deliver` (any thread).  Admitted events are relayed to peers
+    with :meth:`relay_events`.
+    """
+
+    TICK_MS = 250
+
+    def __init__(
+        self,
+        node: Node,
+        replica: Replica,
+        *,
+        send: Callable[[str, dict[str, Any]], None],
+        broadcast: Callable[[dict[str, Any]], None],
+        clock: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.node = node
+        self.replica = replica
+        self._send = send
+        self._broadcast = broadcast
+        self.clock = clock
+        self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=100_000)
+        self._timers: list[tuple[int, int, tuple[str, int, int]]] = []
+        self._seq = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.dropped_inbox = 0
+
+    def deliver(self, sender: str, msg: Any) -> None:
+        """Queue a message from ``sender`` (thread-safe; drops when the inbox is full)."""
+        try:
+            self._inbox.put_nowait((sender, msg))
+        except queue.Full:
+            self.dropped_inbox += 1
+
+    def relay_events(self, leaves: list[bytes]) -> None:
+        """Send events admitted here to every peer's mempool, and wake the replica."""
+        if leaves:
+            self._broadcast({"t": "events", "chain": self.node.genesis.chain, "events": leaves})
+            self.deliver("", {"t": "_poke"})
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="consensus", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.deliver("", {"t": "_poke"})
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _carry_out(self, outs: list[Out]) -> None:
+        for o in outs:
+            if isinstance(o, SetTimer):
+                self._seq += 1
+                heapq.heappush(self._timers, (o.at_ms, self._seq, o.key))
+            elif isinstance(o, Send):
+                if o.to is None:
+                    self._broadcast(o.msg)
+                else:
+                    self._send(o.to, o.msg)
+
+    def _run(self) -> None:
+        self._carry_out(self.replica.start(self.clock()))
+        next_tick = self.clock() + self.TICK_MS
+        while not self._stop.is_set():
+            now = self.clock()
+            wake = min([next_tick] + [t for t, _s, _k in self._timers[:1]])
+            try:
+                sender, msg = self._inbox.get(timeout=max(0.0, (wake - now) / 1000))
+            except queue.Empty:
+                sender, msg = "", None
+            try:
+                now = self.clock()
+                if msg is not None:
+                    self._handle(sender, msg, now)
+                while self._timers and self._timers[0][0] <= now:
+                    _at, _s, key = heapq.heappop(self._timers)
+                    self._carry_out(self.replica.on_timer(key, now))
+                if now >= next_tick:
+                    next_tick = now + self.TICK_MS
+                    self._carry_out(self.replica.tick(now))
+            except Exception:  # one bad input never stops consensus
+                log.exception("consensus step failed")
+
+    def _handle(self, sender: str, msg: Any, now: int) -> None:
+        if type(msg) is not dict:
+            return
+        t = msg.get("t")
+        if t == "_poke":
+            self._carry_out(self.replica.poke(now))
+        elif t == "events":
+            if msg.get("chain") == self.node.genesis.chain and type(msg.get("events")) is list:
+                values = []
+                limits = self.node.limits
+                for leaf in msg["events"][: limits.max_events_per_request]:
+                    if type(leaf) is bytes:
+                        try:
+                            values.append(codec.decode(leaf, limits, max_bytes=limits.max_event_bytes))
+                        except LedgerError:
+                            continue
+                if values:
+                    try:
+                        self.node.submit(values, presorted=True, local=False)
+                    except LedgerError as exc:
+                        log.debug("relayed events refused: %s", exc.code)
+                    self._carry_out(self.replica.poke(now))
+        else:
+            self._carry_out(self.replica.on_message(sender, msg, now))

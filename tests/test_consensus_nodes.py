@@ -1,0 +1,139 @@
+"""Four real nodes (rules, mempools, stores) reaching consensus through their drivers,
+wired in-process (the TCP transport has its own tests; real processes in the cluster tests)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import OFFICE, wait_until
+from test_rejections_http import base
+
+from ledger.consensus.replica import Replica
+from ledger.genesis import Genesis, Params, Validator
+from node.consensus import ConsensusDriver, FileGuard, FileWAL, NodeApp
+from node.kv import LevelKV
+from node.node import Node
+from node.store import ChainStore
+from signer import generate, public_key_record
+
+
+class Net:
+    def __init__(self) -> None:
+        self.drivers: dict[str, ConsensusDriver] = {}
+        self.cut: set[str] = set()
+
+    def sender(self, me: str) -> tuple[Any, Any]:
+        def send(to: str, msg: dict[str, Any]) -> None:
+            if me not in self.cut and to not in self.cut and to in self.drivers:
+                self.drivers[to].deliver(me, msg)
+
+        def broadcast(msg: dict[str, Any]) -> None:
+            for to in list(self.drivers):
+                if to != me:
+                    send(to, msg)
+
+        return send, broadcast
+
+
+class Cluster:
+    def __init__(self, tmp: Path, n: int = 4) -> None:
+        from helpers import World
+
+        self.tmp = tmp
+        self.world = w = World(now=int(time.time() * 1000))
+        self.keys = {f"n{i}": generate("ed25519") for i in range(n)}
+        g = Genesis(
+            chain=w.chain, time=w.now - 60_000,
+            validators=tuple(Validator(name, "152500", "ed25519", k.public_key, 1) for name, k in self.keys.items()),
+            trace_office={"id": OFFICE, "banner": "152500", "keys": [public_key_record(w.keys[OFFICE])]},
+            params=Params(tag_quotas=dict(w.quotas), timeout_propose_ms=400, timeout_prevote_ms=200,
+                          timeout_precommit_ms=200, timeout_delta_ms=100),
+        )
+        w.genesis = Genesis.from_dict(g.to_dict())
+        self.net = Net()
+        self.nodes: dict[str, Node] = {}
+        for name in self.keys:
+            self.boot(name)
+
+    def boot(self, name: str) -> None:
+        d = self.tmp / name
+        d.mkdir(exist_ok=True)
+        store = ChainStore(LevelKV(str(d / "chain.ldb")), self.world.genesis)
+        node = Node(store, self.world.genesis, name=name, signer=self.keys[name])
+        wal = FileWAL(d / "wal")
+        wal.own_name = name
+        replica = Replica(name=name, genesis=self.world.genesis, app=NodeApp(node), wal=wal, signer=self.keys[name],
+                          guard=FileGuard(d / "guard.json"))
+        send, broadcast = self.net.sender(name)
+        driver = ConsensusDriver(node, replica, send=send, broadcast=broadcast)
+        node.admission_listeners.append(driver.relay_events)
+        self.net.drivers[name] = driver
+        self.nodes[name] = node
+        driver.start()
+
+    def kill(self, name: str) -> None:
+        driver = self.net.drivers.pop(name)
+        driver.stop()
+        node = self.nodes.pop(name)
+        node.stop()
+        node.store.close()
+
+    def heights(self) -> dict[str, int]:
+        return {n: node.store.height for n, node in self.nodes.items()}
+
+    def close(self) -> None:
+        for name in list(self.nodes):
+            self.kill(name)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Any:
+    c = Cluster(tmp_path)
+    yield c
+    c.close()
+
+
+def hashes(node: Node) -> list[bytes]:
+    return [node.store.header(h).hash for h in range(1, node.store.height + 1)]  # type: ignore[union-attr]
+
+
+def test_four_nodes_commit_the_same_blocks(cluster: Cluster) -> None:
+    w = cluster.world
+    results = cluster.nodes["n1"].submit(base(w))
+    assert all(r["status"] == "accepted" for r in results)
+    assert wait_until(lambda: all(n.store.log_size == 10 for n in cluster.nodes.values()), 30), cluster.heights()
+    ref = hashes(cluster.nodes["n0"])
+    assert all(hashes(n) == ref for n in cluster.nodes.values())
+    # certificates carry more than 2/3 of the validators' precommits
+    from ledger.blocks.certificate import verify_commit
+
+    store = cluster.nodes["n2"].store
+    for h in range(1, store.height + 1):
+        cert = store.certificate(h)
+        assert cert is not None and len(cert.precommits) >= 3
+        verify_commit(cert, w.chain, h, store.header(h).hash, w.genesis.validators)  # type: ignore[union-attr]
+
+
+def test_three_of_four_keep_going_and_the_fourth_catches_up(cluster: Cluster) -> None:
+    w = cluster.world
+    cluster.nodes["n0"].submit(base(w))
+    assert wait_until(lambda: all(n.store.log_size == 10 for n in cluster.nodes.values()), 30)
+    cluster.kill("n3")
+    cluster.nodes["n1"].submit([w.tag("agent", f"3152523000000{i:02d}") for i in range(10, 20)])
+    assert wait_until(lambda: all(n.store.log_size == 20 for n in cluster.nodes.values()), 30), cluster.heights()
+    cluster.boot("n3")
+    assert wait_until(lambda: cluster.nodes["n3"].store.log_size == 20, 30), cluster.heights()
+    assert hashes(cluster.nodes["n3"]) == hashes(cluster.nodes["n0"])
+
+
+def test_two_of_four_cannot_commit(cluster: Cluster) -> None:
+    w = cluster.world
+    cluster.net.cut |= {"n2", "n3"}
+    cluster.nodes["n0"].submit(base(w))
+    time.sleep(3)
+    assert all(h == 0 for h in cluster.heights().values())
+    cluster.net.cut.clear()
+    assert wait_until(lambda: all(n.store.log_size == 10 for n in cluster.nodes.values()), 30), cluster.heights()
