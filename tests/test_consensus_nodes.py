@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import OFFICE, wait_until
-from test_rejections_http import base
 
+from helpers import OFFICE, wait_until
 from ledger.consensus.replica import Replica
 from ledger.genesis import Genesis, Params, Validator
 from node.consensus import ConsensusDriver, FileGuard, FileWAL, NodeApp
@@ -18,6 +17,7 @@ from node.kv import LevelKV
 from node.node import Node
 from node.store import ChainStore
 from signer import generate, public_key_record
+from test_rejections_http import base
 
 
 class Net:
