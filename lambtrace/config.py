@@ -82,7 +82,28 @@ class NodeConfig:
     log_level: str = "INFO"
     verify_processes: int = 2
     """Worker processes that check signatures of large submissions (0: threads)."""
+    p2p_listen: str = ""
+    """Where peers connect (``host:port``); empty for a single-validator chain."""
+    observers: list[dict[str, str]] = field(default_factory=list)
+    """Non-validator nodes allowed to connect: ``{name, alg, pub (hex)}``."""
     path: Path | None = None
+
+    def p2p_address(self) -> tuple[str, int] | None:
+        if not self.p2p_listen:
+            return None
+        host, _, port = self.p2p_listen.rpartition(":")
+        return host, int(port)
+
+    def peer_addresses(self) -> dict[str, tuple[str, int]]:
+        """``peers`` entries are ``name@host:port``."""
+        out = {}
+        for p in self.peers:
+            name, _, addr = p.partition("@")
+            host, _, port = addr.rpartition(":")
+            if not name or not host or not port.isdigit():
+                raise LedgerError(f"peer {p!r} is not name@host:port", code="bad_config")
+            out[name] = (host, int(port))
+        return out
 
     @property
     def host(self) -> str:
@@ -113,6 +134,8 @@ class NodeConfig:
             "role": self.role,
             "log_level": self.log_level,
             "verify_processes": self.verify_processes,
+            "p2p_listen": self.p2p_listen,
+            "observers": self.observers,
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -151,6 +174,8 @@ class NodeConfig:
                 limits=limits,
                 log_level=d.get("log_level", "INFO"),
                 verify_processes=int(d.get("verify_processes", 2)),
+                p2p_listen=d.get("p2p_listen", ""),
+                observers=list(d.get("observers", [])),
                 path=p,
             )
         except (KeyError, TypeError) as exc:

@@ -1,6 +1,8 @@
-"""Running one node process: open the store, start block production, serve the API.
+"""Running one node process: open the store, start consensus, serve the API.
 
-The process stops cleanly on SIGINT/SIGTERM; because every block is one synced write
+With one validator in genesis the node commits blocks itself; with several (or as an
+observer) it runs the Tendermint replica over the authenticated TCP transport.  The
+process stops cleanly on SIGINT/SIGTERM; because every block is one synced write
 batch, a SIGKILL loses nothing that was committed either.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -37,25 +40,61 @@ def open_node(cfg: NodeConfig, *, passphrase: str | None = None) -> Node:
                 verify_threads=0 if cfg.verify_processes else 2, verify_processes=cfg.verify_processes)
 
 
-def serve(cfg: NodeConfig, *, ready: threading.Event | None = None) -> int:
-    import sys
+class Consensus:
+    """The replica, its driver and the transport of a multi-validator node."""
 
-    sys.setswitchinterval(float(os.environ.get("LAMBTRACE_SWITCH_S", "0.005")))
-    """Run the node until SIGINT/SIGTERM.  Returns the process exit code."""
+    def __init__(self, cfg: NodeConfig, node: Node) -> None:
+        from ledger.consensus.replica import Replica
+        from node.consensus import ConsensusDriver, FileGuard, FileWAL, NodeApp
+        from node.transport import TransportThread
+
+        g = node.genesis
+        if node.signer is None:
+            raise LedgerError("a node in a multi-validator network needs its node key (config 'key')",
+                              code="bad_config")
+        wal = FileWAL(cfg.data / "wal")
+        wal.own_name = cfg.name
+        validator_signer = node.signer if g.validator(cfg.name) is not None else None
+        self.replica = Replica(name=cfg.name, genesis=g, app=NodeApp(node), wal=wal, signer=validator_signer,
+                               guard=FileGuard(cfg.data / "sign-guard.json"))
+        known = {v.name: (v.alg, v.pub) for v in g.validators}
+        for o in cfg.observers:
+            known[o["name"]] = (o["alg"], bytes.fromhex(o["pub"]))
+        holder: dict[str, Any] = {}
+        self.driver = ConsensusDriver(
+            node, self.replica,
+            send=lambda to, msg: holder["t"].send(to, msg),
+            broadcast=lambda msg: holder["t"].broadcast(msg),
+        )
+        self.transport = TransportThread(
+            cfg.name, node.signer, cfg.peer_addresses(), known,
+            chain=g.chain, genesis_hash=g.hash, listen=cfg.p2p_address(), limits=cfg.limits,
+            on_message=self.driver.deliver,
+        )
+        holder["t"] = self.transport
+        node.admission_listeners.append(self.driver.relay_events)
+        self.wal = wal
+
+    def start(self) -> None:
+        self.transport.start()
+        self.driver.start()
+
+    def stop(self) -> None:
+        self.driver.stop()
+        self.transport.close()
+        self.wal.close()
+
+    def status(self) -> dict[str, Any]:
+        m = self.replica.machine
+        return {"consensus": m.state(), "connected": sorted(self.transport.connected()),
+                "transport": self.transport.stats, "replica": {"decided": self.replica.stats.decided,
+                                                              "synced": self.replica.stats.synced,
+                                                              "dropped": self.replica.stats.dropped}}
+
+
+def _server(cfg: NodeConfig, app: Any) -> Any:
     import waitress
 
-    from api import create_app
-
-    logging.basicConfig(
-        level=getattr(logging, cfg.log_level.upper(), logging.INFO),
-        format=f"%(asctime)s {cfg.name} %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        node = open_node(cfg)
-    except LedgerError as exc:
-        log.error("cannot start: %s (%s)", exc.message, exc.code)
-        return 2
-    app = create_app(node, config={"role": cfg.role, "peers": cfg.peers})
     if os.environ.get("LAMBTRACE_SERVER") == "werkzeug":
         from werkzeug.serving import make_server
 
@@ -68,11 +107,33 @@ def serve(cfg: NodeConfig, *, ready: threading.Event | None = None) -> int:
             def close(self) -> None:
                 threading.Thread(target=wz.shutdown, daemon=True).start()
 
-        server: Any = _Wz()
-    else:
-        server = waitress.create_server(
-            app, host=cfg.host, port=cfg.port, threads=8, ident="lambtrace", recv_bytes=256 * 1024
-        )
+        return _Wz()
+    return waitress.create_server(app, host=cfg.host, port=cfg.port, threads=8, ident="lambtrace",
+                                  recv_bytes=256 * 1024)
+
+
+def serve(cfg: NodeConfig, *, ready: threading.Event | None = None) -> int:
+    """Run the node until SIGINT/SIGTERM.  Returns the process exit code."""
+    from api import create_app
+
+    sys.setswitchinterval(float(os.environ.get("LAMBTRACE_SWITCH_S", "0.005")))
+    logging.basicConfig(
+        level=getattr(logging, cfg.log_level.upper(), logging.INFO),
+        format=f"%(asctime)s {cfg.name} %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        node = open_node(cfg)
+        consensus = Consensus(cfg, node) if len(node.genesis.validators) > 1 or cfg.role == "observer" else None
+    except LedgerError as exc:
+        log.error("cannot start: %s (%s)", exc.message, exc.code)
+        return 2
+    except (ValueError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    peers = [p.split("@", 1)[0] for p in cfg.peers]
+    app = create_app(node, config={"role": cfg.role, "peers": peers,
+                                   "consensus_status": consensus.status if consensus else None})
+    server = _server(cfg, app)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -87,12 +148,20 @@ def serve(cfg: NodeConfig, *, ready: threading.Event | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    node.start()
+    try:
+        if consensus is not None:
+            consensus.start()
+        else:
+            node.start()
+    except (OSError, TimeoutError) as exc:
+        log.error("cannot start: %s", exc)
+        return 2
     pidfile = cfg.data / "node.pid"
     pidfile.write_text(str(os.getpid()))
     log.info(
-        "node %s serving http://%s:%d chain %s height %d",
+        "node %s serving http://%s:%d chain %s height %d%s",
         cfg.name, cfg.host, cfg.port, node.genesis.chain, node.store.height,
+        f", p2p {cfg.p2p_listen}" if consensus else "",
     )
     if ready is not None:
         ready.set()
@@ -102,6 +171,8 @@ def serve(cfg: NodeConfig, *, ready: threading.Event | None = None) -> int:
         if not stop.is_set():
             raise
     finally:
+        if consensus is not None:
+            consensus.stop()
         node.stop()
         node.store.close()
         try:

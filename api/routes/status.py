@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, current_app
 
 from .. import queries
 from ..encoding import respond
@@ -14,4 +14,9 @@ bp = Blueprint("status", __name__)
 @bp.get("/v1/status")
 def get_status() -> Response:
     rt = runtime()
-    return respond(queries.status(rt.node, rt.peers, rt.role))
+    out = queries.status(rt.node, rt.peers, rt.role)
+    consensus_status = current_app.config.get("consensus_status")
+    if consensus_status is not None:
+        out.update(consensus_status())
+        out["peers_connected"] = out.pop("connected", [])
+    return respond(out)
