@@ -1,0 +1,189 @@
+"""Four-node cluster benchmark: throughput and commit latency, beside the bare verify rate.
+
+Starts four validator processes on 127.0.0.1 (league + 3 banners, all-to-all TCP),
+then (1) submits N pre-signed ``lamb.tag`` events in msgpack batches to the nodes in
+turn and measures committed events/s until every node holds them, and (2) offers a
+steady 1,000 events/s (or ``--rate``) in small batches for ``--seconds`` and measures
+each event's submit→committed latency (p50/p99) with ``?wait=1``.  In the same run it
+measures PyNaCl's single-core Ed25519 verify rate.  Prints JSON.
+
+Targets (issue: BFT replication): throughput >= 0.25 x the verify rate; p99 < 1 s at
+1,000 events/s.  ``--quick`` runs a small version for smoke tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.ingest import verify_rate  # noqa: E402
+from lambtrace.config import NodeConfig, genesis_to_json  # noqa: E402
+from ledger import codec  # noqa: E402
+from ledger import events as E  # noqa: E402
+from ledger.genesis import Genesis, Params, Validator  # noqa: E402
+from signer import generate, public_key_record, save_key_file  # noqa: E402
+
+NAMES = ["league", "banner-152523", "banner-152524", "banner-152526"]
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=20_000)
+    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--rate", type=int, default=1000)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.events, args.seconds, args.rate = 2000, 3.0, 200
+
+    tmp = Path(tempfile.mkdtemp(prefix="lt-cluster-"))
+    office, coop = generate("ed25519"), generate("ed25519")
+    keys = {n: generate("ed25519") for n in NAMES}
+    now = int(time.time() * 1000)
+    g = Genesis(
+        chain="bench-cluster", time=now - 60_000,
+        validators=tuple(Validator(n, "152500", "ed25519", k.public_key, 1) for n, k in keys.items()),
+        trace_office={"id": "office", "banner": "152500", "keys": [public_key_record(office)]},
+        params=Params(timeout_propose_ms=1000, timeout_prevote_ms=500, timeout_precommit_ms=500),
+    )
+    (tmp / "genesis.json").write_text(genesis_to_json(g))
+    ports = free_ports(8)
+    api = dict(zip(NAMES, ports[:4]))
+    p2p = dict(zip(NAMES, ports[4:]))
+    procs = []
+    for n in NAMES:
+        save_key_file(keys[n], tmp / f"{n}.key", passphrase=None, insecure_plain=True)
+        cfg = NodeConfig(name=n, genesis=tmp / "genesis.json", data=tmp / n, listen=f"127.0.0.1:{api[n]}",
+                         key=tmp / f"{n}.key", p2p_listen=f"127.0.0.1:{p2p[n]}", log_level="WARNING",
+                         peers=[f"{m}@127.0.0.1:{p2p[m]}" for m in NAMES if m != n], verify_processes=1)
+        cfg.save(tmp / f"{n}.json")
+        procs.append(subprocess.Popen([sys.executable, "-m", "lambtrace", "node", "--config", str(tmp / f"{n}.json")],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    urls = [f"http://127.0.0.1:{api[n]}" for n in NAMES]
+    hdr = {"Content-Type": "application/msgpack"}
+
+    def ev(kind: str, actor: str, body: dict[str, Any], s: Any, t: int) -> dict[str, Any]:
+        return E.sign(E.envelope(g.chain, kind, actor, t, body), s)
+
+    def tag_event(i: int) -> dict[str, Any]:
+        return ev("lamb.tag", "coop", {"tag": f"3152523{i:08d}", "herder": "h-1", "born": "2026-03-15",
+                                       "breed": "苏尼特羊", "sex": "male", "sumu": "满都拉图镇"}, coop, now + i % 1000)
+
+    out: dict[str, Any] = {"bench": "cluster", "nodes": len(NAMES)}
+    try:
+        sess = requests.Session()
+        for u in urls:
+            for _ in range(300):
+                try:
+                    if sess.get(u + "/healthz", timeout=1).ok:
+                        break
+                except requests.RequestException:
+                    time.sleep(0.1)
+        setup = [
+            ev("actor.enroll", "office", {"id": "coop", "role": "cooperative", "banner": "152523",
+                                          "keys": [public_key_record(coop)]}, office, now),
+            ev("tags.issue", "office", {"to": "coop", "first": "315252300000000", "count": 100_000, "year": 2026},
+               office, now),
+        ]
+        sess.post(urls[0] + "/v1/events?wait=1", data=codec.encode(setup), headers=hdr, timeout=60).raise_for_status()
+
+        def log_sizes() -> list[int]:
+            return [sess.get(u + "/v1/status", timeout=5).json()["log_size"] for u in urls]
+
+        base = max(log_sizes())
+        # 1. throughput
+        n = args.events
+        bodies = [codec.encode([tag_event(i) for i in range(j, min(n, j + args.batch))]) for j in range(0, n, args.batch)]
+        t0 = time.perf_counter()
+        for k, body in enumerate(bodies):
+            while True:
+                r = sess.post(urls[k % len(urls)] + "/v1/events", data=body, headers=hdr, timeout=120)
+                if r.status_code != 429:
+                    break
+                time.sleep(0.05)
+        while min(log_sizes()) < base + n:
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - t0
+        out["events"] = n
+        out["committed_events_per_s"] = round(n / elapsed, 1)
+        # 2. latency at a steady rate
+        latencies: list[float] = []
+        lock = threading.Lock()
+        start_i = n
+        stop_at = time.perf_counter() + args.seconds
+        batch = max(1, args.rate // 20)  # 20 requests a second
+
+        def offer(k: int) -> None:
+            s = requests.Session()
+            i = start_i + k * 1_000_000
+            while time.perf_counter() < stop_at:
+                t_start = time.perf_counter()
+                evs = [tag_event(i + j) for j in range(batch)]
+                i += batch
+                r = s.post(urls[k % len(urls)] + "/v1/events?wait=1&timeout_ms=10000", data=codec.encode(evs),
+                           headers=hdr, timeout=30)
+                done = time.perf_counter()
+                if r.ok:
+                    states = [x.get("state") for x in r.json()["results"]]
+                    with lock:
+                        latencies.extend(done - t_start for s_ in states if s_ == "committed")
+                spare = 4 * (1 / 20) - (time.perf_counter() - t_start)
+                if spare > 0:
+                    time.sleep(spare)
+
+        threads = [threading.Thread(target=offer, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if latencies:
+            latencies.sort()
+            out["offered_events_per_s"] = args.rate
+            out["latency_events"] = len(latencies)
+            out["commit_latency_p50_ms"] = round(statistics.median(latencies) * 1000, 1)
+            out["commit_latency_p99_ms"] = round(latencies[int(0.99 * (len(latencies) - 1))] * 1000, 1)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    vr = verify_rate()
+    out["ed25519_verify_per_s"] = round(vr, 1)
+    out["ratio"] = round(out["committed_events_per_s"] / vr, 3)
+    out["target_ratio"] = 0.25
+    out["target_p99_ms"] = 1000
+    out["meets_throughput_target"] = out["ratio"] >= 0.25
+    out["meets_latency_target"] = out.get("commit_latency_p99_ms", 1e9) < 1000
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
