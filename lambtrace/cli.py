@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "lambtrace.cmd_hsm",
     "lambtrace.cmd_verify",
     "lambtrace.cmd_labels",
+    "lambtrace.cmd_network",
 )
 """Modules that add commands: each has ``register(subparsers)`` adding parsers whose
 ``func`` takes the parsed args and returns an exit code."""

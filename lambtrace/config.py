@@ -117,12 +117,8 @@ class NodeConfig:
         base = self.path.parent if self.path else Path(".")
 
         def rel(p: Path | None) -> str | None:
-            if p is None:
-                return None
-            try:
-                return str(p.relative_to(base))
-            except ValueError:
-                return str(p)
+            # relative to the config file, so a network directory can move (or be mounted)
+            return None if p is None else os.path.relpath(p.resolve(), base.resolve())
 
         return {
             "name": self.name,

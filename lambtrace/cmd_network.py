@@ -1,0 +1,122 @@
+"""``lambtrace network init``: genesis, node keys and configs for a league network.
+
+Writes, under ``--dir``: ``genesis.json``, ``keys/node-<name>.json`` (node keys; encrypted
+unless ``--insecure-plain``), ``keys/trace-office.json`` (the trace office's root key) and
+``nodes/<name>/config.json`` for the league validator, one validator per banner and any
+observers (a regulator's, the big-data bureau's).  Hosts come from ``--host`` (a
+template with ``{name}``, e.g. ``{name}`` for Docker Compose service names, default
+``127.0.0.1``) and ports from ``--api-port``/``--p2p-port`` (incremented per node when
+the host template is fixed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ledger.errors import LedgerError
+from ledger.genesis import Genesis, Params, Validator
+
+from .config import NodeConfig, genesis_to_json
+
+PILOT_BANNERS = ("152523", "152524", "152526", "152522", "152525", "152502", "152529")
+
+
+def _passphrase(args: argparse.Namespace) -> str | None:
+    if args.insecure_plain:
+        return None
+    p = os.environ.get("LAMBTRACE_KEY_PASSPHRASE")
+    if not p:
+        raise LedgerError("set LAMBTRACE_KEY_PASSPHRASE to encrypt the node keys, or pass --insecure-plain",
+                          code="passphrase_required")
+    return p
+
+
+def init_network(args: argparse.Namespace) -> dict[str, Any]:
+    from signer import generate, public_key_record, save_key_file
+
+    d = Path(args.dir)
+    if (d / "genesis.json").exists():
+        raise LedgerError(f"{d} already holds a network (genesis.json exists)", code="exists")
+    if not 1 <= args.validators <= len(PILOT_BANNERS) + 1:
+        raise LedgerError(f"--validators takes 1 to {len(PILOT_BANNERS) + 1}", code="bad_argument")
+    (d / "keys").mkdir(parents=True, exist_ok=True)
+    passphrase = _passphrase(args)
+    names = [("league", "152500")] + [(f"banner-{b}", b) for b in PILOT_BANNERS[: args.validators - 1]]
+    observers = [f"observer-{i + 1}" for i in range(args.observers)]
+    fixed_host = "{name}" not in args.host
+    everyone = [n for n, _b in names] + observers
+
+    def host(name: str) -> str:
+        return args.host.format(name=name)
+
+    def port(base: int, i: int) -> int:
+        return base + i if fixed_host else base
+
+    keys = {}
+    for name in everyone:
+        k = generate("ed25519")
+        keys[name] = k
+        save_key_file(k, d / "keys" / f"node-{name}.json", passphrase=passphrase,
+                      insecure_plain=args.insecure_plain)
+    office = generate("ed25519")
+    save_key_file(office, d / "keys" / "trace-office.json", passphrase=passphrase, insecure_plain=args.insecure_plain)
+    genesis = Genesis(
+        chain=args.chain,
+        time=int(time.time() * 1000),
+        validators=tuple(Validator(n, b, "ed25519", keys[n].public_key, 1) for n, b in names),
+        trace_office={"id": "league-trace-office", "banner": "152500", "name": "锡林郭勒盟农牧局追溯办公室",
+                      "keys": [public_key_record(office)]},
+        params=Params(slaughter_requires_hsm=args.slaughter_requires_hsm),
+    )
+    (d / "genesis.json").write_text(genesis_to_json(genesis), encoding="utf-8")
+    p2p = {n: f"{host(n)}:{port(args.p2p_port, i)}" for i, n in enumerate(everyone)}
+    obs = [{"name": n, "alg": "ed25519", "pub": keys[n].public_key.hex()} for n in observers]
+    nodes = []
+    for i, name in enumerate(everyone):
+        listen_host = "0.0.0.0" if not fixed_host else host(name)
+        cfg = NodeConfig(
+            name=name,
+            genesis=d / "genesis.json",
+            data=d / "nodes" / name / "data",
+            listen=f"{listen_host}:{port(args.api_port, i)}",
+            key=d / "keys" / f"node-{name}.json",
+            role="observer" if name in observers else "validator",
+            p2p_listen=f"{listen_host}:{port(args.p2p_port, i)}",
+            peers=[f"{m}@{p2p[m]}" for m in everyone if m != name and (name not in observers or m not in observers)],
+            observers=obs,
+        )
+        path = d / "nodes" / name / "config.json"
+        cfg.save(path)
+        nodes.append({"name": name, "role": cfg.role, "config": str(path),
+                      "api": f"http://{host(name)}:{port(args.api_port, i)}"})
+    info = {"chain": genesis.chain, "genesis": str(d / "genesis.json"), "genesis_hash": genesis.hash.hex(),
+            "nodes": nodes}
+    (d / "network.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return info
+
+
+def cmd_network_init(args: argparse.Namespace) -> int:
+    info = init_network(args)
+    print(json.dumps(info, indent=2, ensure_ascii=False))
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("network", help="set up a league network (genesis, node keys, configs)")
+    nsub = p.add_subparsers(dest="network_command", required=True, metavar="SUBCOMMAND")
+    s = nsub.add_parser("init", help="write genesis, node keys and configs for validators and observers")
+    s.add_argument("--dir", required=True)
+    s.add_argument("--chain", default="xilingol-lamb")
+    s.add_argument("--validators", type=int, default=4, help="the league plus N-1 banners (default 4)")
+    s.add_argument("--observers", type=int, default=0, help="non-validator nodes (regulator, big-data bureau)")
+    s.add_argument("--host", default="127.0.0.1", help="host of each node; '{name}' is replaced by the node name")
+    s.add_argument("--api-port", type=int, default=8700)
+    s.add_argument("--p2p-port", type=int, default=26656)
+    s.add_argument("--slaughter-requires-hsm", action="store_true")
+    s.add_argument("--insecure-plain", action="store_true", help="store node keys unencrypted (demos, tests)")
+    s.set_defaults(func=cmd_network_init)
