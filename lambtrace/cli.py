@@ -131,7 +131,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     body = schema.from_json(KINDS[args.kind].body, body_json)
     client = Client(args.url)
     chain = args.chain or client.status()["chain"]
-    signer = load_signer(args.key, passphrase=_passphrase(args))
+    signer = load_signer(args.key, passphrase=None if args.key.startswith("pkcs11:") else _passphrase(args))
     t = args.time if args.time is not None else int(time.time() * 1000)
     signed = ev_mod.sign(ev_mod.envelope(chain, args.kind, args.actor, t, body), signer)
     result = client.submit([signed], wait=args.wait)[0]
@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="create (or resume) and run a demo network with a season of lambs")
     s.add_argument("--dir", default="./lambtrace-demo", help="demo directory (default ./lambtrace-demo)")
-    s.add_argument("--nodes", type=int, default=1, help="number of nodes (default 1)")
+    s.add_argument("--nodes", type=int, default=4,
+                   help="nodes: the league and N-1 banners, each a validator (default 4)")
     s.add_argument("--port", type=int, default=8700, help="node i serves its API at 127.0.0.1:PORT+i")
     s.add_argument("--lambs", type=int, default=1000, help="lambs in the season (default 1000)")
     s.add_argument("--seed", type=int, default=2018, help="seed of the season generator")

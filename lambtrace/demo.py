@@ -6,13 +6,25 @@ ear-tag issuance, tagging, shipping and receiving, slaughter, labels) is submitt
 HTTP; ``demo.json`` is written; the network runs until interrupted.  A later run in the
 same directory resumes it: same chain, data intact, no second season (an interrupted
 season is finished; re-sent events are idempotent).
+
+Plant keys.  When SoftHSM2 is installed (its module and ``softhsm2-util``), every plant's
+ECDSA P-256 key is generated on a SoftHSM2 token of its own (label = plant id) kept under
+``D/hsm/`` (``softhsm2.conf``, ``tokens/``; the demo's user PIN in ``D/hsm/pin``, mode
+0600, demo only), plants are enrolled with storage ``hsm``, the genesis sets
+``slaughter_requires_hsm``, and a plant's key file is public-only, naming its key by a
+``pkcs11:`` locator.  A resumed demo opens the plant keys on the tokens again through
+those locators.  Without SoftHSM2 the demo says so and keeps software plant keys with the
+requirement off.  Only this process signs; the nodes only verify and need no token.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +39,9 @@ from .config import NodeConfig, genesis_to_json, load_genesis, write_json
 
 PILOT_BANNERS = ("152523", "152524", "152526", "152522", "152525", "152502", "152529")
 STATE_FILE = "demo-state.json"
+HSM_DIR = "hsm"
+PLANT_KEY_LABEL = "slaughter-key"
+SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 
 
 def _say(msg: str) -> None:
@@ -40,23 +55,136 @@ def _node_names(n: int) -> list[tuple[str, str]]:
     return names
 
 
+# -- plant keys on SoftHSM2 ------------------------------------------------------------------
+
+
+def _softhsm_module() -> str:
+    return os.environ.get("LAMBTRACE_PKCS11_MODULE") or SOFTHSM_MODULE
+
+
+def _softhsm_missing() -> str | None:
+    """Why SoftHSM2 cannot hold the demo's plant keys here, or ``None`` if it can."""
+    module = _softhsm_module()
+    if not Path(module).is_file():
+        return f"no PKCS#11 module at {module}"
+    if shutil.which("softhsm2-util") is None:
+        return "softhsm2-util is not on PATH"
+    try:
+        import pkcs11  # noqa: F401 - only whether it imports
+    except ImportError:
+        return "python-pkcs11 is not installed"
+    return None
+
+
+def _write_secret(path: Path) -> None:
+    """A fresh random PIN in ``path`` (mode 0600) unless the file exists already."""
+    if path.exists():
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(secrets.token_hex(8) + "\n")
+
+
+def _setup_hsm(d: Path) -> dict[str, Any] | None:
+    """SoftHSM2's configuration and the demo's PINs under ``D/hsm``; ``None`` without SoftHSM2.
+
+    The token directory and PIN files are kept if they exist (a first run that stopped
+    half-way), so tokens made then still open.
+    """
+    why = _softhsm_missing()
+    if why is not None:
+        _say(f"SoftHSM2 is not installed ({why}): plant keys are software keys and the genesis does not "
+             "require HSM-held keys for slaughter; install softhsm2 for HSM-backed plant keys")
+        return None
+    hsm = d / HSM_DIR
+    (hsm / "tokens").mkdir(parents=True, exist_ok=True)
+    os.chmod(hsm, 0o700)
+    conf = hsm / "softhsm2.conf"
+    conf.write_text(
+        f"# SoftHSM2 for the LambTrace demo: one token per plant\n"
+        f"directories.tokendir = {hsm / 'tokens'}\n"
+        "objectstore.backend = file\n"
+        "log.level = ERROR\n",
+        encoding="utf-8",
+    )
+    _write_secret(hsm / "pin")
+    _write_secret(hsm / "so-pin")
+    _say(f"SoftHSM2 found: every plant's key is generated on its own token in {hsm} "
+         "and the genesis requires HSM-held keys for slaughter")
+    return {"module": _softhsm_module(), "conf": str(conf), "pin_file": str(hsm / "pin"),
+            "so_pin_file": str(hsm / "so-pin")}
+
+
+def _use_hsm(state: dict[str, Any], *, resuming: bool) -> None:
+    """Point SoftHSM2 at the demo's tokens (before any PKCS#11 module is loaded)."""
+    hsm = state.get("hsm")
+    if not hsm:
+        return
+    why = _softhsm_missing()
+    if why is not None:
+        raise LedgerError(f"this demo keeps its plant keys on SoftHSM2 tokens, but {why}", code="hsm_module_missing")
+    os.environ["SOFTHSM2_CONF"] = hsm["conf"]
+    if resuming:
+        _say(f"plant keys: on SoftHSM2 tokens in {Path(hsm['conf']).parent} (slaughter requires HSM-held keys)")
+
+
+def _plant_hsm_signer(hsm: dict[str, Any], plant_id: str, key_file: Path) -> Any:
+    """The plant's signer on its token: opened through the locator in ``key_file`` if that
+    exists, else a new token and key made now and ``key_file`` written (public-only)."""
+    from signer import load_public_key, load_signer, save_public_key_file
+    from signer.pkcs11 import HsmError, PinSource, Pkcs11Signer, Pkcs11Spec, generate_key, init_token, list_tokens
+    from signer.pkcs11 import parse_spec as parse_pkcs11_spec
+
+    pin = PinSource(file=hsm["pin_file"])
+    if key_file.exists():
+        public = load_public_key(key_file)
+        if public.storage != "hsm" or not public.locator:
+            raise LedgerError(f"{key_file} should name an HSM key (storage hsm, a pkcs11: locator)", code="demo_state")
+        spec = parse_pkcs11_spec(public.locator).with_pin(file=hsm["pin_file"])
+        signer = load_signer(spec.to_uri())
+        if signer.public_key != public.public_key:
+            raise LedgerError(f"the key on token {plant_id!r} is not the one {key_file} records",
+                              code="hsm_key_mismatch")
+        return signer
+    if not any(t.label == plant_id and t.initialized for t in list_tokens(hsm["module"])):
+        init_token(plant_id, pin=pin, so_pin=PinSource(file=hsm["so_pin_file"]), module=hsm["module"])
+    spec = Pkcs11Spec(module=hsm["module"], token=plant_id, label=PLANT_KEY_LABEL, pin=pin)
+    try:
+        signer = generate_key(spec, "ecdsa-p256")
+    except HsmError as exc:
+        if exc.code != "hsm_key_exists":
+            raise
+        signer = Pkcs11Signer.open(spec)  # made by a run that stopped before writing key_file
+    save_public_key_file(signer.public(), key_file, locator=signer.locator)
+    return signer
+
+
+def _software(signer: Any) -> Any:
+    """``signer`` if it is a software key (whose key file the demo writes), else an error."""
+    from signer import SoftwareSigner
+
+    if not isinstance(signer, SoftwareSigner):
+        raise RuntimeError(f"expected a software key, got {signer!r}")
+    return signer
+
+
 def _create(d: Path, args: argparse.Namespace) -> dict[str, Any]:
     from signer import generate, public_key_record, save_key_file
 
     from .season import make_trace_office
 
-    if args.nodes != 1:
-        raise LedgerError(
-            "this release runs single-validator chains: use --nodes 1 (multi-node BFT replication is not here yet)",
-            code="unsupported_nodes",
-        )
+    if not 1 <= args.nodes <= len(PILOT_BANNERS) + 1:
+        raise LedgerError(f"--nodes takes 1 to {len(PILOT_BANNERS) + 1} (the league and its pilot banners)",
+                          code="bad_argument")
     (d / "keys" / "actors").mkdir(parents=True, exist_ok=True)
     (d / "logs").mkdir(exist_ok=True)
     rng = random.Random(args.seed)
     now = int(time.time() * 1000)
     validators = []
     node_cfgs = []
-    for i, (name, banner) in enumerate(_node_names(args.nodes)):
+    names = _node_names(args.nodes)
+    p2p = {name: f"127.0.0.1:{args.port + 100 + i}" for i, (name, _b) in enumerate(names)}
+    for i, (name, banner) in enumerate(names):
         key = generate("ed25519")
         key_path = d / "keys" / f"node-{name}.json"
         save_key_file(key, key_path, passphrase=None, insecure_plain=True, overwrite=True)
@@ -67,12 +195,15 @@ def _create(d: Path, args: argparse.Namespace) -> dict[str, Any]:
             data=d / "nodes" / name / "data",
             listen=f"127.0.0.1:{args.port + i}",
             key=key_path,
+            p2p_listen=p2p[name] if args.nodes > 1 else "",
+            peers=[f"{other}@{addr}" for other, addr in p2p.items() if other != name] if args.nodes > 1 else [],
         )
         cfg.save(d / "nodes" / name / "config.json")
         node_cfgs.append(str(d / "nodes" / name / "config.json"))
     office = make_trace_office(rng)
-    save_key_file(office.signer, d / "keys" / "actors" / f"{office.id}.json", passphrase=None,
+    save_key_file(_software(office.signer), d / "keys" / "actors" / f"{office.id}.json", passphrase=None,
                   insecure_plain=True, overwrite=True)
+    hsm = _setup_hsm(d)
     genesis = Genesis(
         chain=f"xilingol-demo-{args.seed}",
         time=now - 3 * DAY_MS,
@@ -83,7 +214,7 @@ def _create(d: Path, args: argparse.Namespace) -> dict[str, Any]:
             "name": office.name or "锡林郭勒盟农牧局追溯办公室",
             "keys": [public_key_record(office.signer)],
         },
-        params=Params(tag_quotas={b: 400_000 for b in PILOT_BANNERS}),
+        params=Params(slaughter_requires_hsm=hsm is not None, tag_quotas={b: 400_000 for b in PILOT_BANNERS}),
     )
     (d / "genesis.json").write_text(genesis_to_json(genesis), encoding="utf-8")
     state = {
@@ -92,6 +223,7 @@ def _create(d: Path, args: argparse.Namespace) -> dict[str, Any]:
         "nodes": node_cfgs,
         "season_start_ms": now - int(2.5 * DAY_MS),
         "season_done": False,
+        "hsm": hsm,
     }
     write_json(d / STATE_FILE, state)
     return state
@@ -134,12 +266,15 @@ def _cast_with_saved_keys(d: Path, state: dict[str, Any], genesis: Genesis) -> A
     office = make_trace_office(rng)
     office.signer = load_key_file(d / "keys" / "actors" / f"{office.id}.json")
     cast = make_cast(rng, office, lambs=state["lambs"])
+    hsm = state.get("hsm")
     for m in cast.members:
         path = d / "keys" / "actors" / f"{m.id}.json"
-        if path.exists():
+        if hsm and m.role == "plant":
+            m.signer = _plant_hsm_signer(hsm, m.id, path)
+        elif path.exists():
             m.signer = load_key_file(path)
         else:
-            save_key_file(m.signer, path, passphrase=None, insecure_plain=True)
+            save_key_file(_software(m.signer), path, passphrase=None, insecure_plain=True)
     return cast, rng
 
 
@@ -173,6 +308,22 @@ def _drive_season(d: Path, state: dict[str, Any], genesis: Genesis, url: str) ->
     return season, first_rejects
 
 
+def _wait_replicated(urls: list[str], timeout_s: float = 120.0) -> dict[str, Any]:
+    """Wait until every node reports the first node's log; returns the first node's status."""
+    from api.client import Client
+
+    deadline = time.monotonic() + timeout_s
+    clients = [Client(u) for u in urls]
+    while True:
+        sts = [c.status() for c in clients]
+        if len({s["log_size"] for s in sts}) == 1 or time.monotonic() > deadline:
+            if len({s["log_size"] for s in sts}) != 1:
+                _say("warning: nodes still disagree on the log size: " + ", ".join(
+                    f"{s['node']}={s['log_size']}" for s in sts))
+            return sts[0]
+        time.sleep(0.2)
+
+
 def _demo_json(d: Path, state: dict[str, Any], genesis: Genesis, procs: list[subprocess.Popen[bytes]],
                labels: list[str]) -> dict[str, Any]:
     nodes = []
@@ -196,12 +347,14 @@ def _demo_json(d: Path, state: dict[str, Any], genesis: Genesis, procs: list[sub
 def run_demo(args: argparse.Namespace) -> int:
     d = Path(args.dir).resolve()
     d.mkdir(parents=True, exist_ok=True)
-    if (d / STATE_FILE).exists():
+    resuming = (d / STATE_FILE).exists()
+    if resuming:
         state = json.loads((d / STATE_FILE).read_text(encoding="utf-8"))
         _say(f"resuming the demo network in {d} (seed {state['seed']}, {state['lambs']} lambs)")
     else:
         _say(f"creating a demo network in {d}")
         state = _create(d, args)
+    _use_hsm(state, resuming=resuming)
     genesis = load_genesis(d / "genesis.json")
     procs: list[subprocess.Popen[bytes]] = []
     stopping = False
@@ -232,9 +385,8 @@ def run_demo(args: argparse.Namespace) -> int:
             write_json(d / STATE_FILE, state)
         info = _demo_json(d, state, genesis, procs, labels)
         write_json(d / "demo.json", info)
-        from api.client import Client
 
-        st = Client(urls[0]).status()
+        st = _wait_replicated(urls)
         _say(f"chain {genesis.chain} at height {st['height']}, {st['log_size']} events in the log")
         _say(f"demo.json: {d / 'demo.json'}")
         if labels:

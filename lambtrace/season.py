@@ -43,6 +43,7 @@ from typing import Any
 from ledger.events import envelope, sign
 from ledger.schema import COUNTIES
 from ledger.sigs import P256_ORDER
+from signer import Signer
 from signer.software import SoftwareSigner, public_key_record
 
 DAY_MS = 86_400_000
@@ -50,7 +51,7 @@ DEFAULT_SPAN_MS = 2 * DAY_MS
 LEAGUE = "152500"
 TRACE_OFFICE_ID = "league-trace-office"
 
-KeySource = Callable[[str, str], SoftwareSigner]
+KeySource = Callable[[str, str], Signer]
 """``(member id, alg) -> signer``: where a cast member's key comes from."""
 
 # -- domain tables ------------------------------------------------------------------------
@@ -149,12 +150,12 @@ _CHIP_ADD = 284_019_556_731
 
 @dataclass
 class CastMember:
-    """One enrolled actor of the demo, with its (software) key."""
+    """One enrolled actor of the demo, with its key (software, or an HSM key for plants)."""
 
     id: str
     role: str
     banner: str
-    signer: SoftwareSigner
+    signer: Signer
     name: str = ""
     parent: str | None = None
     sumu: str = ""
@@ -197,7 +198,7 @@ class Cast:
         return [m for m in self.members if m.role == "herder_agent" and m.parent == coop_id]
 
 
-def _derive_signer(rng: random.Random, member_id: str, alg: str, keys: KeySource | None) -> SoftwareSigner:
+def _derive_signer(rng: random.Random, member_id: str, alg: str, keys: KeySource | None) -> Signer:
     """A key for ``member_id``: from ``keys`` if given, else derived from ``rng``.
 
     The 32 bytes are drawn from ``rng`` either way, so the rest of the cast does not

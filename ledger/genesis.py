@@ -46,10 +46,10 @@ class Params:
     tag_quotas: dict[str, int] = field(default_factory=dict)
     """Ear tags a banner may be issued per year; banners not named have no quota."""
     block_interval_ms: int = 500
-    timeout_propose_ms: int = 1_000
-    timeout_prevote_ms: int = 500
-    timeout_precommit_ms: int = 500
-    timeout_delta_ms: int = 250
+    timeout_propose_ms: int = 3_000
+    timeout_prevote_ms: int = 1_000
+    timeout_precommit_ms: int = 1_000
+    timeout_delta_ms: int = 500
 
     def to_dict(self) -> dict[str, Any]:
         return {

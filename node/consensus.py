@@ -250,6 +250,10 @@ class ConsensusDriver:
         self._seq = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._events_q: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=1_000)
+        """Relayed events wait here for admission on their own thread, so a big batch
+        never holds up consensus messages."""
+        self._admitter: threading.Thread | None = None
         self.dropped_inbox = 0
 
     def deliver(self, sender: str, msg: Any) -> None:
@@ -268,12 +272,41 @@ class ConsensusDriver:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="consensus", daemon=True)
         self._thread.start()
+        self._admitter = threading.Thread(target=self._admit_relayed, name="relay-admission", daemon=True)
+        self._admitter.start()
 
     def stop(self) -> None:
         self._stop.set()
         self.deliver("", {"t": "_poke"})
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        try:
+            self._events_q.put_nowait(None)
+        except queue.Full:
+            pass
+        for t in (self._thread, self._admitter):
+            if t is not None:
+                t.join(timeout=10)
+
+    def _admit_relayed(self) -> None:
+        limits = self.node.limits
+        while not self._stop.is_set():
+            leaves = self._events_q.get()
+            if leaves is None:
+                return
+            values = []
+            for leaf in leaves[: limits.max_events_per_request]:
+                if type(leaf) is bytes:
+                    try:
+                        values.append(codec.decode(leaf, limits, max_bytes=limits.max_event_bytes))
+                    except LedgerError:
+                        continue
+            if values:
+                try:
+                    self.node.submit(values, presorted=True, local=False)
+                except LedgerError as exc:
+                    log.debug("relayed events refused: %s", exc.code)
+                except Exception:  # admission of relayed events is best effort
+                    log.exception("relayed events failed")
+                self.deliver("", {"t": "_poke"})
 
     def _carry_out(self, outs: list[Out]) -> None:
         for o in outs:
@@ -317,19 +350,9 @@ class ConsensusDriver:
             self._carry_out(self.replica.poke(now))
         elif t == "events":
             if msg.get("chain") == self.node.genesis.chain and type(msg.get("events")) is list:
-                values = []
-                limits = self.node.limits
-                for leaf in msg["events"][: limits.max_events_per_request]:
-                    if type(leaf) is bytes:
-                        try:
-                            values.append(codec.decode(leaf, limits, max_bytes=limits.max_event_bytes))
-                        except LedgerError:
-                            continue
-                if values:
-                    try:
-                        self.node.submit(values, presorted=True, local=False)
-                    except LedgerError as exc:
-                        log.debug("relayed events refused: %s", exc.code)
-                    self._carry_out(self.replica.poke(now))
+                try:
+                    self._events_q.put_nowait(msg["events"])
+                except queue.Full:
+                    self.dropped_inbox += 1
         else:
             self._carry_out(self.replica.on_message(sender, msg, now))

@@ -5,10 +5,10 @@ Everything that signs ledger bytes (actors' events, validators' votes) goes thro
 to sign into a 64-byte signature that :func:`ledger.sigs.verify_signature` accepts.
 Where the private key lives is the signer's business: in process memory
 (:class:`~signer.software.SoftwareSigner`, loaded from a key file) or in an HSM behind
-PKCS#11 (``signer/pkcs11.py``, to come).
+PKCS#11 (:class:`~signer.pkcs11.Pkcs11Signer`).
 
-``load_signer(spec)`` opens a signer from a spec string: a key file path today,
-``pkcs11:...`` URIs later.  An encrypted key file's passphrase comes from the
+``load_signer(spec)`` opens a signer from a spec string: a key file path, or a
+``pkcs11:...`` spec naming a key on a token.  An encrypted key file's passphrase comes from the
 ``passphrase`` argument, else the ``LAMBTRACE_KEY_PASSPHRASE`` environment variable, else
 the file named by ``LAMBTRACE_KEY_PASSPHRASE_FILE``; these are consulted only when the
 file is actually encrypted.
@@ -21,7 +21,7 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Final, Protocol, runtime_checkable
 
-from .errors import PASSPHRASE_REQUIRED, UNSUPPORTED_SPEC, SignerError
+from .errors import PASSPHRASE_REQUIRED, SignerError
 from .software import (
     STORAGE_HSM,
     STORAGE_SOFTWARE,
@@ -133,21 +133,22 @@ def passphrase_from_env(environ: Mapping[str, str] | None = None) -> str | bytes
 def load_signer(spec: str | os.PathLike[str], *, passphrase: str | bytes | None = None) -> Signer:
     """The signer that ``spec`` names.
 
-    ``spec`` is a key file path (``str`` or path-like).  ``pkcs11:`` URIs are reserved for
-    HSM keys and not supported yet.  For an encrypted key file the passphrase is
+    ``spec`` is a key file path (``str`` or path-like) or a ``pkcs11:`` spec naming an HSM
+    key (see :mod:`signer.pkcs11`; its PIN comes from the variable or file the spec names,
+    never from ``passphrase``).  For an encrypted key file the passphrase is
     ``passphrase`` if given, else :func:`passphrase_from_env` (looked up only when needed).
 
-    Raises :class:`SignerError`: ``unsupported_spec`` for ``pkcs11:`` specs, and otherwise
-    whatever :func:`~signer.software.load_key_file` raises (``key_file_missing``,
+    Raises :class:`SignerError`: for ``pkcs11:`` specs what
+    :meth:`signer.pkcs11.Pkcs11Signer.open` raises (``unsupported_spec`` for a malformed
+    spec or one carrying a PIN, ``hsm_*`` codes); otherwise whatever
+    :func:`~signer.software.load_key_file` raises (``key_file_missing``,
     ``key_file_invalid``, ``unsupported_alg``, ``passphrase_required``, ``bad_passphrase``).
     """
-    if isinstance(spec, str) and spec.startswith(PKCS11_PREFIX):
-        # The URI may carry a PIN (pin-value=...): never echo it back.
-        raise SignerError(
-            "PKCS#11 (HSM) signer specs are not supported yet; PKCS#11 support lands in "
-            "signer/pkcs11.py. Use a key file path for now.",
-            code=UNSUPPORTED_SPEC,
-        )
+    if isinstance(spec, str) and spec.lstrip()[: len(PKCS11_PREFIX)].lower() == PKCS11_PREFIX:
+        # Imported here: python-pkcs11 is only needed by those who use HSM keys.
+        from .pkcs11 import Pkcs11Signer
+
+        return Pkcs11Signer.open(spec)
     if passphrase is not None:
         return load_key_file(spec, passphrase=passphrase)
     return load_key_file(spec, passphrase=passphrase_from_env)

@@ -18,12 +18,6 @@ from helpers import wait_until
 pytestmark = pytest.mark.cluster
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def demo(tmp: Path, port: int, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "lambtrace", "demo", "--dir", str(tmp / "d"), "--nodes", "1", "--lambs", "200",
@@ -33,7 +27,7 @@ def demo(tmp: Path, port: int, *extra: str) -> subprocess.Popen[str]:
 
 
 def test_demo_runs_serves_and_resumes(tmp_path: Path) -> None:
-    port = free_port()
+    port = free_port_block(1)
     proc = demo(tmp_path, port)
     info_path = tmp_path / "d" / "demo.json"
     try:
@@ -84,10 +78,46 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_demo_refuses_multi_node_clearly(tmp_path: Path) -> None:
-    r = subprocess.run(
-        [sys.executable, "-m", "lambtrace", "demo", "--dir", str(tmp_path / "d"), "--nodes", "4",
-         "--exit-when-ready"], capture_output=True, text=True, timeout=60,
+def test_four_node_demo_replicates(tmp_path: Path) -> None:
+    """The default demo: four validator processes hold the same block at every height."""
+    port = free_port_block(4)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lambtrace", "demo", "--dir", str(tmp_path / "d4"), "--lambs", "60",
+         "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
-    assert r.returncode == 2
-    assert "unsupported_nodes" in r.stderr
+    info_path = tmp_path / "d4" / "demo.json"
+    try:
+        assert wait_until(info_path.exists, 240), proc.stdout.read() if proc.poll() is not None else "no demo.json"
+        info = json.loads(info_path.read_text())
+        assert len(info["nodes"]) == 4 and len({n["pid"] for n in info["nodes"]}) == 4
+        apis = [n["api"] for n in info["nodes"]]
+        sts = [requests.get(a + "/v1/status", timeout=5).json() for a in apis]
+        assert len({s["log_size"] for s in sts}) == 1 and sts[0]["log_size"] > 0
+        for h in range(1, sts[0]["height"] + 1):
+            assert len({requests.get(f"{a}/v1/blocks/{h}", timeout=5).json()["hash"] for a in apis}) == 1
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+
+
+def free_port_block(n: int) -> int:
+    """A base port with ``base..base+n-1`` and ``base+100..`` free (the demo's API and peer ports)."""
+    import random
+
+    for _ in range(50):
+        base = random.randrange(20_000, 31_000)
+        socks = []
+        try:
+            for p in [*range(base, base + n), *range(base + 100, base + 100 + n)]:
+                s = socket.socket()
+                s.bind(("127.0.0.1", p))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port block")
