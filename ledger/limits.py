@@ -18,7 +18,8 @@ class Limits:
     max_events_per_request: int = 5_000
     max_request_bytes: int = 8 * 1024 * 1024
     max_events_per_block: int = 5_000
-    max_block_bytes: int = 16 * 1024 * 1024
+    max_block_bytes: int = 8 * 1024 * 1024
+    """Leaf bytes in one block; a proposal (block + framing) must fit in one peer message."""
     max_mempool_events: int = 50_000
     max_proof_nodes: int = 64
     max_message_bytes: int = 16 * 1024 * 1024

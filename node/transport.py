@@ -456,8 +456,8 @@ class _Conn:
 class _Peer:
     """What the transport keeps about one peer across its connections."""
 
-    __slots__ = ("address", "conn", "dial_task", "ever_connected", "last_seen", "lost", "queue", "queued_bytes",
-                 "wake")
+    __slots__ = ("address", "conn", "connected_since", "dial_task", "ever_connected", "last_seen", "lost", "queue",
+                 "queued_bytes", "wake")
 
     def __init__(self, address: tuple[str, int] | None) -> None:
         self.address = address
@@ -469,6 +469,7 @@ class _Peer:
         self.conn: _Conn | None = None
         self.dial_task: asyncio.Task[None] | None = None
         self.ever_connected = False
+        self.connected_since = 0.0
         self.last_seen: float | None = None
 
 
@@ -493,8 +494,15 @@ def _tune_socket(writer: asyncio.StreamWriter) -> None:
 
 
 def _abort(writer: asyncio.StreamWriter) -> None:
+    """Reset the connection now, discarding anything unsent (for misbehaving peers)."""
     with contextlib.suppress(Exception):
         writer.transport.abort()
+
+
+def _close_gracefully(writer: asyncio.StreamWriter) -> None:
+    """Close after what is buffered has been sent (for duplicates of a healthy link)."""
+    with contextlib.suppress(Exception):
+        writer.close()
 
 
 class Transport:
@@ -777,20 +785,24 @@ class Transport:
         self._adopt(res, reader, writer)
 
     async def _dial_loop(self, name: str, p: _Peer) -> None:
+        """Keep ``name`` connected until close: dial while it is not, wait while it is.
+
+        Every wait before a dial is jittered backoff; it starts over only after a
+        connection that stayed up ``backoff_max_s``, so a peer that accepts and then drops
+        us at once is not dialled in a tight loop.
+        """
         attempt = 0
         while not self._closing:
-            if p.conn is not None:
-                conn = p.conn
-                await p.lost.wait()
-                if self._clock() - conn.established_at >= self._backoff_max:
-                    attempt = 0  # it had been stable: start over quickly
-                await asyncio.sleep(self._jitter(attempt))
-                attempt += 1
-                continue
-            if p.address is None:  # pragma: no cover - dial loops start only with an address
-                return
-            if await self._dial_once(name, p.address):
-                continue
+            if p.conn is None:
+                if p.address is None:  # pragma: no cover - dial loops start only with an address
+                    return
+                if not await self._dial_once(name, p.address) or p.conn is None:
+                    await asyncio.sleep(self._jitter(attempt))
+                    attempt += 1
+                    continue
+            await p.lost.wait()
+            if self._clock() - p.connected_since >= self._backoff_max:
+                attempt = 0  # it had been stable: start over quickly
             await asyncio.sleep(self._jitter(attempt))
             attempt += 1
 
@@ -842,14 +854,16 @@ class Transport:
             if old.initiator == preferred and conn.initiator != preferred:
                 self._count("duplicate_closed")
                 log.debug("%s: keeping the connection %s dialled to %s", self.me, old.initiator, res.peer)
-                _abort(writer)
+                _close_gracefully(writer)  # flush our auth first, so the peer does not count a failure
                 return
             self._count("duplicate_closed")
             p.conn = None  # so that dropping the old one does not report the peer lost
-            self._drop(old)
+            self._drop(old, graceful=True)
         if p.ever_connected and old is None:
             self._count("reconnects")
         p.ever_connected = True
+        if old is None:
+            p.connected_since = conn.established_at  # a replacement continues the same link
         p.conn = conn
         p.lost.clear()
         conn.reader_task = asyncio.create_task(self._read_loop(conn, p), name=f"read {self.me}<-{res.peer}")
@@ -857,8 +871,8 @@ class Transport:
         self._refresh_connected()
         log.debug("%s: connected to %s (dialled by %s)", self.me, res.peer, res.initiator)
 
-    def _drop(self, conn: _Conn) -> None:
-        """Close ``conn`` and stop its tasks (not the calling one); idempotent."""
+    def _drop(self, conn: _Conn, *, graceful: bool = False) -> None:
+        """Close ``conn`` (reset it unless ``graceful``) and stop its tasks (not the calling one); idempotent."""
         if conn.closed:
             return
         conn.closed = True
@@ -866,7 +880,10 @@ class Transport:
         for t in (conn.reader_task, conn.writer_task):
             if t is not None and t is not current:
                 t.cancel()
-        _abort(conn.writer)
+        if graceful:
+            _close_gracefully(conn.writer)
+        else:
+            _abort(conn.writer)
         p = self._peers.get(conn.peer)
         if p is not None and p.conn is conn:
             p.conn = None
