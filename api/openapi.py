@@ -281,6 +281,28 @@ def _components() -> dict[str, Any]:
                 "events": {"type": "array", "items": _HASH},
             },
         },
+        "BlockLeaves": {
+            "type": "object",
+            "description": "one block with its raw leaves: what an auditor replays",
+            "required": ["height", "hash", "header", "certificate", "log_range", "leaves"],
+            "properties": {
+                "height": {"type": "integer"},
+                "hash": _HASH,
+                "header": _ref("Header"),
+                "certificate": _ref("Certificate"),
+                "log_range": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
+                "leaves": {"type": "array", "items": {**_HEX, "description": "canonical signed event (a log leaf)"}},
+            },
+        },
+        "StateHash": {
+            "type": "object",
+            "required": ["height", "log_size", "state_hash"],
+            "properties": {
+                "height": {"type": "integer", "description": "the tip the hash belongs to"},
+                "log_size": {"type": "integer"},
+                "state_hash": {**_HASH, "description": "ledger.state.state_hash of the committed state"},
+            },
+        },
         "LabelProof": {
             "type": "object",
             "description": "see docs/label-proof.md",
@@ -288,6 +310,7 @@ def _components() -> dict[str, Any]:
             "properties": {
                 "format": {"const": "lambtrace-label-proof/v1"},
                 "genesis_hash": _HASH,
+                "genesis": {"type": "object", "description": "the genesis document (pub keys as hex)"},
                 "label": {"type": "string"},
                 "checkpoint": {
                     "type": "object",
@@ -430,6 +453,18 @@ def _paths() -> dict[str, Any]:
             {"400": "bad_height", "404": "not_found (beyond the tip)"},
             [_path_param("height", {"type": "integer", "minimum": 1}, "block height")],
         ),
+        "/v1/blocks/{height}/leaves": _get(
+            "Header, certificate and the raw leaves of a block (for audits)",
+            _ref("BlockLeaves"),
+            {"400": "bad_height", "404": "not_found (beyond the tip)"},
+            [_path_param("height", {"type": "integer", "minimum": 1}, "block height")],
+        ),
+        "/v1/state/hash": _get(
+            "Hash of the whole committed state at the tip (computed under the commit lock, "
+            "remembered per height)",
+            _ref("StateHash"),
+            {},
+        ),
         "/v1/log/consistency": _get(
             "RFC 9162 consistency proof between committed log sizes",
             _ref("ConsistencyProof"),
@@ -456,6 +491,38 @@ def _paths() -> dict[str, Any]:
             "members",
         ),
         "/v1/stats": _get("Counts by banner, cooperative and plant", _ref("Stats"), {}, None, "members"),
+        "/l/{label}": {
+            "get": {
+                "summary": "Consumer page (zh, ?lang=en): the label's story, verified in the browser against the "
+                           "genesis fingerprint in the QR link's #g= fragment; verdict in data-verdict",
+                "tags": ["trace"],
+                "parameters": [
+                    _path_param("label", {"type": "string"}, "label id (an unknown or malformed one gets a "
+                                "page saying so)"),
+                    _query("lang", {"enum": ["zh", "en"], "default": "zh"}, "page language"),
+                ],
+                "responses": {
+                    status: {"description": why, "content": {"text/html": {"schema": {"type": "string"}}}}
+                    for status, why in (("200", "OK"), ("400", "bad label id"), ("404", "no such label"))
+                },
+            }
+        },
+        "/l/{label}/verdict": _get(
+            "The node's own verdict on its bundle, for browsers without Ed25519 in WebCrypto",
+            {
+                "type": "object",
+                "required": ["verdict", "checked_by"],
+                "properties": {
+                    "verdict": {"enum": ["verified", "failed"]},
+                    "code": {"type": ["string", "null"]},
+                    "reason": {"type": ["string", "null"]},
+                    "checked_by": {"const": "server"},
+                },
+            },
+            {"400": "bad_label", "404": "not_found"},
+            [_path_param("label", {"type": "string", "pattern": ID_RE.pattern}, "label id")],
+            "trace",
+        ),
         "/healthz": _get(
             "Liveness",
             {"type": "object", "properties": {"ok": {"const": True}, "height": {"type": "integer"}}},

@@ -14,6 +14,10 @@ inclusion proof against the checkpoint's ``log_root``:
   ``device.register``).  Keys of the genesis trace office need no
   event: genesis holds them.
 
+The bundle also carries the genesis document (``genesis``), so that a verifier holding
+only a fingerprint of the genesis hash (the consumer page, from the QR link) can check
+the validator set and the trace office's root keys; it must hash to ``genesis_hash``.
+
 The store has no index from a key or a tag range to the event that created it, so this
 module adds two small lookups, both memoised (committed leaves never change):
 
@@ -69,6 +73,9 @@ class ProofOptions:
     """Events one bundle may hold."""
     chunk_leaves: int = 4096
     """Leaves read per step of a backwards scan."""
+    node_cache: int = 65_536
+    """Merkle nodes remembered between bundles (complete nodes never change; the upper
+    levels are shared by every proof, so a warm prover reads few nodes from the store)."""
 
 
 class LabelProver:
@@ -87,6 +94,8 @@ class LabelProver:
         self._genesis_kids = {key_id(k["alg"], k["pub"]) for k in g.trace_office["keys"]}
         self._key_events: dict[str, int] = {}
         self._issue_events: dict[str, int] = {}
+        self._revocations: dict[tuple[str, str], int] = {}
+        self._nodes: dict[tuple[int, int], bytes] = {}
         self._lock = threading.Lock()
 
     # -- the bundle --------------------------------------------------------------------
@@ -106,7 +115,7 @@ class LabelProver:
         if header is None:
             raise LedgerError(f"no block is committed yet for label {label}", code="not_found")
         size = header.log_size
-        todo = [i for i in path if i < size]
+        todo = [i for i in path if i < size and self._on_story(i, label, lab)]
         issue = self._issue_event(tag, min(todo, default=size))
         if issue is None:
             gaps.append(
@@ -138,17 +147,29 @@ class LabelProver:
         if cert is None:
             raise StorageError(f"block {header.height} has no certificate", code="corrupt_store")
         events = [
-            {"leaf": included[i], "index": i, "proof": merkle.inclusion_proof(i, size, self.store.get_node)}
+            {"leaf": included[i], "index": i, "proof": merkle.inclusion_proof(i, size, self._get_node)}
             for i in sorted(included)
         ]
         return {
             "format": FORMAT,
             "genesis_hash": self.store.genesis.hash,
+            "genesis": self.store.genesis.to_dict(),  # for holders of a fingerprint only (the QR link)
             "label": label,
             "checkpoint": {"header": header.to_dict(), "certificate": cert.to_dict()},
             "events": events,
             "gaps": _dedupe(gaps),
         }
+
+    def _get_node(self, level: int, index: int) -> bytes:
+        """A stored complete Merkle node, remembered (bounded): once written it never changes."""
+        key = (level, index)
+        h = self._nodes.get(key)
+        if h is None:
+            h = self.store.get_node(level, index)
+            if len(self._nodes) >= self.options.node_cache:
+                self._nodes.clear()
+            self._nodes[key] = h
+        return h
 
     def _checkpoint_covering(self, index: int) -> Header | None:
         """The latest header, re-read briefly if state ran a block ahead of it."""
@@ -160,11 +181,25 @@ class LabelProver:
             header = self.store.last_header
         return header
 
+    def _on_story(self, index: int, label: str, lab: dict[str, Any]) -> bool:
+        """Whether an event indexed under the label's ear tag belongs to this label's
+        story: a ``label.issue`` of the carcass's *other* labels and a recall of other
+        targets do not (a verifier refuses events a bundle does not need)."""
+        ev = parse_stored(stored_leaf(self.store, index), self.limits)
+        if ev.kind == "label.issue":
+            return any(x["label"] == label for x in ev.body["labels"])
+        if ev.kind == "recall":
+            mine = {("lamb", lab["tag"]), ("carcass", lab["carcass"]), ("label", label)}
+            return any((t["type"], t["id"]) in mine for t in ev.body["targets"])
+        return True
+
     # -- who signed ----------------------------------------------------------------------
     def _signer_events(self, ev: SignedEvent) -> list[tuple[str, str, int | None]]:
         """``(what, subject, index | GENESIS | None)`` for the enrolment of ``ev``'s actor
         (and of the actors its body names: a range's recipient, a herder agent's
-        cooperative, a shipment's addressee) and the enrolment of each key that signed it."""
+        cooperative, a shipment's addressee) and the enrolment of each key that signed it,
+        and the revocation of any of those actors or keys (``actor.revoke``, ``key.rotate``
+        with ``revoke``) committed since."""
         out: list[tuple[str, str, int | None]] = []
         for aid in dict.fromkeys([ev.actor, *_referenced_actors(ev)]):
             actor = self.store.state_get(f"a/{aid}")
@@ -174,9 +209,43 @@ class LabelProver:
                 out.append(("actor.enroll", aid, GENESIS))
             elif actor.get("keys"):
                 out.append(("actor.enroll", aid, self.key_event(actor["keys"][0])))
+            if actor is not None and actor.get("revoked_at") is not None:
+                out.append(("actor.revoke", aid, self.revocation_event("actor.revoke", aid, actor["revoked_at"])))
         for kid, _sig in ev.sigs:
             out.append(("key", kid, self.key_event(kid)))
+            k = self.store.state_get(f"k/{kid}")
+            if k is not None and k.get("revoked_at") is not None:
+                out.append(("key.rotate", kid, self.revocation_event("key.rotate", kid, k["revoked_at"])))
         return out
+
+    def revocation_event(self, kind: str, subject: str, t: int) -> int | None:
+        """The leaf index of the ``actor.revoke`` of actor ``subject`` (``kind`` =
+        ``actor.revoke``) or of the ``key.rotate`` revoking key ``subject``, made at time
+        ``t`` (the record's ``revoked_at``); ``None`` if not found within the scan bound.
+
+        Records keep the revocation's time, not its event, so this searches the leaves of
+        the blocks that could hold an event of time ``t`` (as for key enrolments).
+        """
+        memo = (kind, subject)
+        cached = self._revocations.get(memo)
+        if cached is not None:
+            return cached
+
+        def match(ev: SignedEvent) -> bool:
+            if ev.time != t or ev.kind != kind:
+                return False
+            if kind == "actor.revoke":
+                return bool(ev.body["id"] == subject)
+            return subject in ev.body.get("revoke", [])
+
+        params = self.store.genesis.params
+        begin, end = self._leaf_window(t - params.max_future_ms, t + params.max_lateness_ms)
+        end = min(end, begin + self.options.max_scan_leaves)
+        found = self._scan_forward(begin, end, subject.encode(), match)
+        if found is not None:
+            with self._lock:
+                self._revocations[memo] = found
+        return found
 
     def key_event(self, kid: str) -> int | None:
         """The leaf index of the event that enrolled key ``kid``; ``GENESIS`` for the
@@ -306,6 +375,8 @@ def _referenced_actors(ev: SignedEvent) -> list[str]:
         return [b["parent"]]
     if ev.kind == "device.register":
         return [b["owner"]]
+    if ev.kind in ("key.rotate", "actor.revoke"):
+        return [b["id"]]
     return []
 
 

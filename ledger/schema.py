@@ -15,11 +15,11 @@ from typing import Any
 from .errors import Rejected
 from .limits import DEFAULT_LIMITS, Limits
 
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-TAG_RE = re.compile(r"^3\d{14}$")
-CHIP_RE = re.compile(r"^156\d{12}$")
-DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-COUNTY_RE = re.compile(r"^15\d{4}$")
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+TAG_RE = re.compile(r"^3\d{14}\Z")
+CHIP_RE = re.compile(r"^156\d{12}\Z")
+DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
+COUNTY_RE = re.compile(r"^15\d{4}\Z")
 
 # Xilingol League (152500) and its counties (DESIGN §1).
 COUNTIES: dict[str, str] = {
@@ -198,9 +198,9 @@ def describe(spec: dict[str, Field]) -> dict[str, Any]:
 def _describe_field(f: Field) -> dict[str, Any]:
     simple: dict[str, dict[str, Any]] = {
         "str": {"type": "string"},
-        "id": {"type": "string", "pattern": ID_RE.pattern},
-        "tag": {"type": "string", "pattern": TAG_RE.pattern},
-        "chip": {"type": "string", "pattern": CHIP_RE.pattern},
+        "id": {"type": "string", "pattern": _ecma(ID_RE)},
+        "tag": {"type": "string", "pattern": _ecma(TAG_RE)},
+        "chip": {"type": "string", "pattern": _ecma(CHIP_RE)},
         "date": {"type": "string", "format": "date"},
         "county": {"type": "string", "enum": sorted(COUNTIES)},
         "int": {"type": "integer"},
@@ -224,3 +224,8 @@ def _describe_field(f: Field) -> dict[str, Any]:
     if f.doc:
         out["description"] = f.doc
     return out
+
+
+def _ecma(rx: re.Pattern[str]) -> str:
+    """The pattern for JSON Schema (ECMA-262 has ``$``, not ``\\Z``, for the end)."""
+    return rx.pattern.replace("\\Z", "$")

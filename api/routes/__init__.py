@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from . import actors, blocks, events, health, labels, log, status, tags
+from . import actors, blocks, events, health, labels, log, pages, status, tags
 
 BLUEPRINTS: tuple[Blueprint, ...] = (
     status.bp,
@@ -21,4 +21,5 @@ BLUEPRINTS: tuple[Blueprint, ...] = (
     log.bp,
     actors.bp,
     health.bp,
+    pages.bp,
 )

@@ -1,0 +1,789 @@
+"""The consumer page ``GET /l/<label>`` in real headless Chromium (issue 4, part 3).
+
+A seasoned chain (tests/helpers_api.py's season, plus a second lamb slaughtered and
+labelled with an ECDSA P-256 plant key, whose carcass is then recalled) is served by a
+real werkzeug server (tests/helpers.py ``Served``).  Chromium opens
+``/l/<label>#g=<genesis hash>`` and the page must reach ``data-verdict="verified"`` —
+computed in the browser by ``api/static/verify.js`` — while a second server that
+rewrites the proof bundle (a flipped signature, a changed cut, a dropped event, ...) or
+the page must drive it to ``failed`` with the right reason, and so must a wrong genesis
+fingerprint.  The language switch, the recall warning and the fallback to the server's
+verdict when WebCrypto lacks Ed25519 are checked too.
+
+``test_js_verifier_matches_python`` keeps the two implementations in step: it runs
+verify.js's canonical msgpack, hashes, Merkle and signature code in Chromium against
+vectors computed here by ledger/ (and tests/vectors/*.json), and runs ~130 mutated
+bundles through both verify.js and ``verify.verify_label``, requiring the same error
+code from each.
+
+Screenshots (phone viewport 390x844 at 2x) go to ``$LAMBTRACE_ARTIFACTS/consumer-page``
+(default ``<tmp>/lambtrace-artifacts/consumer-page``); their paths are printed.  Without
+Chromium, chromedriver or selenium the browser tests skip and say which is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from werkzeug.serving import make_server
+
+from api import create_app
+from helpers import Served
+from helpers_api import AGENT, OFFICE, PLANT, TAG_B, ApiWorld
+from ledger import codec
+from ledger.blocks.certificate import vote_bytes
+from ledger.errors import DecodeError, VerificationError
+from ledger.events import parse_leaf
+from ledger.hashing import key_id
+from ledger.sigs import P256_ORDER
+from node.kv import MemoryKV
+from signer import generate
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+ARTIFACTS = Path(os.environ.get("LAMBTRACE_ARTIFACTS") or Path(tempfile.gettempdir()) / "lambtrace-artifacts")
+SHOTS = ARTIFACTS / "consumer-page"
+VECTORS = Path(__file__).parent / "vectors"
+PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
+RECALL_REASON = "抽检发现兽药残留超标"
+ED25519_L = 2**252 + 27742317777372353535851937790883648493
+
+
+def _browser_missing() -> str | None:
+    if not Path(CHROMIUM).exists():
+        return f"Chromium is not installed at {CHROMIUM} (Debian: apt-get install chromium)"
+    if not Path(CHROMEDRIVER).exists():
+        return f"chromedriver is not installed at {CHROMEDRIVER} (Debian: apt-get install chromium-driver)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed in this environment (pip install selenium)"
+    return None
+
+
+# -- the chain --------------------------------------------------------------------------------
+
+
+class Chain:
+    """A seasoned chain: l-0001 (ed25519 all the way), l-0003 (ECDSA plant key, recalled);
+    afterwards the plant's first key and the herder agent are revoked."""
+
+    def __init__(self) -> None:
+        w = ApiWorld(MemoryKV())
+        self.ids = w.season()
+        ecdsa = generate("ecdsa-p256")
+        self.ecdsa = ecdsa
+        w.submit([w.ev("key.rotate", OFFICE, {
+            "id": PLANT, "add": [{"alg": ecdsa.alg, "pub": ecdsa.public_key, "storage": "hsm"}]})])
+        w.commit()
+        w.submit([w.ev("custody.ship", AGENT, {"shipment": "shp-2", "to": PLANT, "lambs": [TAG_B]})])
+        w.commit()
+        w.submit([w.ev("custody.receive", PLANT, {"shipment": "shp-2"}, signer=ecdsa)])
+        w.commit()
+        w.submit([w.ev("lamb.slaughter", PLANT, {
+            "tag": TAG_B, "carcass": "c-2", "carcass_mass_g": 17_500, "quarantine_cert": "QC-2026-0002",
+            "price_fen_per_kg": 6700, "market_price_fen_per_kg": 6500, "date": "2026-10-03"}, signer=ecdsa)])
+        w.commit()
+        w.submit([w.label("c-2", [("l-0003", 2800)], signer=ecdsa)])
+        w.commit()
+        w.submit([w.ev("recall", OFFICE, {"targets": [{"type": "carcass", "id": "c-2"}], "reason": RECALL_REASON})])
+        w.commit()
+        # revocations after the fact: the bundles must carry them, and the page accept them
+        w.submit([w.ev("key.rotate", OFFICE, {"id": PLANT, "revoke": [w.keys[PLANT].key_id]}),
+                  w.ev("actor.revoke", OFFICE, {"id": AGENT, "reason": "合作社调整"})])
+        w.commit()
+        self.world = w
+        self.genesis_hex = w.genesis.hash.hex()
+
+
+@pytest.fixture(scope="module")
+def chain() -> Chain:
+    return Chain()
+
+
+@pytest.fixture(scope="module")
+def served(chain: Chain) -> Iterator[Served]:
+    s = Served(chain.world.node)
+    yield s
+    s.close()
+
+
+class TamperingServer:
+    """``create_app(node)`` behind a WSGI filter that can rewrite the proof bundle
+    (``mutate`` gets the JSON value and changes it in place) and the consumer page
+    (``rewrite_page`` maps its HTML): a server that lies."""
+
+    def __init__(self, node: Any) -> None:
+        self.app = create_app(node)
+        self.mutate: Callable[[dict[str, Any]], None] | None = None
+        self.rewrite_page: Callable[[str], str] | None = None
+        self.server = make_server("127.0.0.1", 0, self._wsgi, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        path: str = environ.get("PATH_INFO", "")
+        proof = path.startswith("/v1/labels/") and path.endswith("/proof") and self.mutate is not None
+        page = path.startswith("/l/") and path.count("/") == 2 and self.rewrite_page is not None
+        if not (proof or page):
+            return self.app(environ, start_response)
+        got: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+            got["status"], got["headers"] = status, headers
+
+        answer = self.app(environ, capture)
+        try:
+            body = b"".join(answer)
+        finally:
+            getattr(answer, "close", lambda: None)()
+        if got["status"].startswith("200"):
+            if proof and self.mutate is not None:
+                value = json.loads(body)
+                self.mutate(value)
+                body = json.dumps(value).encode()
+            elif self.rewrite_page is not None:
+                body = self.rewrite_page(body.decode()).encode()
+        headers = [(k, v) for k, v in got["headers"] if k.lower() != "content-length"]
+        start_response(got["status"], [*headers, ("Content-Length", str(len(body)))])
+        return [body]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def liar(chain: Chain) -> Iterator[TamperingServer]:
+    s = TamperingServer(chain.world.node)
+    yield s
+    s.close()
+
+
+# -- the browser ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    missing = _browser_missing()
+    if missing:
+        pytest.skip(f"no headless browser for the consumer page tests: {missing}")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-quic", "--disable-dev-shm-usage", "--window-size=390,844",
+                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        opts.add_argument(arg)
+    d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    d.set_page_load_timeout(30)
+    d.set_script_timeout(120)
+    d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", PHONE)
+    yield d
+    d.quit()
+
+
+def open_page(driver: Any, url: str, timeout_s: float = 30) -> Any:
+    """Load ``url`` afresh (a fragment-only change would not reload) and wait for the verdict."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get("about:blank")
+    driver.get(url)
+    WebDriverWait(driver, timeout_s).until(
+        lambda d: d.find_element(By.ID, "verdict").get_attribute("data-verdict") != "pending")
+    return driver.find_element(By.ID, "verdict")
+
+
+def text(driver: Any, css: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    return str(driver.find_element(By.CSS_SELECTOR, css).text)
+
+
+def screenshot(driver: Any, name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    """A full-page PNG at the phone viewport, in tmp_path and copied to SHOTS (printed)."""
+    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": PHONE["width"], "height": max(size["height"], PHONE["height"]),
+                 "scale": 1}})
+    path = tmp_path / f"{name}.png"
+    path.write_bytes(base64.b64decode(shot["data"]))
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    kept = SHOTS / path.name
+    shutil.copyfile(path, kept)
+    with capsys.disabled():
+        print(f"\n  screenshot: {kept}")
+    return kept
+
+
+def clear_language(driver: Any, base: str) -> None:
+    driver.get(base + "/healthz")
+    driver.execute_script("localStorage.clear()")
+
+
+# -- without a browser: the server side of the page ---------------------------------------------
+
+
+def test_page_html_and_static_files(chain: Chain, served: Served) -> None:
+    r = requests.get(served.url + "/l/l-0001", timeout=10)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html")
+    html = r.text
+    assert 'lang="zh-CN"' in html and 'data-verdict="pending"' in html
+    for zh in ("这只羊的故事", "苏尼特左旗", "满都拉图镇", "满都拉图合作社", "锡林浩特肉联厂", "QC-2026-0001", "羊腿",
+               "3.00 kg", "2026-10-02"):
+        assert zh in html, zh
+    assert '<section id="scan-stats" class="scan-stats" data-state="unavailable" hidden></section>' in html
+    csp = r.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "connect-src 'self'" in csp and "default-src 'none'" in csp
+    assert "https://" not in html and "http://" not in html  # nothing is loaded from elsewhere
+    en = requests.get(served.url + "/l/l-0001?lang=en", timeout=10).text
+    assert 'lang="en"' in en and "This lamb&#39;s story" in en and "Sonid Left Banner" in en
+    for path in ("/static/verify.js", "/static/label.js", "/static/label.css"):
+        s = requests.get(served.url + path, timeout=10)
+        assert s.status_code == 200 and s.text, path
+    assert "javascript" in requests.get(served.url + "/static/verify.js", timeout=10).headers["Content-Type"]
+    gone = requests.get(served.url + "/l/l-9999", timeout=10)
+    assert gone.status_code == 404 and 'data-verdict="failed"' in gone.text and "查无此标签" in gone.text
+    assert requests.get(served.url + "/l/bad%20label", timeout=10).status_code == 400
+    verdict = requests.get(served.url + "/l/l-0001/verdict", timeout=10).json()
+    assert verdict == {"verdict": "verified", "code": None, "reason": None, "checked_by": "server"}
+    assert requests.get(served.url + "/l/l-9999/verdict", timeout=10).status_code == 404
+
+
+def test_bundle_carries_the_genesis_it_is_anchored_in(chain: Chain, served: Served) -> None:
+    b = requests.get(served.url + "/v1/labels/l-0001/proof", timeout=10).json()
+    assert b["genesis"] == json.loads(json.dumps(chain.world.genesis.to_dict(), default=bytes.hex))
+
+
+# -- in Chromium ------------------------------------------------------------------------------
+
+
+def test_genuine_label_verifies_in_the_browser(chain: Chain, served: Served, driver: Any, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    clear_language(driver, served.url)
+    t0 = time.monotonic()
+    box = open_page(driver, f"{served.url}/l/l-0001#g={chain.genesis_hex}")
+    elapsed = time.monotonic() - t0
+    assert box.get_attribute("data-verdict") == "verified", text(driver, "#verdict")
+    assert box.get_attribute("data-anchor") == "link" and box.get_attribute("data-checked-by") == "browser"
+    assert text(driver, "#verdict-title") == "记录真实可信"
+    assert "二维码中的创世指纹" in text(driver, "#verdict-anchor")
+    assert driver.execute_script("return document.documentElement.lang") == "zh-CN"
+    story = text(driver, "#story")
+    for zh in ("这只羊的故事", "苏尼特左旗", "满都拉图镇", "满都拉图合作社", "锡林浩特肉联厂", "QC-2026-0001",
+               "315252300000001", "羊腿", "18.00 kg"):
+        assert zh in story, zh
+    assert driver.execute_script("return document.getElementById('story').dataset.state") == "verified"
+    assert "牧户代理 agent-1 → 锡林浩特肉联厂" in text(driver, "#custody")
+    assert driver.execute_script("return document.getElementById('recall').hidden") is True
+    assert driver.execute_script("return document.getElementById('scan-stats').hidden") is True
+    screenshot(driver, "verified-zh", tmp_path, capsys)
+    driver.execute_script("document.getElementById('tech').open = true")
+    assert chain.genesis_hex in text(driver, "#tech")
+    screenshot(driver, "verified-zh-details", tmp_path, capsys)
+    with capsys.disabled():
+        print(f"  genuine label verified in Chromium in {elapsed:.2f} s (page load included)")
+    # the demo's QR links carry a 32-hex-character prefix of the genesis hash
+    assert open_page(driver, f"{served.url}/l/l-0001#g={chain.genesis_hex[:32]}").get_attribute(
+        "data-verdict") == "verified"
+
+
+def test_recalled_label_warns_and_ecdsa_keys_verify(chain: Chain, served: Served, driver: Any, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    clear_language(driver, served.url)
+    box = open_page(driver, f"{served.url}/l/l-0003#g={chain.genesis_hex}")
+    assert box.get_attribute("data-verdict") == "verified", text(driver, "#verdict")
+    assert driver.execute_script("return document.getElementById('recall').hidden") is False
+    recall = text(driver, "#recall")
+    assert "召回警告" in recall and "请勿食用" in recall and RECALL_REASON in recall and "胴体" in recall
+    assert "QC-2026-0002" in text(driver, "#story")
+    screenshot(driver, "recalled-zh", tmp_path, capsys)
+
+
+def test_language_switch_is_remembered(chain: Chain, served: Served, driver: Any, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from selenium.webdriver.common.by import By
+
+    clear_language(driver, served.url)
+    url = f"{served.url}/l/l-0001#g={chain.genesis_hex}"
+    open_page(driver, url)
+    switch = driver.find_element(By.ID, "lang-switch")
+    assert switch.text == "English" and "这只羊的故事" in text(driver, "#story")
+    switch.click()
+    assert driver.execute_script("return document.documentElement.lang") == "en"
+    assert "This lamb's story" in text(driver, "#story") and "Sonid Left Banner" in text(driver, "#story")
+    assert text(driver, "#verdict-title") == "Authentic record" and switch.text == "中文"
+    assert driver.execute_script("return localStorage.getItem('lambtrace.lang')") == "en"
+    open_page(driver, url)  # remembered across loads
+    assert driver.execute_script("return document.documentElement.lang") == "en"
+    assert "Cut and packed" in text(driver, "#story")
+    screenshot(driver, "verified-en", tmp_path, capsys)
+    open_page(driver, f"{served.url}/l/l-0001?lang=zh#g={chain.genesis_hex}")  # ?lang wins
+    assert "这只羊的故事" in text(driver, "#story")
+    clear_language(driver, served.url)
+    open_page(driver, f"{served.url}/l/l-0001?lang=en#g={chain.genesis_hex}")
+    assert text(driver, "#verdict-title") == "Authentic record"
+
+
+def test_without_fingerprint_the_page_says_it_used_the_servers_genesis(chain: Chain, served: Served,
+                                                                       driver: Any) -> None:
+    clear_language(driver, served.url)
+    box = open_page(driver, f"{served.url}/l/l-0001")
+    assert box.get_attribute("data-verdict") == "verified"
+    assert box.get_attribute("data-anchor") == "server"
+    assert "无法与独立的信任锚核对" in text(driver, "#verdict-anchor")
+
+
+def test_wrong_genesis_fingerprint_fails(chain: Chain, served: Served, driver: Any, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    clear_language(driver, served.url)
+    other = ("0" if chain.genesis_hex[0] != "0" else "1") + chain.genesis_hex[1:32]
+    box = open_page(driver, f"{served.url}/l/l-0001#g={other}")
+    assert box.get_attribute("data-verdict") == "failed"
+    assert box.get_attribute("data-reason") == "fingerprint_mismatch"
+    assert text(driver, "#verdict-title") == "核验未通过" and "二维码所指的账本" in text(driver, "#verdict-reason")
+    assert driver.execute_script("return document.getElementById('story').dataset.state") == "failed"
+    screenshot(driver, "failed-fingerprint-zh", tmp_path, capsys)
+    box = open_page(driver, f"{served.url}/l/l-0001#g={chain.genesis_hex[:16]}")
+    assert (box.get_attribute("data-verdict"), box.get_attribute("data-reason")) == ("failed", "bad_fingerprint")
+
+
+# -- a server that lies -----------------------------------------------------------------------
+
+
+def _entry(bundle: dict[str, Any], kind: str) -> dict[str, Any]:
+    for e in bundle["events"]:
+        if parse_leaf(bytes.fromhex(e["leaf"])).kind == kind:
+            return e
+    raise AssertionError(f"no {kind} in the bundle")
+
+
+def _flip(hex_text: str, pos: int) -> str:
+    b = bytearray.fromhex(hex_text)
+    b[pos] ^= 0x01
+    return b.hex()
+
+
+def _flip_precommit(b: dict[str, Any]) -> None:
+    pc = b["checkpoint"]["certificate"]["precommits"][0]
+    pc["sig"] = _flip(pc["sig"], 7)
+
+
+def _flip_event_signature(b: dict[str, Any]) -> None:
+    e = _entry(b, "label.issue")
+    e["leaf"] = _flip(e["leaf"], len(e["leaf"]) // 2 - 3)  # inside the last signature
+
+
+def _change_cut(b: dict[str, Any]) -> None:
+    e = _entry(b, "label.issue")
+    value = codec.decode(bytes.fromhex(e["leaf"]))
+    value["event"]["body"]["labels"][0]["cut"] = "羊排"
+    e["leaf"] = codec.encode(value).hex()
+
+
+def _drop(kind: str) -> Callable[[dict[str, Any]], None]:
+    def drop(b: dict[str, Any]) -> None:
+        b["events"].remove(_entry(b, kind))
+
+    return drop
+
+
+def _drop_plant_enrolment(b: dict[str, Any]) -> None:
+    for e in b["events"]:
+        ev = parse_leaf(bytes.fromhex(e["leaf"]))
+        if ev.kind == "actor.enroll" and ev.body["id"] == PLANT:
+            b["events"].remove(e)
+            return
+    raise AssertionError("no enrolment of the plant")
+
+
+def _swap_validator_key(b: dict[str, Any]) -> None:
+    v = b["genesis"]["validators"][0]
+    v["pub"] = generate("ed25519").public_key.hex()
+
+
+def _reorder(b: dict[str, Any]) -> None:
+    b["events"][0], b["events"][1] = b["events"][1], b["events"][0]
+
+
+TAMPERS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
+    ("flipped precommit signature", _flip_precommit, "bad_certificate"),
+    ("flipped event signature", _flip_event_signature, "inclusion_failed"),
+    ("changed cut", _change_cut, "inclusion_failed"),
+    ("dropped custody.receive", _drop("custody.receive"), "missing_event"),
+    ("dropped plant enrolment", _drop_plant_enrolment, "actor_not_proven"),
+    ("other validator key in genesis", _swap_validator_key, "wrong_genesis"),
+    ("reordered events", _reorder, "malformed_bundle"),
+]
+
+
+@pytest.mark.parametrize(("name", "mutate", "code"), TAMPERS, ids=[t[0] for t in TAMPERS])
+def test_tampered_bundle_fails_in_the_browser(name: str, mutate: Callable[[dict[str, Any]], None], code: str,
+                                              chain: Chain, liar: TamperingServer, driver: Any, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    clear_language(driver, liar.url)
+    liar.mutate = mutate
+    try:
+        box = open_page(driver, f"{liar.url}/l/l-0001#g={chain.genesis_hex}")
+    finally:
+        liar.mutate = None
+    assert box.get_attribute("data-verdict") == "failed", (name, text(driver, "#verdict"))
+    assert box.get_attribute("data-reason") == code, (name, text(driver, "#verdict"))
+    assert not driver.execute_script("return document.getElementById('verdict-reason').hidden")
+    if name == "changed cut":
+        screenshot(driver, "failed-tampered-zh", tmp_path, capsys)
+
+
+def test_page_that_lies_about_the_story_fails(chain: Chain, liar: TamperingServer, driver: Any) -> None:
+    """A genuine bundle but a page whose rendered story (and embedded summary) says 羊排."""
+    real, fake = "羊腿", "羊排"
+    liar.rewrite_page = lambda html: html.replace(real, fake).replace(json.dumps(real)[1:-1], json.dumps(fake)[1:-1])
+    try:
+        box = open_page(driver, f"{liar.url}/l/l-0001#g={chain.genesis_hex}")
+    finally:
+        liar.rewrite_page = None
+    assert (box.get_attribute("data-verdict"), box.get_attribute("data-reason")) == ("failed", "summary_mismatch")
+
+
+def test_without_ed25519_the_page_uses_the_servers_verdict_and_says_so(chain: Chain, served: Served,
+                                                                       driver: Any) -> None:
+    hide = driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
+        const importKey = SubtleCrypto.prototype.importKey;
+        SubtleCrypto.prototype.importKey = function (format, key, alg, ...rest) {
+          const name = typeof alg === "string" ? alg : alg && alg.name;
+          if (String(name).toLowerCase() === "ed25519") {
+            return Promise.reject(new DOMException("Unrecognized name.", "NotSupportedError"));
+          }
+          return importKey.call(this, format, key, alg, ...rest);
+        };"""})
+    try:
+        clear_language(driver, served.url)
+        box = open_page(driver, f"{served.url}/l/l-0001#g={chain.genesis_hex}")
+    finally:
+        driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": hide["identifier"]})
+    assert box.get_attribute("data-checked-by") == "server"
+    assert "服务器的核验结论" in text(driver, "#verdict-server")
+    assert box.get_attribute("data-verdict") == "verified", text(driver, "#verdict")
+
+
+# -- verify.js against the Python side --------------------------------------------------------
+
+
+def _tagged(v: Any) -> Any:
+    """A JSON form of a canonical value that keeps bytes and big integers apart."""
+    if isinstance(v, bytes):
+        return {"$bytes": v.hex()}
+    if isinstance(v, bool) or v is None or isinstance(v, str):
+        return v
+    if isinstance(v, int):
+        return {"$int": str(v)}
+    if isinstance(v, list):
+        return [_tagged(x) for x in v]
+    if isinstance(v, dict):
+        return {"$map": {k: _tagged(x) for k, x in v.items()}}
+    raise TypeError(type(v))
+
+
+def _codec_vectors() -> tuple[list[dict[str, Any]], list[str]]:
+    ints = [0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**53 - 1, 2**53, 2**64 - 1,
+            -1, -32, -33, -128, -129, -32768, -32769, -(2**31), -(2**31) - 1, -(2**53) + 1, -(2**63)]
+    strs = ["", "a" * 31, "a" * 32, "a" * 255, "a" * 256, "b" * 65536, "苏尼特左旗", "🐑 lamb"]
+    blobs = [b"", bytes(range(256))[:255], bytes(256), b"\x07" * 65536]
+    keys = {"a": 1, "b": 2, "B": 3, "é": 4, "中": 5, "\uffff": 6, "🐑": 7, "aa": 8, "": 9}
+    values: list[Any] = [None, True, False, *ints, *strs, *blobs, list(range(15)), list(range(16)),
+                         {f"k{i:02d}": i for i in range(15)}, {f"k{i:02d}": i for i in range(16)}, keys,
+                         {"event": {"body": {"labels": [{"check": b"\x01" * 32, "cut": "羊腿"}]}, "v": 1},
+                          "sigs": [{"key": "ab" * 16, "sig": b"\x02" * 64}]}, [[[[[[[[None]]]]]]]]]
+    encoded = [{"value": _tagged(v), "hex": codec.encode(v).hex()} for v in values]
+    bad = ["cc05", "cd00ff", "d0ff", "d0e0", "d903616263", "c50003616263", "dc0001c0", "de0001a16101",
+           "82a16201a16102", "82a16101a16102", "ca3f800000", "cb3ff0000000000000", "d40100", "c0c0", "c1",
+           "a2c328", "810102", "91" * 9 + "c0", "a5616263", "cf0000000000000005", "d3ffffffffffffffff"]
+    for h in bad:  # the Python codec refuses each of them too
+        with pytest.raises(DecodeError):
+            codec.decode(bytes.fromhex(h))
+    codec.decode(bytes.fromhex("91" * 8 + "c0"))
+    return encoded, bad
+
+
+def _mutated_bundles(genuine: dict[str, Any], genesis: Any) -> list[dict[str, Any]]:
+    """Mutations of every part of a genuine JSON bundle, each with verify.verify_label's code."""
+    from verify import verify_label
+
+    cases: list[tuple[str, Callable[[dict[str, Any]], Any]]] = []
+
+    def add(name: str, f: Callable[[dict[str, Any]], Any]) -> None:
+        cases.append((name, f))
+
+    for k, e in enumerate(genuine["events"]):
+        n = len(e["leaf"]) // 2
+        for pos in sorted({0, 1, n // 2, n - 1, n - 40}):
+            add(f"leaf {k} byte {pos}",
+                lambda m, k=k, pos=pos: m["events"][k].update(leaf=_flip(m["events"][k]["leaf"], pos)))
+        add(f"drop event {k}", lambda m, k=k: m["events"].pop(k))
+        add(f"index {k} + 1", lambda m, k=k: m["events"][k].update(index=m["events"][k]["index"] + 1))
+        if e["proof"]:
+            add(f"proof {k} hash",
+                lambda m, k=k: m["events"][k]["proof"].__setitem__(0, _flip(m["events"][k]["proof"][0], 3)))
+            add(f"proof {k} truncated", lambda m, k=k: m["events"][k]["proof"].pop())
+    add("swap events", _reorder)
+    for f in ("prev", "log_root", "validators"):
+        add(f"header.{f}", lambda m, f=f: m["checkpoint"]["header"].update({f: _flip(m["checkpoint"]["header"][f], 0)}))
+    for f in ("height", "time", "log_size"):
+        add(f"header.{f}", lambda m, f=f: m["checkpoint"]["header"].update({f: m["checkpoint"]["header"][f] + 1}))
+    add("header.chain", lambda m: m["checkpoint"]["header"].update(chain="other"))
+    add("header.proposer", lambda m: m["checkpoint"]["header"].update(proposer="other"))
+    cert = lambda m: m["checkpoint"]["certificate"]
+    add("cert.block", lambda m: cert(m).update(block=_flip(cert(m)["block"], 0)))
+    add("cert.round", lambda m: cert(m).update(round=cert(m)["round"] + 1))
+    add("cert.height", lambda m: cert(m).update(height=cert(m)["height"] + 1))
+    add("cert.sig", _flip_precommit)
+    add("cert.none", lambda m: cert(m).update(precommits=[]))
+    add("cert.twice", lambda m: cert(m)["precommits"].append(cert(m)["precommits"][0]))
+    add("genesis_hash", lambda m: m.update(genesis_hash=_flip(m["genesis_hash"], 0)))
+    add("genesis.time", lambda m: m["genesis"].update(time=m["genesis"]["time"] + 1))
+    add("genesis validator", _swap_validator_key)
+    add("genesis root key", lambda m: m["genesis"]["trace_office"]["keys"][0].update(
+        pub=_flip(m["genesis"]["trace_office"]["keys"][0]["pub"], 0)))
+    add("label", lambda m: m.update(label="l-0002"))
+    add("format", lambda m: m.update(format="lambtrace-label-proof/v0"))
+    add("gaps", lambda m: m.update(gaps=[{"kind": "key", "subject": "k", "reason": "not found"}]))
+    add("unknown field", lambda m: m.update(extra=1))
+    add("no genesis", lambda m: m.pop("genesis"))
+    add("no events", lambda m: m.update(events=[]))
+    add("changed cut", _change_cut)
+    out = []
+    for name, f in cases:
+        m = copy.deepcopy(genuine)
+        f(m)
+        try:
+            verify_label(json.dumps(m), genesis, label="l-0001")
+            code = None
+        except VerificationError as exc:
+            code = exc.code
+        out.append({"name": name, "bundle": m, "code": code})
+    return out
+
+
+_HARNESS = r"""
+const [vectors, done] = arguments;
+import("/static/verify.js").then(async (V) => {
+  const problems = [];
+  const fromHex = (h) => V.hexToBytes(h);
+  const untag = (v) => {
+    if (Array.isArray(v)) return v.map(untag);
+    if (v !== null && typeof v === "object") {
+      if ("$bytes" in v) return fromHex(v.$bytes);
+      if ("$int" in v) {
+        const i = BigInt(v.$int);
+        return i >= -(2n ** 53n) + 1n && i <= 2n ** 53n - 1n ? Number(i) : i;
+      }
+      if ("$map" in v) { const o = {}; for (const [k, x] of Object.entries(v.$map)) o[k] = untag(x); return o; }
+    }
+    return v;
+  };
+  const expect = (ok, what) => { if (!ok) problems.push(what); };
+  const throws = async (f) => { try { await f(); return false; } catch (e) { return true; } };
+  // canonical msgpack
+  for (const c of vectors.encoded) {
+    const mine = V.bytesToHex(V.encode(untag(c.value)));
+    expect(mine === c.hex, `encode ${c.hex.slice(0, 40)}: got ${mine.slice(0, 40)}`);
+    let again = null;
+    try { again = V.bytesToHex(V.encode(V.decode(fromHex(c.hex)))); } catch (e) { again = String(e); }
+    expect(again === c.hex, `decode/encode ${c.hex.slice(0, 40)}: ${again.slice(0, 60)}`);
+  }
+  for (const h of vectors.bad) {
+    expect(await throws(() => V.decode(fromHex(h))), `decode accepted non-canonical ${h.slice(0, 40)}`);
+  }
+  // hashes of the chain's genesis, headers, votes, keys and leaves
+  const g = V.genesisFromJson(vectors.genesis.json);
+  expect(V.bytesToHex(await V.genesisHash(g)) === vectors.genesis.hash, "genesis hash");
+  expect(V.bytesToHex(await V.validatorsHash(g.validators)) === vectors.genesis.validators, "validators hash");
+  for (const h of vectors.headers) {
+    const header = V.headerFromJson(h.json);
+    expect(V.bytesToHex(await V.headerHash(header)) === h.hash, `header ${h.json.height} hash`);
+    const c = V.certificateFromJson(h.certificate);
+    const vote = V.voteBytes("precommit", header.chain, c.height, c.round, c.block);
+    expect(V.bytesToHex(vote) === h.vote, `vote ${h.json.height}`);
+  }
+  for (const k of vectors.keys) expect(await V.keyId(k.alg, fromHex(k.pub)) === k.id, `key id ${k.alg}`);
+  for (const l of vectors.leaves) {
+    try {
+      const ev = await V.parseLeaf(fromHex(l.leaf));
+      expect(V.bytesToHex(ev.id) === l.id && V.bytesToHex(ev.envelopeBytes) === l.envelope, `leaf ${l.id}`);
+    } catch (e) { problems.push(`leaf ${l.id}: ${e}`); }
+  }
+  // RFC 9162 inclusion
+  for (const c of vectors.merkle.inclusion) {
+    const root = await V.rootFromInclusionProof(fromHex(c.leaf_hash), c.index, c.size, c.proof.map(fromHex));
+    expect(V.bytesToHex(root) === c.root, c.name);
+    expect(V.inclusionProofLength(c.index, c.size) === c.proof.length, `${c.name} length`);
+  }
+  for (const m of vectors.merkle.mutations) {
+    const i = m.input;
+    let accepted = false;
+    try {
+      const root = await V.rootFromInclusionProof(fromHex(i.leaf_hash), i.index, i.size, i.proof.map(fromHex));
+      accepted = V.bytesToHex(root) === i.root;
+    } catch (e) { accepted = false; }
+    expect(!accepted, `merkle mutation accepted: ${m.name}`);
+  }
+  for (const h of vectors.merkle.hasher) {
+    let got;
+    if (h.kind === "empty") got = await V.sha256(new Uint8Array());
+    else if (h.kind === "leaf") got = await V.leafHash(fromHex(h.data));
+    else got = await V.nodeHash(fromHex(h.left), fromHex(h.right));
+    expect(V.bytesToHex(got) === h.hash, h.name);
+  }
+  // signatures
+  for (const s of vectors.signatures) {
+    const ok = await V.verifySignature(s.alg, fromHex(s.pub), fromHex(s.message), fromHex(s.sig));
+    expect(ok === s.valid, `${s.alg} ${s.name}: got ${ok}`);
+  }
+  for (const p of vectors.points) {
+    const full = V.bytesToHex(V.decompressP256(fromHex(p.compressed)));
+    expect(full === p.uncompressed, `decompress ${p.compressed}`);
+  }
+  // whole bundles: the genuine one, then every mutation, each with Python's verdict
+  const report = await V.verifyLabelBundle(vectors.bundles.genuine,
+                                           { label: "l-0001", fingerprint: vectors.genesis.hash });
+  const story = report.story;
+  for (const [k, want] of Object.entries(vectors.bundles.story)) {
+    let got = k.split(".").reduce((o, p) => o?.[p], story);
+    if (k === "custody") got = got.map((h) => ({ shipment: h.shipment, from: h.from, to: h.to }));
+    const same = V.bytesToHex(V.encode(got ?? null)) === V.bytesToHex(V.encode(want ?? null));  // key order aside
+    expect(same, `story ${k}: ${JSON.stringify(got)} != ${JSON.stringify(want)}`);
+  }
+  for (const [label, bundle] of Object.entries(vectors.bundles.more)) {
+    try {
+      await V.verifyLabelBundle(bundle, { label, fingerprint: vectors.genesis.hash });
+    } catch (e) { problems.push(`genuine ${label} refused: ${e.code} ${e.message}`); }
+  }
+  const codes = [];
+  for (const c of vectors.bundles.mutations) {
+    let code = null;
+    try { await V.verifyLabelBundle(c.bundle, { label: "l-0001", fingerprint: null }); }
+    catch (e) { code = e.code ?? `crash: ${e}`; }
+    codes.push(code);
+    expect(code === c.code, `bundle mutation "${c.name}": verify.js says ${code}, verify_label says ${c.code}`);
+  }
+  return { problems, codes };
+}).then(done, (e) => done({ problems: [`harness: ${e && e.stack || e}`], codes: [] }));
+"""
+
+
+def test_js_verifier_matches_python(chain: Chain, served: Served, driver: Any,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from verify import verify_label
+
+    w = chain.world
+    store = w.store
+    encoded, bad = _codec_vectors()
+    headers = []
+    for height in range(1, store.height + 1):
+        h = store.header(height)
+        c = store.certificate(height)
+        assert h is not None and c is not None
+        headers.append({"json": json.loads(json.dumps(h.to_dict(), default=bytes.hex)), "hash": h.hash.hex(),
+                        "certificate": json.loads(json.dumps(c.to_dict(), default=bytes.hex)),
+                        "vote": vote_bytes("precommit", h.chain, c.height, c.round, c.block).hex()})
+    leaves = []
+    for _i, leaf in store.leaves(0, store.last_header.log_size if store.last_header else 0):
+        ev = parse_leaf(leaf)
+        leaves.append({"leaf": leaf.hex(), "id": ev.id.hex(), "envelope": ev.envelope_bytes.hex()})
+    keys = [{"alg": s.alg, "pub": s.public_key.hex(), "id": key_id(s.alg, s.public_key)}
+            for s in (w.keys[OFFICE], chain.ecdsa, generate("ecdsa-p256"))]
+    signatures: list[dict[str, Any]] = []
+    rfc = json.loads((VECTORS / "rfc8032_ed25519.json").read_text())
+    for v in rfc["vectors"]:
+        signatures.append({"alg": "ed25519", "name": v["name"], "pub": v["public_key"], "message": v["message"],
+                           "sig": v["signature"], "valid": True})
+        signatures.append({"alg": "ed25519", "name": v["name"] + " flipped", "pub": v["public_key"],
+                           "message": v["message"], "sig": _flip(v["signature"], 40), "valid": False})
+        r, s = bytes.fromhex(v["signature"][:64]), int.from_bytes(bytes.fromhex(v["signature"][64:]), "little")
+        signatures.append({"alg": "ed25519", "name": v["name"] + " S+L", "pub": v["public_key"],
+                           "message": v["message"], "sig": (r + (s + ED25519_L).to_bytes(32, "little")).hex(),
+                           "valid": False})
+    points = []
+    for n in range(6):
+        k = generate("ecdsa-p256")
+        msg = f"lambtrace vote {n}".encode()
+        sig = k.sign(msg)
+        r_, s_ = sig[:32], int.from_bytes(sig[32:], "big")
+        high = r_ + (P256_ORDER - s_).to_bytes(32, "big")
+        signatures += [
+            {"alg": "ecdsa-p256", "name": f"key {n}", "pub": k.public_key.hex(), "message": msg.hex(),
+             "sig": sig.hex(), "valid": True},
+            {"alg": "ecdsa-p256", "name": f"key {n} high-S", "pub": k.public_key.hex(), "message": msg.hex(),
+             "sig": high.hex(), "valid": False},
+            {"alg": "ecdsa-p256", "name": f"key {n} other message", "pub": k.public_key.hex(),
+             "message": (msg + b"!").hex(), "sig": sig.hex(), "valid": False},
+        ]
+        full = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), k.public_key).public_bytes(
+            Encoding.X962, PublicFormat.UncompressedPoint)
+        points.append({"compressed": k.public_key.hex(), "uncompressed": full.hex()})
+    assert {p["compressed"][:2] for p in points} <= {"02", "03"}
+    merkle_vectors = json.loads((VECTORS / "merkle.json").read_text())
+    genuine = requests.get(served.url + "/v1/labels/l-0001/proof", timeout=10).json()
+    py = verify_label(json.dumps(genuine), w.genesis, label="l-0001")
+    story = {
+        "cut": py.cut, "net_mass_g": py.net_mass_g, "packed": py.packed, "carcass": py.carcass, "tag": py.tag,
+        "check_commitment": py.check_commitment.hex(), "lamb.banner": py.banner, "lamb.sumu": py.sumu,
+        "lamb.born": py.born, "lamb.breed": py.breed, "lamb.sex": py.sex, "lamb.tagged_at": py.tagged_at,
+        "lamb.cooperative": py.cooperative, "lamb.cooperative_name": py.cooperative_name,
+        "plant.id": py.plant, "plant.name": py.plant_name, "plant.banner": py.plant_banner,
+        "slaughter.date": py.slaughter_date, "slaughter.quarantine_cert": py.quarantine_cert,
+        "slaughter.carcass_mass_g": py.carcass_mass_g,
+        "custody": [{"shipment": h.shipment, "from": h.from_actor, "to": h.to_actor} for h in py.custody],
+    }
+    more = {label: requests.get(f"{served.url}/v1/labels/{label}/proof", timeout=10).json()
+            for label in ("l-0002", "l-0003")}
+    for label, bundle in more.items():
+        verify_label(json.dumps(bundle), w.genesis, label=label)
+    kinds = {parse_leaf(bytes.fromhex(e["leaf"])).kind for e in genuine["events"]}
+    assert {"actor.revoke", "key.rotate", "device.register"} <= kinds  # the membership replay is exercised
+    mutations = _mutated_bundles(genuine, w.genesis)
+    # Leaving out a revocation that came after every signature it touches goes unnoticed
+    # (no bundle can prove an absence; docs/label-proof.md); everything else must fail.
+    parsed = [parse_leaf(bytes.fromhex(e["leaf"])) for e in genuine["events"]]
+    revocations = {f"drop event {k}" for k, ev in enumerate(parsed)
+                   if ev.kind == "actor.revoke" or (ev.kind == "key.rotate" and ev.body.get("revoke"))}
+    assert len(revocations) == 2
+    assert {c["name"] for c in mutations if c["code"] is None} == revocations
+    vectors = {
+        "encoded": encoded, "bad": bad, "headers": headers, "leaves": leaves, "keys": keys,
+        "genesis": {"json": genuine["genesis"], "hash": w.genesis.hash.hex(),
+                    "validators": w.genesis.validators_hash.hex()},
+        "signatures": signatures, "points": points,
+        "merkle": {"inclusion": merkle_vectors["inclusion"], "hasher": merkle_vectors["hasher"],
+                   "mutations": [m for m in merkle_vectors["mutations"] if m["verify"] == "inclusion"]},
+        "bundles": {"genuine": genuine, "story": story, "more": more, "mutations": mutations},
+    }
+    driver.get(served.url + "/l/l-0001")
+    t0 = time.monotonic()
+    result = driver.execute_async_script(_HARNESS, vectors)
+    with capsys.disabled():
+        print(f"\n  verify.js vs Python: {len(encoded)} encodings, {len(bad)} refusals, {len(headers)} headers, "
+              f"{len(leaves)} leaves, {len(signatures)} signatures, {len(mutations)} bundle mutations "
+              f"in {time.monotonic() - t0:.2f} s")
+    assert result["problems"] == [], "\n".join(result["problems"][:40])
