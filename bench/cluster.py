@@ -29,12 +29,12 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.ingest import verify_rate  # noqa: E402
-from lambtrace.config import NodeConfig, genesis_to_json  # noqa: E402
-from ledger import codec  # noqa: E402
-from ledger import events as E  # noqa: E402
-from ledger.genesis import Genesis, Params, Validator  # noqa: E402
-from signer import generate, public_key_record, save_key_file  # noqa: E402
+from bench.ingest import verify_rate
+from lambtrace.config import NodeConfig, genesis_to_json
+from ledger import codec
+from ledger import events as E
+from ledger.genesis import Genesis, Params, Validator
+from signer import generate, public_key_record, save_key_file
 
 NAMES = ["league", "banner-152523", "banner-152524", "banner-152526"]
 
@@ -117,7 +117,8 @@ def main() -> int:
         base = max(log_sizes())
         # 1. throughput
         n = args.events
-        bodies = [codec.encode([tag_event(i) for i in range(j, min(n, j + args.batch))]) for j in range(0, n, args.batch)]
+        bodies = [codec.encode([tag_event(i) for i in range(j, min(n, j + args.batch))])
+                  for j in range(0, n, args.batch)]
         t0 = time.perf_counter()
         for k, body in enumerate(bodies):
             while True:

@@ -22,14 +22,14 @@ from typing import Any
 
 import pytest
 import requests
-from helpers import OFFICE, World, wait_until
-from test_rejections_http import base
 
 from api.client import Client
+from helpers import OFFICE, World, wait_until
 from lambtrace.config import NodeConfig, genesis_to_json
 from ledger.genesis import Genesis, Params, Validator
 from node.faultproxy import FaultProxy
 from signer import generate, public_key_record, save_key_file
+from test_rejections_http import base
 
 pytestmark = pytest.mark.cluster
 NAMES = ["league", "banner-152523", "banner-152524", "banner-152526"]

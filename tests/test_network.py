@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 import requests
-from helpers import wait_until
 
 from api.client import Client
+from helpers import wait_until
 from lambtrace.config import load_genesis
 from ledger import events as E
 from signer import generate, load_signer, public_key_record
