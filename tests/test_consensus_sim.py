@@ -150,7 +150,24 @@ def test_timeouts_grow_with_the_round() -> None:
 def test_equivocating_votes_are_recorded_and_each_counts_for_its_value() -> None:
     m = Machine(VS, "a")
     m.step(Start(1))
+    m.step(ProposalIn(1, 0, W, -1, "b", True))
     m.step(VoteIn(PREVOTE, 1, 0, V, "d", b"1"))
     m.step(VoteIn(PREVOTE, 1, 0, W, "d", b"2"))
     assert ("d", PREVOTE, 1, 0) in m.equivocations
     assert m._power(m.rounds[0].prevotes) == 1  # d counts once toward "any"
+    assert m._power(m.rounds[0].prevotes, W) == 1
+
+
+def test_junk_votes_cannot_crowd_out_a_real_one() -> None:
+    """A faulty validator's votes for values nobody proposed are kept once; its vote for
+    the proposed value still counts, whenever it arrives."""
+    m = Machine(VS, "a")
+    m.step(Start(1))
+    for i in range(10):
+        m.step(VoteIn(PREVOTE, 1, 0, bytes([0x10 + i]) * 32, "d", b"j"))
+    assert not m.wants(VoteIn(PREVOTE, 1, 0, b"\x77" * 32, "d", b"j"))
+    assert m.wants(VoteIn(PREVOTE, 1, 0, V, "d", b"v")) is False  # V not proposed yet
+    m.step(ProposalIn(1, 0, V, -1, "b", True))
+    assert m.wants(VoteIn(PREVOTE, 1, 0, V, "d", b"v"))
+    out = votes(m, PREVOTE, 0, V, "abd")
+    assert BroadcastVote(PRECOMMIT, 1, 0, V) in out  # a, b and d prevoted V

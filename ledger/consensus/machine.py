@@ -222,7 +222,6 @@ class Machine:
     """Messages more than this many rounds ahead of the current round are dropped."""
     MAX_FUTURE_HEIGHT_MSGS = 4096
     MAX_PROPOSALS_PER_ROUND = 4
-    MAX_VOTES_PER_VALIDATOR = 3
 
     def __init__(self, validators: ValidatorSet, me: str | None, timeouts: Timeouts = Timeouts()) -> None:
         self.validators = validators
@@ -238,6 +237,8 @@ class Machine:
         self.decided: bytes | None = None
         self.rounds: dict[int, _Round] = {}
         self._future: list[ProposalIn | VoteIn] = []
+        self._proposed: set[bytes] = set()
+        """Values some proposal of the current height carries."""
         self.equivocations: list[tuple[str, str, int, int]] = []
         """(validator, type, height, round) of conflicting votes seen; the first vote counts."""
 
@@ -277,6 +278,7 @@ class Machine:
         self.valid_value, self.valid_round = None, -1
         self.decided = None
         self.rounds = {}
+        self._proposed = set()
         self._start_round(0, out)
         later: list[ProposalIn | VoteIn] = []
         for m in self._future:
@@ -302,6 +304,24 @@ class Machine:
         return self.rounds.setdefault(r, _Round())
 
     # -- recording messages -------------------------------------------------------------
+    def wants(self, m: ProposalIn | VoteIn) -> bool:
+        """Whether recording ``m`` now could change anything (pure; nothing recorded).
+
+        A caller that deduplicates messages should remember only wanted ones: a vote
+        refused now (a second vote for a value no proposal carries yet) may be wanted
+        once its proposal arrives.
+        """
+        if m.height != self.height or self.decided is not None:
+            return m.height > self.height
+        r = self.rounds.get(m.round)
+        if isinstance(m, ProposalIn):
+            return r is None or m.value not in r.proposals
+        box = None if r is None else (r.prevotes if m.type == PREVOTE else r.precommits)
+        mine = {} if box is None else box.get(m.validator, {})
+        if m.value in mine:
+            return False
+        return not mine or m.value is None or m.value in self._proposed
+
     def _record(self, m: ProposalIn | VoteIn) -> bool:
         """Store a message of the current height; False if it changes nothing."""
         if m.round < 0 or m.round > self.round + self.MAX_FUTURE_ROUNDS:
@@ -319,6 +339,7 @@ class Machine:
             else:
                 r.proposal = m
             r.proposals[m.value] = m
+            self._proposed.add(m.value)
             return True
         if self.validators.power(m.validator) == 0:
             return False
@@ -326,7 +347,13 @@ class Machine:
         if box is None:
             return False
         mine = box.setdefault(m.validator, {})
-        if m.value in mine or len(mine) >= self.MAX_VOTES_PER_VALIDATOR:
+        if m.value in mine:
+            return False
+        # A validator's first vote always counts (toward "any" tallies).  Further votes
+        # count only for nil or for a value some proposal of this height carries: votes
+        # for anything else can never justify a step, and a faulty validator must not be
+        # able to crowd out its own vote for a real value with junk.
+        if mine and m.value is not None and m.value not in self._proposed:
             return False
         if mine:
             self.equivocations.append((m.validator, m.type, m.height, m.round))

@@ -216,6 +216,7 @@ class Replica:
         self._own: dict[tuple[str, int], dict[str, Any]] = {}
         """This height's own signed messages by (kind, round), re-sent by gossip."""
         self._peer_heights: dict[str, int] = {}
+        self._bad_sigs: set[bytes] = set()
         self._seen: dict[tuple[Any, ...], dict[str, Any]] = {}
         """Consensus messages of this height already logged and stepped, by key; gossip
         relays them (a peer may have missed a vote a faulty validator sent only to some)."""
@@ -319,14 +320,30 @@ class Replica:
         key = _seen_key(msg)
         if key in self._seen:
             return
+        sig = msg.get("sig")
+        if type(sig) is bytes and sig in self._bad_sigs:
+            return
+        if h == self.height and msg["t"] == "vote" and not self._vote_wanted(msg):
+            return  # not now; gossip brings it again when it can count
         if not self._check_signature(msg):
             self.stats.drop("bad_signature")
+            if type(sig) is bytes and len(self._bad_sigs) < 10_000:
+                self._bad_sigs.add(sig)
             return
         if h == self.height:
             self._maybe_start(now_ms, out, peer_started=True)
             self._seen[key] = msg
             self.wal.append(h, msg)
         self._apply_record(msg, now_ms, out)
+
+    def _vote_wanted(self, msg: dict[str, Any]) -> bool:
+        value = msg.get("value")
+        if type(msg.get("round")) is not int or (value is not None and type(value) is not bytes):
+            return True  # let the full checks refuse it
+        if self.machine.height != msg["height"]:
+            return True  # not started yet: the machine buffers it
+        return self.machine.wants(VoteIn(str(msg.get("type")), msg["height"], msg["round"], value,
+                                         str(msg.get("from")), b""))
 
     def _check_signature(self, msg: dict[str, Any]) -> bool:
         sender = self._by_name.get(msg.get("from"))  # type: ignore[arg-type]
@@ -442,6 +459,7 @@ class Replica:
         self._payloads.clear()
         self._own.clear()
         self._seen.clear()
+        self._bad_sigs.clear()
         self._idle_since = now_ms
         self._maybe_start(now_ms, out)
         out.append(Send(None, self._status()))
