@@ -75,7 +75,9 @@ class NodeConfig:
     genesis: Path
     data: Path
     listen: str = "127.0.0.1:8700"
-    key: Path | None = None
+    key: Path | str | None = None
+    """The node key: a key file, or a ``pkcs11:`` spec (the key stays in the HSM; the
+    double-sign guard stays in the data directory, outside the token)."""
     peers: list[str] = field(default_factory=list)
     role: str = "validator"
     limits: Limits = field(default_factory=Limits)
@@ -125,7 +127,7 @@ class NodeConfig:
             "genesis": rel(self.genesis),
             "data": rel(self.data),
             "listen": self.listen,
-            "key": rel(self.key),
+            "key": self.key if isinstance(self.key, str) else rel(self.key),
             "peers": self.peers,
             "role": self.role,
             "log_level": self.log_level,
@@ -164,7 +166,7 @@ class NodeConfig:
                 genesis=genesis,
                 data=data,
                 listen=d.get("listen", "127.0.0.1:8700"),
-                key=path_of(d.get("key")),
+                key=d["key"] if str(d.get("key") or "").startswith("pkcs11:") else path_of(d.get("key")),
                 peers=list(d.get("peers", [])),
                 role=d.get("role", "validator"),
                 limits=limits,

@@ -501,3 +501,62 @@ def test_slaughter_needs_an_hsm_key_over_http(hsm: Hsm, capsys: pytest.CaptureFi
         assert actor["keys"][0]["kid"] == plant_key.key_id
     finally:
         s.close()
+
+
+def test_a_validator_node_signs_blocks_with_its_hsm_key(hsm: Hsm, tmp_path: Path) -> None:
+    """A node process whose config names a pkcs11: key commits blocks whose certificate
+    the token signed (with several validators the double-sign guard file stays in the
+    node's data directory, outside the token: node/consensus.py FileGuard)."""
+    import socket
+    import sys
+    import time as _time
+
+    import requests
+    from helpers import OFFICE, World, wait_until
+
+    from api.client import Client
+    from lambtrace.config import NodeConfig, genesis_to_json
+    from ledger.blocks.certificate import CommitCertificate, verify_commit
+    from ledger.genesis import Genesis, Params, Validator
+    from signer import public_key_record
+
+    node_key = p11.generate_key(hsm.spec("lt-main", "validator-key"), "ed25519")
+    w = World(now=int(_time.time() * 1000))
+    g = Genesis(chain=w.chain, time=w.now - 60_000,
+                validators=(Validator("league", "152500", "ed25519", node_key.public_key, 1),),
+                trace_office={"id": OFFICE, "banner": "152500", "keys": [public_key_record(w.keys[OFFICE])]},
+                params=Params())
+    w.genesis = Genesis.from_dict(g.to_dict())
+    (tmp_path / "genesis.json").write_text(genesis_to_json(w.genesis))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = NodeConfig(name="league", genesis=tmp_path / "genesis.json", data=tmp_path / "data",
+                     listen=f"127.0.0.1:{port}", key=hsm.spec("lt-main", "validator-key"))
+    cfg.save(tmp_path / "config.json")
+    assert NodeConfig.load(tmp_path / "config.json").key == hsm.spec("lt-main", "validator-key")
+    proc = subprocess.Popen([sys.executable, "-m", "lambtrace", "node", "--config", str(tmp_path / "config.json")],
+                            env=dict(os.environ, SOFTHSM2_CONF=str(hsm.conf)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            try:
+                return requests.get(url + "/healthz", timeout=1).ok
+            except requests.RequestException:
+                return False
+
+        assert wait_until(up, 30)
+        (r,) = Client(url).submit([w.enroll("coop", "cooperative", "152523")], wait=True)
+        assert r.get("state") == "committed", r
+        block = Client(url).block(1)
+        cert = CommitCertificate.from_dict({
+            "height": block["certificate"]["height"], "round": block["certificate"]["round"],
+            "block": bytes.fromhex(block["certificate"]["block"]),
+            "precommits": [{"validator": p["validator"], "sig": bytes.fromhex(p["sig"])}
+                           for p in block["certificate"]["precommits"]]})
+        verify_commit(cert, w.chain, 1, bytes.fromhex(block["hash"]), w.genesis.validators)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
