@@ -512,9 +512,9 @@ def test_a_validator_node_signs_blocks_with_its_hsm_key(hsm: Hsm, tmp_path: Path
     import time as _time
 
     import requests
-    from helpers import OFFICE, World, wait_until
 
     from api.client import Client
+    from helpers import OFFICE, World, wait_until
     from lambtrace.config import NodeConfig, genesis_to_json
     from ledger.blocks.certificate import CommitCertificate, verify_commit
     from ledger.genesis import Genesis, Params, Validator
