@@ -140,7 +140,7 @@ def main() -> int:
 
         def offer(k: int) -> None:
             s = requests.Session()
-            i = start_i + k * 1_000_000
+            i = start_i + k * 15_000  # within the issued range (100,000 tags)
             while time.perf_counter() < stop_at:
                 t_start = time.perf_counter()
                 evs = [tag_event(i + j) for j in range(batch)]
