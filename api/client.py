@@ -182,6 +182,24 @@ class Client:
         """``GET /v1/blocks/<height>`` (or ``latest``): header with hash, certificate, event ids."""
         return self._json(f"/v1/blocks/{height}")
 
+    def block_leaves(self, height: int) -> dict[str, Any]:
+        """``GET /v1/blocks/<height>/leaves`` as canonical msgpack: header, certificate and
+        raw leaves of one block, with real bytes (for audits).  Raises ``ClientError``
+        (``not_found`` beyond the tip) or ``TransportError``; ``ClientError``
+        ``bad_response`` if the answer is not canonical msgpack."""
+        resp = self._send("GET", f"/v1/blocks/{height}/leaves", headers={"Accept": MSGPACK})
+        try:
+            # a block holds up to max_block_bytes of leaves, plus its header and framing
+            value: dict[str, Any] = codec.decode(resp.content, max_bytes=64 * 1024 * 1024)
+        except LedgerError as exc:
+            raise ClientError("bad_response", f"the block is not canonical msgpack: {exc.message}",
+                              resp.status_code) from exc
+        return value
+
+    def state_hash(self) -> dict[str, Any]:
+        """``GET /v1/state/hash``: ``{height, log_size, state_hash}`` (hex) at the tip."""
+        return self._json("/v1/state/hash")
+
     def consistency(self, first: int, second: int) -> dict[str, Any]:
         """``GET /v1/log/consistency``: RFC 9162 proof and both roots (hex)."""
         return self._json("/v1/log/consistency", {"first": first, "second": second})
