@@ -101,7 +101,9 @@ def _apply(v: StateView, ev: SignedEvent, ctx: Context) -> Applied:
     actor = v.get(f"a/{ev.actor}")
     if actor is None:
         raise Rejected("unknown_actor", f"no actor {ev.actor!r}")
-    if actor["revoked_at"] is not None and actor["revoked_at"] <= ev.time:
+    # Once a revocation is in state nothing more from that actor or key is accepted, not
+    # even events dated before it: a stolen key must not sign backdated events.
+    if actor["revoked_at"] is not None:
         raise Rejected("actor_revoked", f"actor {ev.actor!r} is revoked")
     kind = KINDS[ev.kind]
     if actor["role"] not in kind.roles:
@@ -123,7 +125,7 @@ def _check_keys(v: StateView, ev: SignedEvent, ctx: Context) -> list[dict[str, A
             raise Rejected("unknown_key", f"no key {kid}")
         if key["actor"] != ev.actor:
             raise Rejected("key_not_actor", f"key {kid} does not belong to {ev.actor!r}")
-        if key["revoked_at"] is not None and key["revoked_at"] <= ev.time:
+        if key["revoked_at"] is not None:
             raise Rejected("key_revoked", f"key {kid} is revoked")
         if key["not_after"] is not None and ev.time > key["not_after"]:
             raise Rejected("key_expired", f"key {kid} expired")

@@ -59,8 +59,8 @@ class CommitCertificate:
         if not (
             type(d["height"]) is int
             and type(d["round"]) is int
-            and d["height"] >= 0
-            and d["round"] >= 0
+            and 0 <= d["height"] < 2**63
+            and 0 <= d["round"] < 2**31
             and type(d["block"]) is bytes
             and len(d["block"]) == 32
             and type(d["precommits"]) is list

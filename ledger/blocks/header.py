@@ -59,7 +59,7 @@ class Header:
             raise Rejected("bad_header", "a header has exactly the fields of DESIGN §5")
         ok = (
             type(d["chain"]) is str
-            and all(type(d[k]) is int and d[k] >= 0 for k in ("height", "time", "log_size"))
+            and all(type(d[k]) is int and 0 <= d[k] < 2**63 for k in ("height", "time", "log_size"))
             and all(type(d[k]) is bytes and len(d[k]) == 32 for k in ("prev", "log_root", "validators"))
             and type(d["proposer"]) is str
             and (d.get("state_root") is None or (type(d["state_root"]) is bytes and len(d["state_root"]) == 32))
