@@ -84,6 +84,8 @@ class NodeConfig:
     log_level: str = "INFO"
     verify_processes: int = 2
     """Worker processes that check signatures of large submissions (0: threads)."""
+    min_block_interval_ms: int = 100
+    """Wait this long after a commit before proposing the next height (batches events)."""
     p2p_listen: str = ""
     """Where peers connect (``host:port``); empty for a single-validator chain."""
     observers: list[dict[str, str]] = field(default_factory=list)
@@ -133,6 +135,7 @@ class NodeConfig:
             "log_level": self.log_level,
             "verify_processes": self.verify_processes,
             "p2p_listen": self.p2p_listen,
+            "min_block_interval_ms": self.min_block_interval_ms,
             "observers": self.observers,
         }
 
@@ -173,6 +176,7 @@ class NodeConfig:
                 log_level=d.get("log_level", "INFO"),
                 verify_processes=int(d.get("verify_processes", 2)),
                 p2p_listen=d.get("p2p_listen", ""),
+                min_block_interval_ms=int(d.get("min_block_interval_ms", 100)),
                 observers=list(d.get("observers", [])),
                 path=p,
             )

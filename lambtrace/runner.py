@@ -56,7 +56,8 @@ class Consensus:
         wal.own_name = cfg.name
         validator_signer = node.signer if g.validator(cfg.name) is not None else None
         self.replica = Replica(name=cfg.name, genesis=g, app=NodeApp(node), wal=wal, signer=validator_signer,
-                               guard=FileGuard(cfg.data / "sign-guard.json"))
+                               guard=FileGuard(cfg.data / "sign-guard.json"),
+                               min_block_interval_ms=cfg.min_block_interval_ms)
         known = {v.name: (v.alg, v.pub) for v in g.validators}
         for o in cfg.observers:
             known[o["name"]] = (o["alg"], bytes.fromhex(o["pub"]))

@@ -345,6 +345,11 @@ class Node:
                     events.append(parse_leaf(leaf, self.limits))
                 except Rejected:
                     return None
+            # Events this node has not admitted yet (the proposal outran the relay) have
+            # unverified signatures: check them on the workers, not one by one here.
+            for _start, jobs, fut in self._preverify(list(events)):
+                for k in fut.result():
+                    self.sigcache.add(jobs[k])
             built = build_block(
                 self.store, self.store.frontier, self.genesis, height=header.height, prev=header.prev,
                 time_ms=header.time, proposer=header.proposer, candidates=events, max_events=len(events),

@@ -193,6 +193,7 @@ class Replica:
         guard: SignGuard | None = None,
         timeouts: Timeouts | None = None,
         heartbeat_ms: int = 60_000,
+        min_block_interval_ms: int = 0,
     ) -> None:
         self.name = name
         self.genesis = genesis
@@ -221,6 +222,9 @@ class Replica:
         """Consensus messages of this height already logged and stepped, by key; gossip
         relays them (a peer may have missed a vote a faulty validator sent only to some)."""
         self.heartbeat_ms = heartbeat_ms
+        self.min_block_interval_ms = min_block_interval_ms
+        """Local policy: wait this long after a commit before starting the next height on
+        our own (a peer starting it starts it here at once), so events batch into blocks."""
         """An idle chain still decides an (empty) block this often."""
         self._idle_since: int | None = None
         """Set while the next height waits for work; None once it started."""
@@ -257,7 +261,13 @@ class Replica:
     def _maybe_start(self, now_ms: int, out: list[Out], *, peer_started: bool = False) -> None:
         if self._idle_since is None:
             return
-        if peer_started or self.app.has_pending() or now_ms - self._idle_since >= self.heartbeat_ms:
+        if peer_started:
+            self._start_height(now_ms, out)
+            return
+        waited = now_ms - self._idle_since
+        if waited < self.min_block_interval_ms:
+            return
+        if self.app.has_pending() or waited >= self.heartbeat_ms:
             self._start_height(now_ms, out)
 
     def poke(self, now_ms: int) -> list[Out]:
@@ -293,6 +303,10 @@ class Replica:
         step, h, r = key
         if h != self.height:
             return []
+        if step == "start":
+            out_s: list[Out] = []
+            self._maybe_start(now_ms, out_s)
+            return out_s
         rec = {"t": "timeout", "step": step, "height": h, "round": r}
         out: list[Out] = []
         self.wal.append(h, rec)
@@ -461,6 +475,8 @@ class Replica:
         self._seen.clear()
         self._bad_sigs.clear()
         self._idle_since = now_ms
+        if self.min_block_interval_ms:
+            out.append(SetTimer(("start", height + 1, 0), now_ms + self.min_block_interval_ms))
         self._maybe_start(now_ms, out)
         out.append(Send(None, self._status()))
 
