@@ -44,6 +44,23 @@ log = logging.getLogger("lambtrace.node")
 _Job = tuple[str, bytes, bytes, bytes]
 
 
+def _watch_parent(parent_pid: int) -> None:
+    """Worker-process initializer: exit when the node process is gone (even after a
+    SIGKILL, which gives the node no chance to shut its pool down)."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:  # pragma: no cover - another user's pid now
+                os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _verify_jobs(jobs: list[_Job]) -> list[int]:
     """Indexes of the jobs whose signature verifies (runs in a worker)."""
     return [i for i, j in enumerate(jobs) if verify_signature(*j)]
@@ -147,7 +164,8 @@ class Node:
         if verify_processes > 0:
             # Worker processes verify with their own interpreter lock, in parallel with
             # the rules in this process; forkserver keeps them free of this process's threads.
-            self._pool = ProcessPoolExecutor(verify_processes, mp_context=multiprocessing.get_context("forkserver"))
+            self._pool = ProcessPoolExecutor(verify_processes, mp_context=multiprocessing.get_context("forkserver"),
+                                             initializer=_watch_parent, initargs=(os.getpid(),))
         elif verify_threads > 0:
             self._pool = ThreadPoolExecutor(max_workers=verify_threads)
         self.commit_listeners: list[Callable[[Header], None]] = []
@@ -461,4 +479,4 @@ class Node:
             self._thread.join(timeout=10)
             self._thread = None
         if self._pool is not None:
-            self._pool.shutdown(wait=False)
+            self._pool.shutdown(wait=True, cancel_futures=True)
