@@ -79,11 +79,13 @@ def _alive(pid: int) -> bool:
 
 
 def test_four_node_demo_replicates(tmp_path: Path) -> None:
-    """The default demo: four validator processes hold the same block at every height."""
+    """The default demo: four validator processes hold the same block at every height;
+    killing one leaves the rest committing (the demo keeps driving lambs with --rate), and
+    `lambtrace node --config` brings it back to the same chain."""
     port = free_port_block(4)
     proc = subprocess.Popen(
         [sys.executable, "-m", "lambtrace", "demo", "--dir", str(tmp_path / "d4"), "--lambs", "60",
-         "--port", str(port)],
+         "--port", str(port), "--rate", "40"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     info_path = tmp_path / "d4" / "demo.json"
@@ -96,10 +98,37 @@ def test_four_node_demo_replicates(tmp_path: Path) -> None:
         assert len({s["log_size"] for s in sts}) == 1 and sts[0]["log_size"] > 0
         for h in range(1, sts[0]["height"] + 1):
             assert len({requests.get(f"{a}/v1/blocks/{h}", timeout=5).json()["hash"] for a in apis}) == 1
+        victim = info["nodes"][3]
+        os.kill(victim["pid"], signal.SIGKILL)
+        rest = apis[:3]
+
+        def heights(urls: list[str]) -> list[int]:
+            return [requests.get(a + "/v1/status", timeout=5).json()["height"] for a in urls]
+
+        before = heights(rest)
+        assert wait_until(lambda: min(heights(rest)) > max(before) + 1, 60), (before, heights(rest))
+        restarted = subprocess.Popen([sys.executable, "-m", "lambtrace", "node", "--config", victim["config"]],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            assert wait_until(lambda: _up(victim["api"]) and heights([victim["api"]])[0] >= max(heights(rest)) - 1,
+                              60)
+            top = heights([victim["api"]])[0]
+            for h in range(1, top + 1):
+                assert len({requests.get(f"{a}/v1/blocks/{h}", timeout=5).json()["hash"] for a in apis}) == 1
+        finally:
+            restarted.terminate()
+            restarted.wait(timeout=20)
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
+
+
+def _up(url: str) -> bool:
+    try:
+        return requests.get(url + "/healthz", timeout=1).ok
+    except requests.RequestException:
+        return False
 
 
 def free_port_block(n: int) -> int:
