@@ -137,3 +137,18 @@ def wait_until(pred: Any, timeout_s: float = 30.0, interval_s: float = 0.05) -> 
             return True
         time.sleep(interval_s)
     return False
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process runs (a zombie, which still answers kill(0), does not)."""
+    import os
+    from pathlib import Path
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import wait_until
+from helpers import pid_alive, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -57,25 +57,13 @@ def test_demo_runs_serves_and_resumes(tmp_path: Path) -> None:
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert "consumer page" in out and "demo.json" in out
-    assert wait_until(lambda: not _alive(node["pid"]), 20), "the node outlived the demo"
+    assert wait_until(lambda: not pid_alive(node["pid"]), 20), "the node outlived the demo"
 
     again = demo(tmp_path, port, "--exit-when-ready")
     out2, _ = again.communicate(timeout=240)
     assert again.returncode == 0, out2
     assert "resuming" in out2 and "season submitted" not in out2
     assert f"{log_size} events in the log" in out2
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie still answers kill(0); look at its state
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def test_four_node_demo_replicates(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from helpers import wait_until
+from helpers import pid_alive, wait_until
 
 CHILD = textwrap.dedent("""
     import os, sys, time
@@ -31,27 +31,16 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
-
-
 def test_workers_exit_when_the_node_is_killed() -> None:
     tests = str(Path(__file__).parent)
     child = subprocess.Popen([sys.executable, "-c", CHILD.format(tests=tests)], stdout=subprocess.PIPE, text=True)
     try:
         line = child.stdout.readline() if child.stdout else ""
         workers = [int(x) for x in line.split()]
-        assert workers and all(alive(p) for p in workers)
+        assert workers and all(pid_alive(p) for p in workers)
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
-        assert wait_until(lambda: not any(alive(p) for p in workers), 15), "a worker outlived its node"
+        assert wait_until(lambda: not any(pid_alive(p) for p in workers), 15), "a worker outlived its node"
     finally:
         if child.poll() is None:
             child.kill()
