@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "lambtrace.cmd_verify",
     "lambtrace.cmd_labels",
     "lambtrace.cmd_network",
+    "lambtrace.cmd_export",
 )
 """Modules that add commands: each has ``register(subparsers)`` adding parsers whose
 ``func`` takes the parsed args and returns an exit code."""
