@@ -383,6 +383,65 @@ def _components() -> dict[str, Any]:
     return {"schemas": schemas}
 
 
+def _label_check_paths() -> dict[str, Any]:
+    """Scan counts and check-code verification (api/routes/checks.py): node-local records."""
+    label = [_path_param("label", {"type": "string", "pattern": ID_RE.pattern}, "label id")]
+    place = {"type": "string", "maxLength": 64, "description": "coarse place (region or city) the consumer gives"}
+    stats: dict[str, Any] = {
+        "type": "object",
+        "required": ["label", "scans", "verifications", "first_verified_at", "suspect_clone", "reasons"],
+        "properties": {
+            "label": {"type": "string"},
+            "scans": {"type": "integer", "minimum": 0},
+            "scan_threshold": {"type": "integer"},
+            "verifications": {"type": "integer", "minimum": 0},
+            "first_verified_at": {"type": ["integer", "null"], "description": "instant (ms) of the first success"},
+            "first_place": {"type": ["string", "null"]},
+            "places": {"type": "integer", "description": "distinct places of successful checks"},
+            "suspect_clone": {"type": "boolean"},
+            "reasons": {"type": "array", "items": {"enum": ["scans_over_threshold", "verified_in_several_places"]}},
+        },
+    }
+    checked = {**stats, "properties": {**stats["properties"], "ok": {"const": True}, "first": {"type": "boolean"}}}
+
+    def body(schema: dict[str, Any], required: bool) -> dict[str, Any]:
+        return {"required": required, "content": {"application/json": {"schema": schema},
+                                                  "application/msgpack": {"schema": schema}}}
+
+    errors = {"400": _err("bad_label, bad_place, malformed"), "404": _err("not_found")}
+    return {
+        "/v1/labels/{label}/scans": {
+            "get": _get("Scan count, first verification and clone flags (this node's records)", stats,
+                        {"400": "bad_label", "404": "not_found"}, label, "trace")["get"],
+            "post": {
+                "summary": "Count a scan of the label (the consumer page does on opening)",
+                "tags": ["trace"],
+                "parameters": label,
+                "requestBody": body({"type": "object", "properties": {"place": place}}, False),
+                "responses": {"200": _json(stats), **errors},
+            },
+        },
+        "/v1/labels/{label}/check": {
+            "get": _get("First verification of the check code and clone flags; checks nothing", stats,
+                        {"400": "bad_label", "404": "not_found"}, label, "trace")["get"],
+            "post": {
+                "summary": "Check the scratch-off code against the label's commitment on the ledger",
+                "tags": ["trace"],
+                "parameters": label,
+                "requestBody": body({"type": "object", "required": ["code"], "properties": {
+                    "code": {"type": "string", "description": "12 symbols, as printed (dashes and spaces ignored)"},
+                    "place": place}}, True),
+                "responses": {
+                    "200": _json(checked),
+                    "400": _err("bad_code (reason: format | mismatch, attempts_left), bad_label, bad_place"),
+                    "404": _err("not_found"),
+                    "429": _err("too_many_attempts: too many wrong codes for this label (retry_after_s)"),
+                },
+            },
+        },
+    }
+
+
 def _paths() -> dict[str, Any]:
     bad = "malformed, non-canonical, too deep, or failing a parameter check"
     submit_body = {"oneOf": [_ref("SignedEvent"), {"type": "array", "minItems": 1, "items": _ref("SignedEvent")}]}
@@ -445,6 +504,7 @@ def _paths() -> dict[str, Any]:
             [_path_param("label", {"type": "string", "pattern": ID_RE.pattern}, "label id")],
             "trace",
         ),
+        **_label_check_paths(),
         "/v1/blocks/latest": _get("The tip: header, certificate, event ids", _ref("Block"),
                                   {"404": "no block yet"}, None, "ledger"),
         "/v1/blocks/{height}": _get(

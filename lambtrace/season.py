@@ -335,9 +335,29 @@ def label_id(chain_key: int, n: int) -> str:
     return "l" + "".join(_CROCKFORD[(x >> (5 * i)) & 31] for i in range(9, -1, -1))
 
 
-def check_commitment(salt: bytes, code: str) -> bytes:
-    """``sha256(salt || code)``: what a label carries of its scratch-off check code."""
-    return hashlib.sha256(salt + code.encode()).digest()
+CHECK_TAG = b"lambtrace/check/v1"
+CHECK_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+"""Crockford base32 without I, L, O, U: what is printed under the scratch-off."""
+CHECK_LEN = 12
+"""12 symbols of 32 = 60 bits: offline brute force of a public commitment is out of reach."""
+
+
+def check_commitment(label: str, code: str) -> bytes:
+    """``sha256("lambtrace/check/v1" 0x00 label 0x00 code)``: what ``label.issue`` carries
+    of a label's scratch-off check code (``code`` in canonical form, 12 upper-case
+    symbols of :data:`CHECK_ALPHABET`).  No secret salt: the label id separates labels and
+    the code's 60 bits make guessing from the public commitment hopeless (docs/adr/0008)."""
+    return hashlib.sha256(CHECK_TAG + b"\x00" + label.encode() + b"\x00" + code.encode()).digest()
+
+
+def new_check_code(rng: random.Random) -> str:
+    """A fresh check code in canonical form (print it with :func:`format_check_code`)."""
+    return "".join(CHECK_ALPHABET[rng.randrange(32)] for _ in range(CHECK_LEN))
+
+
+def format_check_code(code: str) -> str:
+    """``ABCD-EFGH-JKMN``: the printed form, three groups of four."""
+    return "-".join(code[i : i + 4] for i in range(0, len(code), 4))
 
 
 def default_year(start_ms: int) -> int:
@@ -465,7 +485,7 @@ class Season:
         self.tags: list[str] = []
         self.labels: list[str] = []
         self.check_codes: dict[str, tuple[str, bytes]] = {}
-        """label id -> (6-digit scratch-off check code, salt)."""
+        """label id -> (scratch-off check code in canonical form, its commitment on the ledger)."""
         self.underpaid: dict[str, int] = {}
         """ear tag -> fen/kg by which the plant paid less than market + 1 yuan/kg."""
         self.issued_per_banner: dict[str, int] = {}
@@ -695,9 +715,9 @@ class Season:
                 break
             total += net
             lid = label_id(self._chain_key, lamb.g * 8 + k)
-            code = f"{rng.randrange(10**6):06d}"
-            salt = rng.randbytes(16)
-            self.check_codes[lid] = (code, salt)
+            code = new_check_code(rng)
+            check = check_commitment(lid, code)
+            self.check_codes[lid] = (code, check)
             self.labels.append(lid)
             labels.append(
                 {
@@ -705,7 +725,7 @@ class Season:
                     "cut": cut,
                     "net_mass_g": net,
                     "packed": packed.isoformat(),
-                    "check": check_commitment(salt, code),
+                    "check": check,
                 }
             )
         if len(labels) >= 3 and rng.random() < 0.1:  # packed over two days

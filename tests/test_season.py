@@ -249,9 +249,12 @@ def test_check_codes_open_their_commitments(run: Run) -> None:
     assert set(run.season.check_codes) == set(run.season.labels)
     for b in _of(run, "label.issue"):
         for lab in b["labels"]:
-            code, salt = run.season.check_codes[lab["label"]]
-            assert re.fullmatch(r"\d{6}", code) and len(salt) == 16
-            assert hashlib.sha256(salt + code.encode()).digest() == lab["check"]
+            code, check = run.season.check_codes[lab["label"]]
+            assert re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{12}", code) and check == lab["check"]
+            preimage = b"lambtrace/check/v1\x00" + lab["label"].encode() + b"\x00" + code.encode()
+            assert hashlib.sha256(preimage).digest() == lab["check"]
+    codes = [c for c, _ in run.season.check_codes.values()]
+    assert len(set(codes)) == len(codes)
 
 
 # -- the cast -------------------------------------------------------------------------------------

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from . import actors, blocks, events, health, labels, log, pages, status, tags
+from . import actors, blocks, checks, events, health, labels, log, pages, status, tags
 
 BLUEPRINTS: tuple[Blueprint, ...] = (
     status.bp,
     events.bp,
     tags.bp,
     labels.bp,
+    checks.bp,
     blocks.bp,
     log.bp,
     actors.bp,

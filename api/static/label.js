@@ -10,11 +10,64 @@
 //    goes pending -> verified | failed (data-reason holds the failure's code).
 //    Where WebCrypto lacks Ed25519, those signatures are left to the server's verdict
 //    (/l/<label>/verdict) and the page says so (data-checked-by="server").
+// 3. Scans and the check code (docs/adr/0008): opening the page counts a scan
+//    (POST /v1/labels/<label>/scans); the form checks the scratch-off code
+//    (POST /v1/labels/<label>/check).  #scan-stats shows "first verified at ...", the
+//    scan count and any clone warning once the label has been verified or is flagged.
+//    These are the node's own records, not part of the verified story.
 
 import * as V from "./verify.js";
 
 const data = JSON.parse(document.getElementById("page-data").textContent);
 const STRINGS = data.strings;
+// Strings of the check-code form and scan records; the server's (pages.STRINGS) win.
+const CHECK_STRINGS = {
+  zh: {
+    "check.heading": "验证防伪码",
+    "check.hint": "刮开标签上的涂层，输入下面的 12 位验证码。",
+    "check.code": "验证码",
+    "check.place": "所在城市（选填）",
+    "check.submit": "验证",
+    "check.ok_first": "验证码正确。您是第一位验证此标签的人。",
+    "check.ok_again": "验证码正确，但此标签已于 {at}{place}被验证过。如果不是您本人，这件产品可能是仿冒品。",
+    "check.wrong": "验证码不正确，请仔细核对后再试（还可尝试 {n} 次）。",
+    "check.format": "验证码为 12 位字母和数字（如 ABCD-EFGH-JKMN）。",
+    "check.place_bad": "城市名称最多 64 个字符。",
+    "check.limited": "错误次数过多，请 {min} 分钟后再试。",
+    "check.error": "暂时无法验证，请稍后再试。",
+    "scan.first": "首次验证：{at}{place}",
+    "scan.place": "，{place}",
+    "scan.never": "此标签的验证码尚未被验证过。",
+    "scan.count": "本标签已被扫描 {n} 次。",
+    "scan.clone": "警告：此标签可能被复制。",
+    "scan.reason.scans_over_threshold": "扫描次数异常多",
+    "scan.reason.verified_in_several_places": "在多个地点被验证",
+    "scan.note": "以上记录由本节点保存，不在账本上。",
+  },
+  en: {
+    "check.heading": "Check the scratch-off code",
+    "check.hint": "Scratch off the coating on the label and enter the 12-character code beneath.",
+    "check.code": "Check code",
+    "check.place": "Your city (optional)",
+    "check.submit": "Check",
+    "check.ok_first": "The code is correct. You are the first to check this label.",
+    "check.ok_again": "The code is correct, but this label was first verified on {at}{place}. If that was not you, this pack may be a copy.",
+    "check.wrong": "The code is wrong. Check it and try again ({n} tries left).",
+    "check.format": "A check code is 12 letters and digits (like ABCD-EFGH-JKMN).",
+    "check.place_bad": "A city name is at most 64 characters.",
+    "check.limited": "Too many wrong codes. Try again in {min} minutes.",
+    "check.error": "The code could not be checked now; try again later.",
+    "scan.first": "First verified on {at}{place}",
+    "scan.place": " in {place}",
+    "scan.never": "This label's code has not been verified yet.",
+    "scan.count": "This label has been scanned {n} times.",
+    "scan.clone": "Warning: this label may have been copied.",
+    "scan.reason.scans_over_threshold": "it has been scanned unusually often",
+    "scan.reason.verified_in_several_places": "it was verified in more than one place",
+    "scan.note": "These records are kept by this node; they are not on the ledger.",
+  },
+};
+for (const [l, table] of Object.entries(CHECK_STRINGS)) STRINGS[l] = { ...table, ...STRINGS[l] };
 const LANG_KEY = "lambtrace.lang";
 let lang = pickLang();
 
@@ -320,6 +373,128 @@ async function verifyPage() {
   }
 }
 
+// ------------------------------------------------------- scans and the check code
+
+const LABEL_API = data.proof_url ? data.proof_url.replace(/\/proof$/, "") : null;
+let lastStats = null;
+let lastResult = null;
+
+function fill(key, params = {}) {
+  return t(key).replace(/\{(\w+)\}/g, (_, k) => String(params[k] ?? ""));
+}
+
+function dateTime(ms) {
+  return new Date(ms + DAY_OFFSET_MS).toISOString().slice(0, 16).replace("T", " ");
+}
+
+function firstText(s) {
+  const place = s.first_place ? fill("scan.place", { place: s.first_place }) : "";
+  return { at: dateTime(s.first_verified_at), place };
+}
+
+async function postJson(url, body) {
+  const resp = await fetch(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Accept: "application/json" },
+    body: JSON.stringify(body),
+    cache: "no-store",
+    credentials: "omit",
+    signal: AbortSignal.timeout(FETCH_TIMEOUT_MS),
+  });
+  let json = null;
+  try {
+    json = await resp.json();
+  } catch {
+    // an answer without JSON is handled as an error below
+  }
+  return { status: resp.status, json };
+}
+
+/** Fill #scan-stats; it stays hidden until the label has been verified or is flagged. */
+function renderScanStats(s) {
+  lastStats = s;
+  const box = document.getElementById("scan-stats");
+  const parts = [el("h2", { i18n: "scan.heading" })];
+  if (s.suspect_clone) {
+    const why = s.reasons.map((r) => t(`scan.reason.${r}`)).join(lang === "zh" ? "；" : "; ");
+    parts.push(el("p", { class: "scan-clone", role: "alert" }, `${t("scan.clone")} (${why})`));
+  }
+  parts.push(
+    s.first_verified_at === null
+      ? el("p", { class: "scan-first", i18n: "scan.never" })
+      : el("p", { class: "scan-first" }, fill("scan.first", firstText(s))),
+    el("p", { class: "scan-count" }, fill("scan.count", { n: s.scans })),
+    el("p", { class: "scan-note", i18n: "scan.note" }),
+  );
+  box.replaceChildren(...parts);
+  box.dataset.state = s.suspect_clone ? "suspect" : s.first_verified_at === null ? "scanned" : "verified";
+  box.hidden = !(s.suspect_clone || s.first_verified_at !== null);
+}
+
+function showResult(state, key, params = {}) {
+  lastResult = { state, key, params };
+  const out = document.getElementById("check-result");
+  out.dataset.state = state;
+  out.textContent = fill(key, params);
+  out.hidden = false;
+}
+
+async function checkCode(event) {
+  event.preventDefault();
+  const code = document.getElementById("check-input").value.trim();
+  const place = document.getElementById("check-place").value.trim();
+  const button = document.getElementById("check-submit");
+  button.disabled = true;
+  try {
+    const { status, json } = await postJson(`${LABEL_API}/check`, place ? { code, place } : { code });
+    const err = json?.error ?? {};
+    if (status === 200 && json?.ok) {
+      if (json.first) showResult("ok", "check.ok_first");
+      else showResult("again", "check.ok_again", firstText(json));
+      renderScanStats(json);
+    } else if (status === 429) {
+      showResult("limited", "check.limited", { min: Math.max(1, Math.ceil((err.retry_after_s ?? 600) / 60)) });
+    } else if (err.code === "bad_code" && err.reason === "mismatch") {
+      showResult("wrong", "check.wrong", { n: err.attempts_left ?? 0 });
+    } else if (err.code === "bad_code") {
+      showResult("wrong", "check.format");
+    } else if (err.code === "bad_place") {
+      showResult("wrong", "check.place_bad");
+    } else {
+      showResult("error", "check.error");
+    }
+  } catch {
+    showResult("error", "check.error");
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function recordScan() {
+  try {
+    const { status, json } = await postJson(`${LABEL_API}/scans`, {});
+    if (status === 200 && json) renderScanStats(json);
+  } catch {
+    // counting is best effort: the page works without it
+  }
+}
+
+function rerenderChecks() {
+  if (lastStats) renderScanStats(lastStats);
+  if (lastResult) {
+    const again = lastResult.key === "check.ok_again" && lastStats;
+    showResult(lastResult.state, lastResult.key, again ? firstText(lastStats) : lastResult.params);
+  }
+}
+
 applyLang();
 document.getElementById("lang-switch").addEventListener("click", switchLang);
-if (data.summary) verifyPage();
+document.getElementById("lang-switch").addEventListener("click", rerenderChecks);
+if (data.summary) {
+  verifyPage();
+  if (LABEL_API) {
+    document.getElementById("check-form").addEventListener("submit", checkCode);
+    document.getElementById("check-code").hidden = false;
+    recordScan();
+  }
+}
