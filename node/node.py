@@ -261,7 +261,7 @@ class Node:
         if self._pool is None or len(parsed) < 32:
             return []
         out: list[tuple[int, list[_Job], Future[list[int]]]] = []
-        chunk = 64
+        chunk = 128 if isinstance(self._pool, ProcessPoolExecutor) else 64  # fewer, larger hand-offs to processes
         for start in range(0, len(parsed), chunk):
             jobs: list[_Job] = []
             for ev in parsed[start : start + chunk]:
