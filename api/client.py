@@ -219,6 +219,20 @@ class Client:
         """``GET /v1/stats``: counters by banner, cooperative and plant, with totals."""
         return self._json("/v1/stats")
 
+    def tag_ranges(self, to: str | None = None, *, limit: int = 1000) -> dict[str, Any]:
+        """``GET /v1/tags``: issued ear-tag ranges (only those issued to ``to``)."""
+        params: dict[str, Any] = {"limit": limit}
+        if to is not None:
+            params["to"] = to
+        return self._json("/v1/tags", params)
+
+    def sync_offline(self, queue_dir: str, *, batch: int = 200, progress: bool = False, wait: bool = False) -> Any:
+        """Upload a terminal's offline queue (:func:`lambtrace.offline.sync`): in order, in
+        batches, idempotently and resumably; returns its :class:`~lambtrace.offline.SyncReport`."""
+        from lambtrace.offline import sync
+
+        return sync(queue_dir, self, batch=batch, progress=progress, wait=wait)
+
     # -- waiting ---------------------------------------------------------------------------
     def wait_for_height(self, height: int, timeout_s: float = 30.0, *, poll_s: float = 0.1) -> dict[str, Any]:
         """Poll ``/v1/status`` until the node is at ``height`` or above; returns that status.

@@ -442,6 +442,128 @@ def _label_check_paths() -> dict[str, Any]:
     }
 
 
+def _alert_paths() -> dict[str, Any]:
+    """Fraud and anomaly signals and the premium audit (api/routes/alerts.py, reports.py)."""
+    from .alerts import KINDS as ALERT_KINDS
+
+    alert = {
+        "type": "object",
+        "required": ["id", "kind", "source", "time", "message", "subject", "evidence"],
+        "properties": {
+            "id": {"type": "string", "description": "<kind>/<event id, label or actor>: stable"},
+            "kind": {"enum": list(ALERT_KINDS)},
+            "source": {"enum": ["ledger", "rejected_attempt", "label_checks"]},
+            "time": {"type": ["integer", "null"], "description": "block time, or when the attempt was recorded"},
+            "message": {"type": "string"},
+            "subject": {"type": "object", "description": "tags, plant, actor, shipment or label concerned"},
+            "evidence": {
+                "type": "object",
+                "properties": {
+                    "events": {"type": "array", "items": _HASH, "description": "committed event ids"},
+                    "rejected": {"type": "object", "description": "the rejected attempt: id, actor, kind, code, "
+                                 "message, time, recorded_at"},
+                },
+                "additionalProperties": True,
+            },
+        },
+    }
+    listing = {
+        "type": "object",
+        "required": ["height", "total", "counts", "alerts"],
+        "properties": {
+            "height": {"type": "integer", "description": "ledger height the ledger alerts were computed at"},
+            "total": {"type": "integer", "description": "alerts matching the filters (before limit)"},
+            "counts": {"type": "object", "additionalProperties": {"type": "integer"},
+                       "description": "alerts per kind, unfiltered"},
+            "alerts": {"type": "array", "items": alert},
+        },
+    }
+    row = {"type": "object", "additionalProperties": True, "description": "lambs, carcass_mass_g, carcass_kg, "
+           "paid_fen, market_value_fen, avg prices per kg, premium_paid_fen, premium_due_fen, shortfall_fen"}
+    report = {
+        "type": "object",
+        "required": ["chain", "height", "premium_due_fen_per_kg", "plants", "cooperatives", "herders", "total"],
+        "properties": {
+            "chain": {"type": "string"},
+            "height": {"type": "integer"},
+            "premium_due_fen_per_kg": {"type": "integer"},
+            "plants": {"type": "array", "items": row},
+            "cooperatives": {"type": "array", "items": row},
+            "herders": {"type": "array", "items": row},
+            "total": row,
+        },
+    }
+    alerts_get = _get(
+        "Fraud and anomaly signals with their evidence, newest first",
+        listing,
+        {"400": "bad_param"},
+        [
+            _query("kind", {"enum": list(ALERT_KINDS)}, "only this kind"),
+            _query("since", {"type": "integer", "minimum": 0}, "only alerts at or after this instant (ms)"),
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": 10_000, "default": 100}, "at most this many"),
+        ],
+        "audit",
+    )
+    premium_get = _get(
+        "Premium audit per plant, cooperative and herder: paid vs due (1 yuan/kg of carcass), shortfalls",
+        report,
+        {"400": "bad_param"},
+        [_query("format", {"enum": ["json", "csv"], "default": "json"}, "json, or csv for spreadsheets")],
+        "audit",
+    )
+    premium_get["get"]["responses"]["200"] = {"description": "OK", "content": {
+        "application/json": {"schema": report}, "text/csv": {"schema": {"type": "string"}}}}
+    return {"/v1/alerts": alerts_get, "/v1/reports/premium": premium_get}
+
+
+def _dashboard_paths() -> dict[str, Any]:
+    """The trace offices' dashboard (api/routes/dashboard.py)."""
+    html = {"description": "OK", "content": {"text/html": {"schema": {"type": "string"}}}}
+    summary = {
+        "type": "object",
+        "description": "counters (totals, by banner, cooperative and plant), quota use for the season's year, "
+                       "sampled block headers (height, time, log_size), consensus health",
+        "required": ["height", "totals", "banners", "cooperatives", "plants", "quota", "series", "health"],
+        "properties": {
+            "chain": {"type": "string"},
+            "node": {"type": "string"},
+            "height": {"type": "integer"},
+            "log_size": {"type": "integer"},
+            "time": {"type": ["integer", "null"]},
+            "totals": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "banners": {"type": "array", "items": {"type": "object"}},
+            "cooperatives": {"type": "object"},
+            "plants": {"type": "object"},
+            "quota": {"type": "object"},
+            "series": {"type": "array", "items": {"type": "object"}},
+            "health": {"type": "object"},
+        },
+    }
+    return {
+        "/dashboard": {
+            "get": {
+                "summary": "Trace offices' dashboard (zh, ?lang=en): live counts, quota use, season chart, "
+                           "alerts, consensus health",
+                "tags": ["operations"],
+                "parameters": [_query("lang", {"enum": ["zh", "en"], "default": "zh"}, "page language")],
+                "responses": {"200": html},
+            }
+        },
+        "/dashboard/summary": _get("What the dashboard shows, as data", summary, {}, None, "operations"),
+        "/dashboard/stream": {
+            "get": {
+                "summary": "Server-sent events: a `summary` event (id: height) at once and after every committed "
+                           "block, a heartbeat comment every 15 s",
+                "tags": ["operations"],
+                "responses": {
+                    "200": {"description": "OK", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                    "503": _err("too_many_streams"),
+                },
+            }
+        },
+    }
+
+
 def _paths() -> dict[str, Any]:
     bad = "malformed, non-canonical, too deep, or failing a parameter check"
     submit_body = {"oneOf": [_ref("SignedEvent"), {"type": "array", "minItems": 1, "items": _ref("SignedEvent")}]}
@@ -483,6 +605,39 @@ def _paths() -> dict[str, Any]:
             [_path_param("event_id", _HASH, "event id (64 hex)")],
             "events",
         ),
+        "/v1/tags": _get(
+            "Ear-tag ranges issued (to one banner office or cooperative), in tag order",
+            {
+                "type": "object",
+                "required": ["to", "ranges", "truncated"],
+                "properties": {
+                    "to": {"type": ["string", "null"]},
+                    "ranges": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "first": {"type": "string"},
+                                "last": {"type": "string"},
+                                "count": {"type": "integer"},
+                                "to": {"type": "string"},
+                                "banner": {"type": "string"},
+                                "year": {"type": "integer"},
+                                "event": _HASH,
+                                "banner_issued_that_year": {"type": ["integer", "null"]},
+                            },
+                        },
+                    },
+                    "truncated": {"type": "boolean"},
+                },
+            },
+            {"400": "bad_id, bad_param"},
+            [
+                _query("to", {"type": "string", "pattern": ID_RE.pattern}, "only ranges issued to this actor"),
+                _query("limit", {"type": "integer", "minimum": 0, "maximum": 10_000}, "at most this many (1000)"),
+            ],
+            "trace",
+        ),
         "/v1/tags/{tag}": _get(
             "A lamb's lifecycle and its committed events",
             _ref("TagLifecycle"),
@@ -505,6 +660,7 @@ def _paths() -> dict[str, Any]:
             "trace",
         ),
         **_label_check_paths(),
+        **_alert_paths(),
         "/v1/blocks/latest": _get("The tip: header, certificate, event ids", _ref("Block"),
                                   {"404": "no block yet"}, None, "ledger"),
         "/v1/blocks/{height}": _get(
@@ -583,6 +739,7 @@ def _paths() -> dict[str, Any]:
             [_path_param("label", {"type": "string", "pattern": ID_RE.pattern}, "label id")],
             "trace",
         ),
+        **_dashboard_paths(),
         "/healthz": _get(
             "Liveness",
             {"type": "object", "properties": {"ok": {"const": True}, "height": {"type": "integer"}}},
@@ -590,6 +747,19 @@ def _paths() -> dict[str, Any]:
             None,
             "operations",
         ),
+        "/v1/backup": {
+            "get": {
+                "summary": "A consistent snapshot of the node's whole store, streamed (docs/backup.md); "
+                           "loopback clients only unless configured",
+                "tags": ["operations"],
+                "responses": {
+                    "200": {"description": "The backup: framed records with a trailing SHA-256",
+                            "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                                                "format": "binary"}}}},
+                    "403": _err("forbidden: the client may not take backups"),
+                },
+            }
+        },
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics (text format 0.0.4)",

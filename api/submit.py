@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ledger import events
 from ledger.errors import DecodeError, Rejected
 
+from . import alerts
 from .runtime import CommitWaiter
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,8 +62,11 @@ def submit(
                 continue
         values.append(item)
         slots.append(i)
-    for i, r in zip(slots, node.submit(values, presorted=body_format == "msgpack") if values else []):
+    admitted = node.submit(values, presorted=body_format == "msgpack") if values else []
+    for i, r in zip(slots, admitted):
         results[i] = r
+    if any(r["status"] == "rejected" for r in admitted):
+        alerts.record_rejections(node, values, admitted)  # fraud-relevant attempts become alerts
     final: list[dict[str, Any]] = [r for r in results if r is not None]
     answer: dict[str, Any] = {"results": final}
     if wait and waiter is not None:

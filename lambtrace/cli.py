@@ -24,11 +24,14 @@ from ledger.genesis import Genesis, Params, Validator
 from . import __version__
 
 COMMAND_MODULES = (
+    "lambtrace.cmd_backup",
     "lambtrace.cmd_hsm",
     "lambtrace.cmd_verify",
     "lambtrace.cmd_labels",
     "lambtrace.cmd_network",
     "lambtrace.cmd_export",
+    "lambtrace.cmd_alerts",
+    "lambtrace.cmd_trace_office",
 )
 """Modules that add commands: each has ``register(subparsers)`` adding parsers whose
 ``func`` takes the parsed args and returns an exit code."""

@@ -305,6 +305,10 @@ def _drive_season(d: Path, state: dict[str, Any], genesis: Genesis, url: str) ->
     for line in first_rejects:
         _say(f"  rejected: {line}")
     client.wait_committed(last_ids, timeout_s=120)
+    attempts = season.dishonest_attempts()  # refused by the rules, recorded as alerts (GET /v1/alerts)
+    if attempts:
+        refused = sum(r["status"] == "rejected" for r in client.submit([a.event for a in attempts]))
+        _say(f"dishonest attempts: {refused} of {len(attempts)} refused; see {url}/v1/alerts")
     return season, first_rejects
 
 

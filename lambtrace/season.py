@@ -435,6 +435,17 @@ Spec = tuple[CastMember, str, dict[str, Any]]
 """An unsigned event: (actor, kind, body)."""
 
 
+@dataclass(frozen=True)
+class DishonestAttempt:
+    """A deliberately dishonest signed event, the code the rules refuse it with, and the
+    alert kind (``GET /v1/alerts``) it shows up as."""
+
+    event: dict[str, Any]
+    code: str
+    alert: str
+    story: str
+
+
 class Season:
     """Generates the season's signed events in an order that respects dependencies.
 
@@ -824,6 +835,76 @@ class Season:
         self._last_time = max(self._last_time, last)
         if batch:
             yield batch
+
+    def dishonest_attempts(self, *, clock: Callable[[], int] | None = None) -> list[DishonestAttempt]:
+        """A few deliberately dishonest events for after the season (the demo submits them).
+
+        Each is signed by a real cast member and refused by the rules with a fraud-relevant
+        code, so it never reaches the ledger but the node records it as an alert
+        (``GET /v1/alerts``): a herder agent applying an ear tag issued to another banner's
+        cooperative (``tag_wrong_owner``), a plant slaughtering a lamb twice
+        (``lamb_slaughtered``), a tagger re-tagging a slaughtered lamb's tag
+        (``tag_already_applied``), a tagger shipping a lamb it already shipped away
+        (``not_holder``), a plant receiving a shipment twice (``shipment_received``) and a
+        plant slaughtering a lamb it never received (``not_holder``).  Attempts the season
+        gives no material for are left out.  Uses no randomness (the season's ``rng`` and
+        so every later draw stay as they were); event times follow the season's last event
+        (or ``clock()`` if later), one millisecond apart.
+        """
+        plan = self._plan
+        specs: list[tuple[Spec, str, str, str]] = []
+        used = set(self.tags)
+        kills = sorted(plan.kills, key=lambda k: k.lamb.g)
+        # 1. an ear tag applied outside the banner it was issued to (tag resale)
+        for coop, first, count in plan.issues:
+            spare = next((t for t in (f"{first[:7]}{int(first[7:]) + i:08d}" for i in range(count)) if t not in used),
+                         None)
+            thief = next((m for m in self.cast.members if m.role == "herder_agent" and m.banner != coop.banner), None)
+            if spare is not None and thief is not None:
+                body = {"tag": spare, "herder": "h-resold", "born": f"{self.year}-04-01", "breed": "苏尼特羊",
+                        "sex": "male", "sumu": SUMU[thief.banner][0]}
+                specs.append(((thief, "lamb.tag", body), "tag_wrong_owner", "tag_outside_banner",
+                              f"{thief.id} applies ear tag {spare}, issued to {coop.id}"))
+                break
+        if kills:
+            k = kills[0]
+            # 2. a slaughtered lamb's tag presented again: slaughtered twice, then re-tagged
+            body = dict(self._kill_spec(k)[2], carcass=f"{k.carcass}-again")
+            specs.append(((k.plant, "lamb.slaughter", body), "lamb_slaughtered", "tag_after_slaughter",
+                          f"{k.plant.id} slaughters lamb {k.lamb.tag} a second time"))
+            specs.append((self._tag_spec(k.lamb), "tag_already_applied", "tag_after_slaughter",
+                          f"{k.lamb.tagger.id} tags slaughtered lamb {k.lamb.tag}'s ear tag again"))
+        # 3. a lamb shipped by a second holder: its tagger ships it again after it left
+        moved = next((x for x in plan.lambs if x.hops and not x.slaughter), None)
+        if moved is not None:
+            spec = (moved.tagger, "custody.ship",
+                    {"shipment": f"shp-{self.year}-{moved.g:08d}-x", "to": moved.hops[-1].id, "lambs": [moved.tag]})
+            specs.append((spec, "not_holder", "double_shipment",
+                          f"{moved.tagger.id} ships lamb {moved.tag} it no longer holds"))
+        # 4. a shipment received twice
+        to_plant = next((x for x in plan.shipments if x.to.role == "plant"), None)
+        if to_plant is not None:
+            specs.append(((to_plant.to, "custody.receive", {"shipment": to_plant.id}), "shipment_received",
+                          "double_receipt", f"{to_plant.to.id} receives shipment {to_plant.id} again"))
+        # 5. a plant slaughtering a lamb it never received (one still with its herder)
+        home = next((x for x in plan.lambs if not x.hops), None)
+        if home is not None and self._plants:
+            plant = self._plants[0]
+            forged: dict[str, Any] = {
+                "tag": home.tag, "carcass": f"car-{plant.id.removeprefix('plant-')}-{self.year}-x{home.g:08d}",
+                    "carcass_mass_g": 18_000, "quarantine_cert": "QC-FORGED", "price_fen_per_kg": 6500,
+                    "market_price_fen_per_kg": 6400, "date": f"{self.year}-10-01"}
+            specs.append(((plant, "lamb.slaughter", forged), "not_holder", "slaughter_without_receipt",
+                          f"{plant.id} slaughters lamb {home.tag} that never left its herder"))
+        t = max(self._last_time, self.start_ms + self.span_ms) + 1
+        if clock is not None:
+            t = max(t, clock())
+        out = []
+        for spec, code, alert, story in specs:
+            out.append(DishonestAttempt(self._sign(spec, t), code, alert, story))
+            t += 1
+        self._last_time = t - 1
+        return out
 
     def extra_lambs(
         self, n: int, *, clock: Callable[[], int] | None = None, chunk: int = 20

@@ -99,6 +99,12 @@ KINDS: dict[str, Kind] = {
             doc="file a handheld terminal and its key; its signatures count for its owner",
         ),
         Kind(
+            "device.retire",
+            ("trace_office", "banner_office"),
+            {"device": _ID, "reason": Field("str", min=1, max=256)},
+            doc="retire a (lost or broken) terminal: its key signs nothing more",
+        ),
+        Kind(
             "tags.issue",
             ("trace_office",),
             {

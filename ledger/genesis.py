@@ -45,6 +45,10 @@ class Params:
     """How far ahead of the block time an event's time may be."""
     tag_quotas: dict[str, int] = field(default_factory=dict)
     """Ear tags a banner may be issued per year; banners not named have no quota."""
+    terminal_quotas: dict[str, int] = field(default_factory=dict)
+    """Handheld terminals a banner may have in service (filed, not retired); banners not
+    named have no quota.  Written into the genesis only when non-empty, so genesis files
+    (and hashes) made before it existed stay as they were."""
     block_interval_ms: int = 500
     timeout_propose_ms: int = 3_000
     timeout_prevote_ms: int = 1_000
@@ -52,7 +56,7 @@ class Params:
     timeout_delta_ms: int = 500
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "slaughter_requires_hsm": self.slaughter_requires_hsm,
             "max_lateness_ms": self.max_lateness_ms,
             "max_future_ms": self.max_future_ms,
@@ -63,6 +67,9 @@ class Params:
             "timeout_precommit_ms": self.timeout_precommit_ms,
             "timeout_delta_ms": self.timeout_delta_ms,
         }
+        if self.terminal_quotas:
+            out["terminal_quotas"] = dict(self.terminal_quotas)
+        return out
 
 
 @dataclass(frozen=True)
@@ -186,7 +193,7 @@ def _parse(d: Any) -> Genesis:
     p = d["params"]
     if type(p) is not dict:
         raise Rejected("bad_genesis", "params must be a map")
-    known = set(Params().to_dict())
+    known = set(Params().to_dict()) | {"terminal_quotas"}
     if set(p) - known:
         raise Rejected("bad_genesis", f"unknown parameter {sorted(set(p) - known)[0]}")
     kwargs: dict[str, Any] = {}
@@ -206,6 +213,13 @@ def _parse(d: Any) -> Genesis:
         ):
             raise Rejected("bad_genesis", "tag_quotas maps county codes to non-negative counts")
         kwargs["tag_quotas"] = dict(q)
+    if "terminal_quotas" in p:
+        q = p["terminal_quotas"]
+        if type(q) is not dict or any(
+            k not in schema.COUNTIES or type(n) is not int or n < 0 for k, n in q.items()
+        ):
+            raise Rejected("bad_genesis", "terminal_quotas maps county codes to non-negative counts")
+        kwargs["terminal_quotas"] = dict(q)
     return Genesis(
         chain=chain,
         time=d["time"],

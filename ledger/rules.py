@@ -12,7 +12,8 @@ Rejection codes (besides the schema's ``malformed``, ``unknown_kind``,
 ``actor_revoked``, ``wrong_role``, ``unknown_key``, ``key_not_actor``, ``key_revoked``,
 ``key_expired``, ``key_not_yet_valid``, ``bad_signature``,
 ``hsm_required``, ``actor_exists``, ``bad_parent``, ``bad_key``, ``key_exists``,
-``device_exists``, ``wrong_banner``, ``bad_recipient``, ``tag_county_mismatch``,
+``device_exists``, ``device_quota_exceeded``, ``unknown_device``, ``device_retired``,
+``wrong_banner``, ``bad_recipient``, ``tag_county_mismatch``,
 ``tag_range_overlap``, ``quota_exceeded``, ``tag_not_issued``, ``tag_wrong_owner``,
 ``tag_already_applied``, ``chip_taken``, ``shipment_exists``, ``unknown_lamb``,
 ``not_holder``, ``lamb_in_transit``, ``lamb_slaughtered``, ``lamb_recalled``,
@@ -132,8 +133,11 @@ def _check_keys(v: StateView, ev: SignedEvent, ctx: Context) -> list[dict[str, A
         if ev.time < key["not_before"]:
             raise Rejected("key_not_yet_valid", f"key {kid} was not yet enrolled at the event's time")
         if key["device"] is not None:
+            # As with revoked actors: once a retirement is in state the terminal signs
+            # nothing more, not even events dated before it (a lost terminal's key must
+            # not sign backdated events).
             dev = v.get(f"d/{key['device']}")
-            if dev is None or (dev["retired_at"] is not None and dev["retired_at"] <= ev.time):
+            if dev is None or dev["retired_at"] is not None:
                 raise Rejected("device_retired", f"terminal {key['device']} is retired")
         keys.append(key)
     if ev.kind == "lamb.slaughter" and ctx.genesis.params.slaughter_requires_hsm:
@@ -253,6 +257,15 @@ def _device(v: StateView, ev: SignedEvent, actor: dict, ctx: Context) -> Applied
     if actor["role"] == "banner_office" and owner["banner"] != actor["banner"]:
         raise Rejected("wrong_banner", "a banner office files terminals for its own banner")
     kid, rec = _new_key(v, b["key"], owner["id"], b["device"], ev)
+    banner = owner["banner"]
+    quota = ctx.genesis.params.terminal_quotas.get(banner)
+    qkey = f"q/dev/{banner}"
+    used = v.get(qkey) or 0
+    if quota is not None and used + 1 > quota:
+        raise Rejected(
+            "device_quota_exceeded", f"banner {banner} may have {quota} terminals in service; {used} are"
+        )
+    v.put(qkey, used + 1)
     v.put(f"k/{kid}", rec)
     v.put(
         f"d/{b['device']}",
@@ -263,8 +276,31 @@ def _device(v: StateView, ev: SignedEvent, actor: dict, ctx: Context) -> Applied
             "model": b.get("model", ""),
             "registered_at": ev.time,
             "retired_at": None,
+            "banner": banner,
         },
     )
+    return Applied()
+
+
+def _device_retire(v: StateView, ev: SignedEvent, actor: dict, ctx: Context) -> Applied:
+    """Retire a terminal: its key signs nothing more, and its banner's slot is freed."""
+    b = ev.body
+    dev = v.get(f"d/{b['device']}")
+    if dev is None:
+        raise Rejected("unknown_device", f"no terminal {b['device']!r}")
+    if dev["retired_at"] is not None:
+        raise Rejected("device_retired", f"terminal {b['device']!r} is already retired")
+    owner = v.get(f"a/{dev['owner']}")
+    banner = dev.get("banner") or (owner["banner"] if owner is not None else None)
+    if actor["role"] == "banner_office" and banner != actor["banner"]:
+        raise Rejected("wrong_banner", "a banner office retires terminals of its own banner")
+    dev = dict(dev)
+    dev["retired_at"] = ev.time
+    dev["retired_reason"] = b["reason"]
+    v.put(f"d/{b['device']}", dev)
+    if banner is not None:
+        qkey = f"q/dev/{banner}"
+        v.put(qkey, max((v.get(qkey) or 0) - 1, 0))
     return Applied()
 
 
@@ -547,6 +583,7 @@ _HANDLERS: dict[str, Callable[[StateView, SignedEvent, dict, Context], Applied]]
     "actor.revoke": _revoke,
     "key.rotate": _rotate,
     "device.register": _device,
+    "device.retire": _device_retire,
     "tags.issue": _tags_issue,
     "lamb.tag": _lamb_tag,
     "custody.ship": _ship,

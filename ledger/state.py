@@ -9,6 +9,7 @@ State keys are strings with a one-letter prefix; values are canonical-encodable 
 ``r/<tag>`` ear-tag range starting at ``<tag>``: count, holder, year
 ``q/<banner>/<year>`` ear tags issued to a banner that year
 ``t/<tag>`` lamb: tagging facts, holder, status, carcass, labels, recall
+``q/dev/<banner>`` handheld terminals in service in a banner
 ``x/<chip>`` the ear tag an electronic chip is mapped to
 ``s/<id>``  shipment: from, to, lambs, received
 ``c/<id>``  carcass: lamb, plant, mass, labels, recall

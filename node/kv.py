@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from ledger.errors import StorageError
 
@@ -125,6 +125,11 @@ class LevelKV:
             yield from it
         finally:
             it.close()
+
+    def snapshot(self) -> Any:
+        """A plyvel snapshot (``get``, ``iterator``, ``close``): one point in time for
+        readers that need several reads to agree (backups)."""
+        return self._db.snapshot()
 
     def snapshot_scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         snap = self._db.snapshot()

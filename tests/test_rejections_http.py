@@ -62,6 +62,14 @@ def with_envelope(e: dict[str, Any], **changes: Any) -> dict[str, Any]:
     return {"event": env, "sigs": e["sigs"]}
 
 
+def retired_terminal(w: World) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A terminal filed for the herder agent, then retired: its key signs nothing more."""
+    key = generate("ed25519")
+    setup = [w.ev("device.register", OFFICE, {"device": "d-lost", "owner": "agent", "key": public_key_record(key)}),
+             w.ev("device.retire", OFFICE, {"device": "d-lost", "reason": "lost on the steppe"})]
+    return setup, w.tag("agent", B, signer=key)
+
+
 CASES: dict[str, Case] = {
     # -- structure --------------------------------------------------------------------
     "malformed": lambda w: ([], {"event": w.tag("agent", B)["event"]}),
@@ -108,6 +116,8 @@ CASES: dict[str, Case] = {
                                          "key": public_key_record(generate("ed25519"))})),
     "wrong_banner": lambda w: ([], w.ev("device.register", "bo", {
         "device": "d2", "owner": "coop2", "key": public_key_record(generate("ed25519"))})),
+    "unknown_device": lambda w: ([], w.ev("device.retire", OFFICE, {"device": "d-none", "reason": "lost"})),
+    "device_retired": lambda w: retired_terminal(w),
     # -- ear tags ---------------------------------------------------------------------
     "bad_recipient": lambda w: ([], w.issue("plant", "315250200000001", 10)),
     "tag_county_mismatch": lambda w: ([], w.issue("coop", "315252400000500", 10)),
@@ -197,6 +207,27 @@ def test_hsm_required_over_http() -> None:
         s.close()
 
 
+def test_device_quota_exceeded_over_http() -> None:
+    """Terminal quotas live in genesis: a world whose banner 152523 may have one terminal."""
+    from ledger.genesis import Genesis
+
+    w = World()
+    d = w.genesis.to_dict()
+    d["params"]["terminal_quotas"] = {"152523": 1}
+    w.genesis = Genesis.from_dict(d)
+    s = Served(w.new_node())
+    try:
+        assert all(r["status"] == "accepted" for r in s.submit(base(w)))
+        s.commit()
+        reg = [w.ev("device.register", OFFICE, {"device": f"d{i}", "owner": "agent",
+                                                "key": public_key_record(generate("ed25519"))}) for i in (1, 2)]
+        first, second = s.submit(reg)
+        assert first["status"] == "accepted"
+        assert (second["status"], second["code"]) == ("rejected", "device_quota_exceeded")
+    finally:
+        s.close()
+
+
 def test_duplicate_is_idempotent_over_http(served: Any) -> None:
     w, s = served
     e = w.tag("agent", B)
@@ -216,7 +247,7 @@ def test_every_rule_code_is_covered() -> None:
     from ledger import rules
 
     documented = set(re.findall(r"``([a-z_]+)``", rules.__doc__ or ""))
-    covered = set(CASES) | {"hsm_required", "duplicate"}
+    covered = set(CASES) | {"hsm_required", "duplicate", "device_quota_exceeded"}
     assert documented - covered == set(), f"codes without an HTTP test: {sorted(documented - covered)}"
 
 

@@ -10,7 +10,22 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from . import actors, blocks, checks, events, health, labels, log, pages, status, tags
+from . import (
+    actors,
+    alerts,
+    backup,
+    blocks,
+    checks,
+    dashboard,
+    events,
+    health,
+    labels,
+    log,
+    pages,
+    reports,
+    status,
+    tags,
+)
 
 BLUEPRINTS: tuple[Blueprint, ...] = (
     status.bp,
@@ -23,4 +38,8 @@ BLUEPRINTS: tuple[Blueprint, ...] = (
     actors.bp,
     health.bp,
     pages.bp,
+    dashboard.bp,
+    backup.bp,
+    alerts.bp,
+    reports.bp,
 )
