@@ -23,12 +23,8 @@ Chromium, chromedriver or selenium the browser tests skip and say which is missi
 
 from __future__ import annotations
 
-import base64
 import copy
 import json
-import os
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -40,6 +36,7 @@ import requests
 from werkzeug.serving import make_server
 
 from api import create_app
+from browser import ARTIFACTS, PHONE, browser_missing, full_page_screenshot, start_chromium
 from helpers import Served
 from helpers_api import AGENT, OFFICE, PLANT, TAG_B, ApiWorld
 from ledger import codec
@@ -51,26 +48,10 @@ from ledger.sigs import P256_ORDER
 from node.kv import MemoryKV
 from signer import generate
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-ARTIFACTS = Path(os.environ.get("LAMBTRACE_ARTIFACTS") or Path(tempfile.gettempdir()) / "lambtrace-artifacts")
 SHOTS = ARTIFACTS / "consumer-page"
 VECTORS = Path(__file__).parent / "vectors"
-PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
 RECALL_REASON = "抽检发现兽药残留超标"
 ED25519_L = 2**252 + 27742317777372353535851937790883648493
-
-
-def _browser_missing() -> str | None:
-    if not Path(CHROMIUM).exists():
-        return f"Chromium is not installed at {CHROMIUM} (Debian: apt-get install chromium)"
-    if not Path(CHROMEDRIVER).exists():
-        return f"chromedriver is not installed at {CHROMEDRIVER} (Debian: apt-get install chromium-driver)"
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed in this environment (pip install selenium)"
-    return None
 
 
 # -- the chain --------------------------------------------------------------------------------
@@ -178,22 +159,10 @@ def liar(chain: Chain) -> Iterator[TamperingServer]:
 
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    missing = _browser_missing()
+    missing = browser_missing()
     if missing:
         pytest.skip(f"no headless browser for the consumer page tests: {missing}")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-quic", "--disable-dev-shm-usage", "--window-size=390,844",
-                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
-        opts.add_argument(arg)
-    d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    d.set_page_load_timeout(30)
-    d.set_script_timeout(120)
+    d = start_chromium(tmp_path_factory.mktemp("chromium-profile"), window="390,844", script_timeout_s=120)
     d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", PHONE)
     yield d
     d.quit()
@@ -219,19 +188,7 @@ def text(driver: Any, css: str) -> str:
 
 def screenshot(driver: Any, name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     """A full-page PNG at the phone viewport, in tmp_path and copied to SHOTS (printed)."""
-    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": PHONE["width"], "height": max(size["height"], PHONE["height"]),
-                 "scale": 1}})
-    path = tmp_path / f"{name}.png"
-    path.write_bytes(base64.b64decode(shot["data"]))
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    kept = SHOTS / path.name
-    shutil.copyfile(path, kept)
-    with capsys.disabled():
-        print(f"\n  screenshot: {kept}")
-    return kept
+    return full_page_screenshot(driver, name, PHONE, tmp_path, SHOTS, capsys)
 
 
 def clear_language(driver: Any, base: str) -> None:

@@ -16,11 +16,7 @@ skip and say which is missing.
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -33,29 +29,13 @@ from werkzeug.serving import make_server
 
 from api import create_app
 from api.routes import dashboard
+from browser import ARTIFACTS, DESKTOP, PHONE, browser_missing, full_page_screenshot, start_chromium
 from helpers import Served, wait_until
 from helpers_api import AGENT, ApiWorld
 from node.kv import MemoryKV
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-ARTIFACTS = Path(os.environ.get("LAMBTRACE_ARTIFACTS") or Path(tempfile.gettempdir()) / "lambtrace-artifacts")
 SHOTS = ARTIFACTS / "dashboard"
-PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
-DESKTOP = {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False}
 COUNTERS = ("tags_issued", "tagged", "shipped", "received", "slaughtered", "labelled")
-
-
-def _browser_missing() -> str | None:
-    if not Path(CHROMIUM).exists():
-        return f"Chromium is not installed at {CHROMIUM} (Debian: apt-get install chromium)"
-    if not Path(CHROMEDRIVER).exists():
-        return f"chromedriver is not installed at {CHROMEDRIVER} (Debian: apt-get install chromium-driver)"
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed in this environment (pip install selenium)"
-    return None
 
 
 class Season:
@@ -238,22 +218,10 @@ def test_stream_heartbeat_bounds_and_clean_close(monkeypatch: pytest.MonkeyPatch
 
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    missing = _browser_missing()
+    missing = browser_missing()
     if missing:
         pytest.skip(f"no headless browser for the dashboard tests: {missing}")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-quic", "--disable-dev-shm-usage", "--window-size=1280,900",
-                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
-        opts.add_argument(arg)
-    d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    d.set_page_load_timeout(30)
-    d.set_script_timeout(60)
+    d = start_chromium(tmp_path_factory.mktemp("chromium-profile"), window="1280,900")
     yield d
     d.quit()
 
@@ -264,20 +232,7 @@ def _viewport(driver: Any, metrics: dict[str, Any]) -> None:
 
 def screenshot(driver: Any, name: str, metrics: dict[str, Any], tmp_path: Path,
                capsys: pytest.CaptureFixture[str]) -> Path:
-    """A full-page PNG at the given viewport, in tmp_path and copied to SHOTS (printed)."""
-    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": metrics["width"], "height": max(size["height"], metrics["height"]),
-                 "scale": 1}})
-    path = tmp_path / f"{name}.png"
-    path.write_bytes(base64.b64decode(shot["data"]))
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    kept = SHOTS / path.name
-    shutil.copyfile(path, kept)
-    with capsys.disabled():
-        print(f"\n  screenshot: {kept}")
-    return kept
+    return full_page_screenshot(driver, name, metrics, tmp_path, SHOTS, capsys)
 
 
 def _open(driver: Any, url: str) -> None:
