@@ -152,3 +152,30 @@ def pid_alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return False
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` ports free on 127.0.0.1, drawn below the kernel's ephemeral range (32768+),
+    so that sockets other processes open with port 0 cannot take them before we bind."""
+    import random
+    import socket
+
+    rng = random.Random()
+    chosen: list[int] = []
+    for _ in range(10_000):
+        if len(chosen) == n:
+            return chosen
+        p = rng.randrange(20_000, 32_000)
+        if p in chosen:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                continue
+        chosen.append(p)
+    raise RuntimeError("no free ports")
+
+
+def free_port() -> int:
+    return free_ports(1)[0]

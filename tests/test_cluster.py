@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,7 +23,7 @@ import pytest
 import requests
 
 from api.client import Client
-from helpers import OFFICE, World, wait_until
+from helpers import OFFICE, World, free_ports, wait_until
 from lambtrace.config import NodeConfig, genesis_to_json
 from ledger.genesis import Genesis, Params, Validator
 from node.faultproxy import FaultProxy
@@ -33,16 +32,6 @@ from test_rejections_http import base
 
 pytestmark = pytest.mark.cluster
 NAMES = ["league", "banner-152523", "banner-152524", "banner-152526"]
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 class RealCluster:

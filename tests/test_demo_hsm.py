@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -22,18 +21,12 @@ from typing import Any
 import pytest
 import requests
 
-from helpers import wait_until
+from helpers import free_port, wait_until
 
 pytestmark = pytest.mark.cluster
 
 SOFTHSM_MODULE = os.environ.get("LAMBTRACE_PKCS11_MODULE") or "/usr/lib/softhsm/libsofthsm2.so"
 HAVE_SOFTHSM = Path(SOFTHSM_MODULE).is_file() and shutil.which("softhsm2-util") is not None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _alive(pid: int) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,19 +15,13 @@ import pytest
 import requests
 
 from api.client import Client
-from helpers import World, wait_until
+from helpers import World, free_port, wait_until
 from lambtrace.config import NodeConfig, genesis_to_json
 from ledger import merkle
 from signer import save_key_file
 from test_rejections_http import A, base, slaughtered
 
 pytestmark = pytest.mark.cluster
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start(cfg: Path, log: Path) -> subprocess.Popen[bytes]:

@@ -507,14 +507,13 @@ def test_a_validator_node_signs_blocks_with_its_hsm_key(hsm: Hsm, tmp_path: Path
     """A node process whose config names a pkcs11: key commits blocks whose certificate
     the token signed (with several validators the double-sign guard file stays in the
     node's data directory, outside the token: node/consensus.py FileGuard)."""
-    import socket
     import sys
     import time as _time
 
     import requests
 
     from api.client import Client
-    from helpers import OFFICE, World, wait_until
+    from helpers import OFFICE, World, free_port, wait_until
     from lambtrace.config import NodeConfig, genesis_to_json
     from ledger.blocks.certificate import CommitCertificate, verify_commit
     from ledger.genesis import Genesis, Params, Validator
@@ -528,9 +527,7 @@ def test_a_validator_node_signs_blocks_with_its_hsm_key(hsm: Hsm, tmp_path: Path
                 params=Params())
     w.genesis = Genesis.from_dict(g.to_dict())
     (tmp_path / "genesis.json").write_text(genesis_to_json(w.genesis))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cfg = NodeConfig(name="league", genesis=tmp_path / "genesis.json", data=tmp_path / "data",
                      listen=f"127.0.0.1:{port}", key=hsm.spec("lt-main", "validator-key"))
     cfg.save(tmp_path / "config.json")
