@@ -66,8 +66,12 @@ class RealCluster:
             cfg.save(tmp / f"{n}.json")
             self.configs[n] = tmp / f"{n}.json"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        for n in NAMES:
-            self.start(n)
+        try:
+            for n in NAMES:
+                self.start(n)
+        except BaseException:
+            self.close()  # a half-started cluster must not leave node processes behind
+            raise
 
     def url(self, n: str) -> str:
         return f"http://127.0.0.1:{self.api[n]}"
