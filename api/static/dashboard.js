@@ -7,53 +7,26 @@
 // between blocks.  Charts are inline SVG drawn here; nothing is loaded from elsewhere.
 // Language: Chinese by default; ?lang= wins, else the choice remembered in localStorage.
 
+import { applyStrings, otherLang, pickLang, translate } from "./i18n.js";
+
 const DATA = JSON.parse(document.getElementById("page-data").textContent);
 const STRINGS = DATA.strings;
-const LANG_KEY = "lambtrace.lang";
 const SVG = "http://www.w3.org/2000/svg";
 let lang = pickLang();
 let current = DATA.summary;
 let alertsState = { kind: "loading" };
 let statusExtra = null;
 
-function pickLang() {
-  const asked = new URLSearchParams(location.search).get("lang");
-  if (asked === "zh" || asked === "en") return asked;
-  try {
-    const kept = localStorage.getItem(LANG_KEY);
-    if (kept === "zh" || kept === "en") return kept;
-  } catch {
-    // storage may be disabled: Chinese it is
-  }
-  return "zh";
-}
-
 function t(key) {
-  return STRINGS[lang][key] ?? STRINGS.zh[key] ?? key;
+  return translate(STRINGS, lang, key);
 }
 
 function applyLang() {
-  document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
-  for (const node of document.querySelectorAll("[data-i18n]")) {
-    const text = STRINGS[lang][node.dataset.i18n];
-    if (text !== undefined) node.textContent = text;
-  }
-  for (const node of document.querySelectorAll("[data-i18n-label]")) node.setAttribute("aria-label", t(node.dataset.i18nLabel));
-  document.title = t("title");
+  applyStrings(STRINGS, lang);
 }
 
 function switchLang() {
-  lang = lang === "zh" ? "en" : "zh";
-  try {
-    localStorage.setItem(LANG_KEY, lang);
-  } catch {
-    // not remembered, still switched
-  }
-  const url = new URL(location.href);
-  if (url.searchParams.has("lang")) {
-    url.searchParams.set("lang", lang);
-    history.replaceState(null, "", url);
-  }
+  lang = otherLang(lang);
   applyLang();
   render(current);
 }

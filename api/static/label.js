@@ -16,6 +16,7 @@
 //    scan count and any clone warning once the label has been verified or is flagged.
 //    These are the node's own records, not part of the verified story.
 
+import { applyStrings, otherLang, pickLang, translate } from "./i18n.js";
 import * as V from "./verify.js";
 
 const data = JSON.parse(document.getElementById("page-data").textContent);
@@ -68,47 +69,18 @@ const CHECK_STRINGS = {
   },
 };
 for (const [l, table] of Object.entries(CHECK_STRINGS)) STRINGS[l] = { ...table, ...STRINGS[l] };
-const LANG_KEY = "lambtrace.lang";
 let lang = pickLang();
 
-function pickLang() {
-  const asked = new URLSearchParams(location.search).get("lang");
-  if (asked === "zh" || asked === "en") return asked;
-  try {
-    const kept = localStorage.getItem(LANG_KEY);
-    if (kept === "zh" || kept === "en") return kept;
-  } catch {
-    // storage may be disabled (private mode): Chinese it is
-  }
-  return "zh";
-}
-
 function t(key) {
-  return STRINGS[lang][key] ?? STRINGS.zh[key] ?? key;
+  return translate(STRINGS, lang, key);
 }
 
 function applyLang() {
-  document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
-  for (const el of document.querySelectorAll("[data-i18n]")) {
-    const text = STRINGS[lang][el.dataset.i18n];
-    if (text !== undefined) el.textContent = text;
-  }
-  for (const el of document.querySelectorAll("[data-i18n-label]")) el.setAttribute("aria-label", t(el.dataset.i18nLabel));
-  document.title = t("title");
+  applyStrings(STRINGS, lang);
 }
 
 function switchLang() {
-  lang = lang === "zh" ? "en" : "zh";
-  try {
-    localStorage.setItem(LANG_KEY, lang);
-  } catch {
-    // not remembered, still switched
-  }
-  const url = new URL(location.href);
-  if (url.searchParams.has("lang")) {
-    url.searchParams.set("lang", lang);
-    history.replaceState(null, "", url);
-  }
+  lang = otherLang(lang);
   applyLang();
 }
 
