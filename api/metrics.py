@@ -68,6 +68,8 @@ def render(node: Node, http: HttpCounters, role: str) -> str:
                    [({}, node.sigcache.hits)])
     out += _family("lambtrace_sigcache_misses_total", "counter", "Signature verifications done in full.",
                    [({}, node.sigcache.misses)])
+    out += _family("lambtrace_sig_jobs_total", "counter", "Signatures handed to the verification workers.",
+                   [({}, m.sig_jobs)])
     out += _family(
         "lambtrace_http_requests_total", "counter", "HTTP requests served, by route, method and status.",
         [

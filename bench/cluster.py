@@ -167,6 +167,7 @@ def main() -> int:
             out["latency_events"] = len(latencies)
             out["commit_latency_p50_ms"] = round(statistics.median(latencies) * 1000, 1)
             out["commit_latency_p99_ms"] = round(latencies[int(0.99 * (len(latencies) - 1))] * 1000, 1)
+        out["node_counters"] = {n: _counters(sess, u) for n, u in zip(NAMES, urls)}
     finally:
         for p in procs:
             p.terminate()
@@ -184,6 +185,18 @@ def main() -> int:
     out["meets_latency_target"] = out.get("commit_latency_p99_ms", 1e9) < 1000
     print(json.dumps(out))
     return 0
+
+
+def _counters(sess: requests.Session, url: str) -> dict[str, float]:
+    """A node's work counters from ``/metrics``: events committed and signatures checked."""
+    want = {"lambtrace_committed_events_total", "lambtrace_sig_jobs_total", "lambtrace_sigcache_hits_total",
+            "lambtrace_sigcache_misses_total", "lambtrace_events_submitted_total", "lambtrace_blocks_total"}
+    out: dict[str, float] = {}
+    for line in sess.get(url + "/metrics", timeout=5).text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in want:
+            out[name.removeprefix("lambtrace_").removesuffix("_total")] = float(value)
+    return out
 
 
 if __name__ == "__main__":

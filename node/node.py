@@ -110,6 +110,8 @@ class Metrics:
     blocks: int = 0
     committed_events: int = 0
     last_block_ms: float = 0.0
+    sig_jobs: int = 0
+    """Signatures handed to the verification workers."""
 
     def reject(self, code: str) -> None:
         self.rejected[code] = self.rejected.get(code, 0) + 1
@@ -273,6 +275,7 @@ class Node:
                     if key is not None:
                         jobs.append((key["alg"], key["pub"], msg, sig))
             if jobs:
+                self.metrics.sig_jobs += len(jobs)
                 out.append((start, jobs, self._pool.submit(_verify_jobs, jobs)))
         return out
 
