@@ -70,6 +70,9 @@ def render(node: Node, http: HttpCounters, role: str) -> str:
                    [({}, node.sigcache.misses)])
     out += _family("lambtrace_sig_jobs_total", "counter", "Signatures handed to the verification workers.",
                    [({}, m.sig_jobs)])
+    out += _family("lambtrace_events_reexecuted_total", "counter",
+                   "Events whose rules ran again (a block in another order than this mempool's, a recheck).",
+                   [({}, m.reexecuted)])
     out += _family(
         "lambtrace_http_requests_total", "counter", "HTTP requests served, by route, method and status.",
         [

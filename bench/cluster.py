@@ -190,7 +190,8 @@ def main() -> int:
 def _counters(sess: requests.Session, url: str) -> dict[str, float]:
     """A node's work counters from ``/metrics``: events committed and signatures checked."""
     want = {"lambtrace_committed_events_total", "lambtrace_sig_jobs_total", "lambtrace_sigcache_hits_total",
-            "lambtrace_sigcache_misses_total", "lambtrace_events_submitted_total", "lambtrace_blocks_total"}
+            "lambtrace_sigcache_misses_total", "lambtrace_events_reexecuted_total",
+            "lambtrace_events_submitted_total", "lambtrace_blocks_total"}
     out: dict[str, float] = {}
     for line in sess.get(url + "/metrics", timeout=5).text.splitlines():
         name, _, value = line.partition(" ")

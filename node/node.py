@@ -90,6 +90,9 @@ class SigCache:
             self.add(k)
         return ok
 
+    def __contains__(self, k: tuple[str, bytes, bytes, bytes]) -> bool:
+        return k in self._ok
+
     def add(self, k: tuple[str, bytes, bytes, bytes]) -> None:
         if len(self._ok) >= self.max_entries:
             # drop the oldest half; dicts keep insertion order
@@ -112,6 +115,8 @@ class Metrics:
     last_block_ms: float = 0.0
     sig_jobs: int = 0
     """Signatures handed to the verification workers."""
+    reexecuted: int = 0
+    """Events whose rules ran again: a peer's block not in this mempool's order, or a recheck."""
 
     def reject(self, code: str) -> None:
         self.rejected[code] = self.rejected.get(code, 0) + 1
@@ -263,17 +268,20 @@ class Node:
         if self._pool is None or len(parsed) < 32:
             return []
         out: list[tuple[int, list[_Job], Future[list[int]]]] = []
+        known = self.sigcache  # verified before (an event admitted here, then proposed)
         chunk = 128 if isinstance(self._pool, ProcessPoolExecutor) else 64  # fewer, larger hand-offs to processes
         for start in range(0, len(parsed), chunk):
             jobs: list[_Job] = []
             for ev in parsed[start : start + chunk]:
-                if not isinstance(ev, SignedEvent):
-                    continue
+                if not isinstance(ev, SignedEvent) or ev.id in self._mempool:
+                    continue  # a duplicate, or admitted already: its signatures were checked then
                 msg = ev.signing_bytes()
                 for kid, sig in ev.sigs:
                     key = self._check.state_get(f"k/{kid}")
                     if key is not None:
-                        jobs.append((key["alg"], key["pub"], msg, sig))
+                        job = (key["alg"], key["pub"], msg, sig)
+                        if job not in known:
+                            jobs.append(job)
             if jobs:
                 self.metrics.sig_jobs += len(jobs)
                 out.append((start, jobs, self._pool.submit(_verify_jobs, jobs)))
@@ -360,17 +368,23 @@ class Node:
                 )
                 if fast.header == header:
                     return fast
+            # Events admitted here were parsed then: reuse them when the bytes are the same.
+            admitted = {e.ev.leaf: e.ev for e in self._mempool.values()}
             events = []
             for leaf in leaves:
-                try:
-                    events.append(parse_leaf(leaf, self.limits))
-                except Rejected:
-                    return None
+                ev = admitted.get(leaf)
+                if ev is None:
+                    try:
+                        ev = parse_leaf(leaf, self.limits)
+                    except Rejected:
+                        return None
+                events.append(ev)
             # Events this node has not admitted yet (the proposal outran the relay) have
             # unverified signatures: check them on the workers, not one by one here.
             for _start, jobs, fut in self._preverify(list(events)):
                 for k in fut.result():
                     self.sigcache.add(jobs[k])
+            self.metrics.reexecuted += len(events)
             built = build_block(
                 self.store, self.store.frontier, self.genesis, height=header.height, prev=header.prev,
                 time_ms=header.time, proposer=header.proposer, candidates=events, max_events=len(events),
@@ -445,6 +459,7 @@ class Node:
         if not self._mempool:
             return
         ctx = Context(self.genesis, max(self.clock(), self._min_time()), self.sigcache.verify)
+        self.metrics.reexecuted += len(self._mempool)
         for eid, entry in list(self._mempool.items()):
             try:
                 child, applied = try_event(self._check, entry.ev, ctx)
