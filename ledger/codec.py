@@ -60,24 +60,35 @@ def encode(value: Value) -> bytes:
 
 def _check_shape(value: Value, limit: int) -> None:
     """Depth, str keys in UTF-8 order, no floats: what re-packing alone cannot see."""
-    stack: list[tuple[Value, int]] = [(value, 1)]
-    while stack:
-        v, d = stack.pop()
-        t = type(v)
-        if t is dict:
-            if d > limit:
-                raise DecodeError(f"nesting deeper than {limit}", code="too_deep")
-            keys = list(v)
-            for k in keys:
-                if type(k) is not str:
-                    raise DecodeError("map keys must be strings", code="malformed")
-            if keys != sorted(keys):
-                raise DecodeError("map keys are not in canonical order", code="non_canonical")
-            stack.extend((x, d + 1) for x in v.values())
-        elif t is list:
-            if d > limit:
-                raise DecodeError(f"nesting deeper than {limit}", code="too_deep")
-            stack.extend((x, d + 1) for x in v)
+    t = type(value)
+    if t is dict or t is list:
+        _check_container(value, 1, limit)
+    elif t is float:
+        raise DecodeError("floats are not allowed", code="non_canonical")
+
+
+def _check_container(v: dict[str, Value] | list[Value], d: int, limit: int) -> None:
+    if d > limit:
+        raise DecodeError(f"nesting deeper than {limit}", code="too_deep")
+    if type(v) is dict:
+        keys = list(v)
+        # msgpack's strict_map_key lets only str and bytes keys through; sorting a mix
+        # raises TypeError, and an all-bytes map is caught by its first key.
+        try:
+            in_order = keys == sorted(keys)
+        except TypeError:
+            raise DecodeError("map keys must be strings", code="malformed") from None
+        if keys and type(keys[0]) is not str:
+            raise DecodeError("map keys must be strings", code="malformed")
+        if not in_order:
+            raise DecodeError("map keys are not in canonical order", code="non_canonical")
+        items: Any = v.values()
+    else:
+        items = v
+    for x in items:
+        t = type(x)
+        if t is dict or t is list:
+            _check_container(x, d + 1, limit)
         elif t is float:
             raise DecodeError("floats are not allowed", code="non_canonical")
 

@@ -261,14 +261,16 @@ def sign(env: dict[str, Any], *signers: Signer) -> dict[str, Any]:
 _ENVELOPE_KEYS = {"v", "chain", "kind", "actor", "time", "body"}
 
 
-def parse_unverified(value: Any, limits: Limits = DEFAULT_LIMITS, *, presorted: bool = False) -> SignedEvent:
+def parse_unverified(value: Any, limits: Limits = DEFAULT_LIMITS, *, presorted: bool = False,
+                     leaf: bytes | None = None) -> SignedEvent:
     """Check the structure and body schema of an untrusted signed event value.
 
     Raises :class:`Rejected` with ``malformed``, ``bad_version``, ``unknown_kind``,
     ``unknown_field``, ``missing_field``, ``bad_field``, ``missing_signature`` or
     ``too_large``.  Cheap checks only: no signature is verified here.  ``presorted`` says
     the value came out of :func:`ledger.codec.decode` (so it is already canonical and its
-    bytes need no re-sorting).
+    bytes need no re-sorting); ``leaf``, with ``presorted``, the canonical bytes it was
+    decoded from (so they need not be encoded again).
     """
     if type(value) is not dict or set(value) != {"event", "sigs"}:
         raise Rejected("malformed", 'a signed event is a map with exactly "event" and "sigs"')
@@ -310,7 +312,8 @@ def parse_unverified(value: Any, limits: Limits = DEFAULT_LIMITS, *, presorted: 
     try:
         if presorted:
             env_bytes = codec.encode_canonical_value(env)
-            leaf = codec.encode_canonical_value(value)
+            if leaf is None:
+                leaf = codec.encode_canonical_value(value)
         else:
             env = codec.canonicalize(env)
             env_bytes = codec.encode(env)
@@ -334,7 +337,7 @@ def parse_leaf(leaf: bytes, limits: Limits = DEFAULT_LIMITS) -> SignedEvent:
         value = codec.decode(leaf, limits, max_bytes=limits.max_event_bytes)
     except DecodeError as exc:
         raise Rejected(exc.code, exc.message) from exc
-    return parse_unverified(value, limits, presorted=True)
+    return parse_unverified(value, limits, presorted=True, leaf=bytes(leaf))
 
 
 def from_json(value: Any) -> Any:

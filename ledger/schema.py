@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,102 @@ def check(spec: dict[str, Field], value: Any, path: str = "body", limits: Limits
 
     Codes: ``unknown_field``, ``missing_field``, ``bad_field``.
     """
+    if _fits(spec, value, limits):
+        return
+    _explain(spec, value, path, limits)
+
+
+# A compiled predicate per spec answers the common case (a valid body) several times
+# faster than the walk below; anything it does not accept is walked again to name the
+# first fault.  A predicate is never looser than the walk: it only accepts a value the
+# walk accepts (tests/test_schema.py compares the two on every kind and many faults).
+_Pred = Callable[[Any], bool]
+_COMPILED: dict[tuple[int, int], tuple[dict[str, Field], _Pred]] = {}
+
+
+def _fits(spec: dict[str, Field], value: Any, limits: Limits) -> bool:
+    key = (id(spec), id(limits))
+    hit = _COMPILED.get(key)
+    if hit is None or hit[0] is not spec:
+        hit = (spec, _compile_map(spec, limits))
+        _COMPILED[key] = hit
+    return hit[1](value)
+
+
+def _compile_map(spec: dict[str, Field], limits: Limits) -> _Pred:
+    fields = [(name, f.required, _compile(f, limits)) for name, f in spec.items()]
+    known = frozenset(spec)
+
+    def fits(v: Any) -> bool:
+        if type(v) is not dict or not known.issuperset(v):
+            return False
+        for name, required, pred in fields:
+            x = v.get(name, _ABSENT)
+            if x is _ABSENT:
+                if required:
+                    return False
+            elif not pred(x):
+                return False
+        return True
+
+    return fits
+
+
+def _compile(f: Field, limits: Limits) -> _Pred:
+    t = f.type
+    if t in ("str", "id", "tag", "chip", "date", "county", "enum"):
+        most = f.max if (t == "str" and f.max) else limits.max_str_chars
+        if t == "str":
+            least = f.min if f.min is not None else 0
+            return lambda v: type(v) is str and least <= len(v) <= most
+        if t == "id":
+            return lambda v: type(v) is str and len(v) <= most and ID_RE.match(v) is not None
+        if t == "tag":
+            return lambda v: (type(v) is str and len(v) <= most and TAG_RE.match(v) is not None
+                              and v[1:7] in COUNTIES)
+        if t == "chip":
+            return lambda v: type(v) is str and len(v) <= most and CHIP_RE.match(v) is not None
+        if t == "date":
+            return lambda v: type(v) is str and len(v) <= most and DATE_RE.match(v) is not None and _is_date(v)
+        if t == "county":
+            return lambda v: type(v) is str and len(v) <= most and v in COUNTIES
+        choices = frozenset(f.choices)
+        return lambda v: type(v) is str and len(v) <= most and v in choices
+    if t == "int":
+        lo = f.min if f.min is not None else -(2**63)
+        hi = f.max if f.max is not None else 2**64 - 1
+        return lambda v: type(v) is int and lo <= v <= hi
+    if t == "bool":
+        return lambda v: type(v) is bool
+    if t == "bytes":
+        size, most = f.size, limits.max_str_chars
+        if size is not None:
+            return lambda v: type(v) is bytes and len(v) == size and size <= most
+        return lambda v: type(v) is bytes and len(v) <= most
+    if t == "list":
+        assert f.item is not None  # schema declaration, not input
+        item = _compile(f.item, limits)
+        lo = f.min if f.min is not None else 0
+        hi = min(f.max if f.max is not None else limits.max_list_items, limits.max_list_items)
+        return lambda v: type(v) is list and lo <= len(v) <= hi and all(map(item, v))
+    if t == "map":
+        return _compile_map(f.fields, limits)
+    return lambda v: False  # unknown declaration: the walk raises
+
+
+def _is_date(v: str) -> bool:
+    try:
+        _dt.date.fromisoformat(v)
+    except ValueError:
+        return False
+    return True
+
+
+_ABSENT = object()
+
+
+def _explain(spec: dict[str, Field], value: Any, path: str, limits: Limits) -> None:
+    """The walk: raise for the first fault of ``value`` against ``spec``."""
     if type(value) is not dict:
         raise _bad(path, "must be a map")
     for k in value:
@@ -141,7 +238,7 @@ def _check_value(f: Field, v: Any, path: str, limits: Limits) -> None:
         for i, x in enumerate(v):
             _check_value(f.item, x, f"{path}[{i}]", limits)
     elif t == "map":
-        check(f.fields, v, path, limits)
+        _explain(f.fields, v, path, limits)
     else:  # pragma: no cover - schema declaration error
         raise RuntimeError(f"unknown field type {t}")
 

@@ -292,16 +292,10 @@ class ConsensusDriver:
             leaves = self._events_q.get()
             if leaves is None:
                 return
-            values = []
-            for leaf in leaves[: limits.max_events_per_request]:
-                if type(leaf) is bytes:
-                    try:
-                        values.append(codec.decode(leaf, limits, max_bytes=limits.max_event_bytes))
-                    except LedgerError:
-                        continue
+            values = [leaf for leaf in leaves[: limits.max_events_per_request] if type(leaf) is bytes]
             if values:
                 try:
-                    self.node.submit(values, presorted=True, local=False)
+                    self.node.submit_leaves(values, local=False)
                 except LedgerError as exc:
                     log.debug("relayed events refused: %s", exc.code)
                 except Exception:  # admission of relayed events is best effort

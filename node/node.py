@@ -205,6 +205,23 @@ class Node:
                 parsed.append(parse_unverified(v, self.limits, presorted=presorted))
             except Rejected as exc:
                 parsed.append(exc)
+        return self.submit_parsed(parsed, local=local)
+
+    def submit_leaves(self, leaves: Sequence[bytes], *, local: bool = False) -> list[dict[str, Any]]:
+        """:meth:`submit` for events as canonical leaf bytes (relayed by a peer)."""
+        if len(leaves) > self.limits.max_events_per_request:
+            raise Rejected("too_many_events", f"at most {self.limits.max_events_per_request} events a request")
+        parsed: list[SignedEvent | Rejected] = []
+        for leaf in leaves:
+            try:
+                parsed.append(parse_leaf(leaf, self.limits))
+            except Rejected as exc:
+                parsed.append(exc)
+        return self.submit_parsed(parsed, local=local)
+
+    def submit_parsed(self, parsed: list[SignedEvent | Rejected], *, local: bool) -> list[dict[str, Any]]:
+        """Admit events parsed by :meth:`submit` or :meth:`submit_leaves` (a :class:`Rejected`
+        stands for one that did not parse)."""
         pending = self._preverify(parsed)
         results = []
         with self._lock:
