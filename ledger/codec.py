@@ -23,6 +23,9 @@ _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 
 
+_SCALARS = frozenset({str, bytes, bool, type(None)})
+
+
 def canonicalize(value: Value) -> Value:
     """A copy of ``value`` with every map's keys sorted; refuses what has no canonical form.
 
@@ -33,10 +36,17 @@ def canonicalize(value: Value) -> Value:
     t = type(value)
     if t is dict:
         out = {}
-        for k in sorted(value):
+        try:
+            keys = sorted(value)
+        except TypeError:
+            raise DecodeError("map keys must be strings", code="non_canonical") from None
+        for k in keys:
             if type(k) is not str:
                 raise DecodeError("map keys must be strings", code="non_canonical")
-            out[k] = canonicalize(value[k])
+            x = value[k]
+            tx = type(x)
+            # scalars inline: most of a record's values, and a call each is most of the cost
+            out[k] = x if tx in _SCALARS or (tx is int and _INT_MIN <= x <= _INT_MAX) else canonicalize(x)
         return out
     if t is list or t is tuple:
         return [canonicalize(v) for v in value]

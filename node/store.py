@@ -193,7 +193,7 @@ class ChainStore:
             for i, ev in enumerate(built.events):
                 idx = first + i
                 puts[b"L" + _u64(idx)] = ev.leaf
-                puts[b"E" + ev.id] = codec.encode([h.height, idx])
+                puts[b"E" + ev.id] = codec.encode_canonical_value([h.height, idx])  # ints only: canonical as packed
                 for tag in built.applied[i].tags:
                     puts[b"T" + tag.encode() + b"/" + _u64(idx)] = b""
             for level, index, node in built.new_nodes:
