@@ -171,12 +171,20 @@ class Client:
         """``GET /v1/labels/<label>``: the label summary."""
         return self._json(f"/v1/labels/{label}")
 
-    def label_proof(self, label: str, *, raw: bool = False) -> Any:
+    def label_proof(self, label: str, *, raw: bool = False, genesis: bool = False) -> Any:
         """``GET /v1/labels/<label>/proof``: the proof bundle as JSON (hex strings), or with
-        ``raw`` its canonical msgpack bytes (real bytes inside, for offline verifiers)."""
+        ``raw`` its canonical msgpack bytes (real bytes inside, for offline verifiers).
+        With ``genesis`` the bundle embeds the genesis document (``?genesis=1``)."""
+        path = f"/v1/labels/{label}/proof"
+        params = {"genesis": "1"} if genesis else None
         if not raw:
-            return self._json(f"/v1/labels/{label}/proof")
-        return self._send("GET", f"/v1/labels/{label}/proof", headers={"Accept": MSGPACK}).content
+            return self._json(path, params)
+        return self._send("GET", path, params=params, headers={"Accept": MSGPACK}).content
+
+    def genesis(self) -> dict[str, Any]:
+        """``GET /v1/genesis``: the node's genesis document (``pub`` as hex).  Untrusted:
+        check that it hashes to the genesis hash you trust."""
+        return self._json("/v1/genesis")
 
     def block(self, height: int | str = "latest") -> dict[str, Any]:
         """``GET /v1/blocks/<height>`` (or ``latest``): header with hash, certificate, event ids."""

@@ -305,12 +305,12 @@ def _components() -> dict[str, Any]:
         },
         "LabelProof": {
             "type": "object",
-            "description": "see docs/label-proof.md",
-            "required": ["format", "genesis_hash", "label", "checkpoint", "events"],
+            "description": "see docs/label-proof.md (format v2; verifiers also read archived v1 bundles)",
+            "required": ["format", "genesis_hash", "label", "checkpoint", "events", "proof", "gaps"],
             "properties": {
-                "format": {"const": "lambtrace-label-proof/v1"},
+                "format": {"const": "lambtrace-label-proof/v2"},
                 "genesis_hash": _HASH,
-                "genesis": {"type": "object", "description": "the genesis document (pub keys as hex)"},
+                "genesis": {**_ref("Genesis"), "description": "only with ?genesis=1"},
                 "label": {"type": "string"},
                 "checkpoint": {
                     "type": "object",
@@ -318,16 +318,47 @@ def _components() -> dict[str, Any]:
                 },
                 "events": {
                     "type": "array",
+                    "description": "ascending by index, no index twice",
                     "items": {
                         "type": "object",
+                        "required": ["leaf", "index"],
                         "properties": {
                             "leaf": {**_HEX, "description": "canonical signed event"},
                             "index": {"type": "integer"},
-                            "proof": {"type": "array", "items": _HASH},
                         },
                     },
                 },
+                "proof": {
+                    "type": "array",
+                    "items": _HASH,
+                    "description": "one multiproof of every event's leaf against checkpoint.header.log_root: "
+                                   "the hashes of the subtrees holding no event, left to right",
+                },
                 "gaps": {"type": "array", "items": {"type": "object"}},
+            },
+        },
+        "Genesis": {
+            "type": "object",
+            "description": "ledger.genesis: its hash H(lambtrace/genesis/v1, canonical msgpack) anchors every proof",
+            "required": ["chain", "time", "validators", "trace_office", "params"],
+            "properties": {
+                "chain": {"type": "string"},
+                "time": {"type": "integer"},
+                "validators": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "name": {"type": "string"},
+                            "banner": {"type": "string"},
+                            "alg": {"type": "string"},
+                            "pub": _HEX,
+                            "power": {"type": "integer"},
+                        },
+                    },
+                },
+                "trace_office": {"type": "object", "description": "id, banner, name, keys [{alg, pub, storage}]"},
+                "params": {"type": "object"},
             },
         },
         "ConsistencyProof": {
@@ -653,10 +684,22 @@ def _paths() -> dict[str, Any]:
             "trace",
         ),
         "/v1/labels/{label}/proof": _get(
-            "Offline-verifiable proof bundle (lambtrace-label-proof/v1)",
+            "Offline-verifiable proof bundle (lambtrace-label-proof/v2)",
             _ref("LabelProof"),
-            {"400": "bad_label", "404": "not_found"},
-            [_path_param("label", {"type": "string", "pattern": ID_RE.pattern}, "label id")],
+            {"400": "bad_label, bad_param", "404": "not_found"},
+            [
+                _path_param("label", {"type": "string", "pattern": ID_RE.pattern}, "label id"),
+                _query("genesis", {"enum": ["0", "1", "true", "false"]},
+                       "embed the genesis document (a self-contained archive); by default the bundle "
+                       "references it by genesis_hash"),
+            ],
+            "trace",
+        ),
+        "/v1/genesis": _get(
+            "The genesis document (pub keys as hex); check that it hashes to the trusted genesis hash",
+            _ref("Genesis"),
+            {},
+            None,
             "trace",
         ),
         **_label_check_paths(),

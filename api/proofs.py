@@ -1,8 +1,9 @@
 """Label proof bundles: everything needed to check a label offline (docs/label-proof.md).
 
-A bundle holds the latest committed header with its commit certificate (the
-checkpoint), and the committed signed events on the label's path, each with an RFC 9162
-inclusion proof against the checkpoint's ``log_root``:
+A bundle (format ``lambtrace-label-proof/v2``) holds the latest committed header with
+its commit certificate (the checkpoint), the committed signed events on the label's
+path with their leaf indexes, and one multiproof (:func:`ledger.merkle.multiproof`)
+that recomputes the checkpoint's ``log_root`` from all their leaf hashes at once:
 
 * every event the store indexes under the label's ear tag (``lamb.tag``, custody,
   ``lamb.slaughter``, ``label.issue``, ``recall``);
@@ -14,9 +15,10 @@ inclusion proof against the checkpoint's ``log_root``:
   ``device.register``).  Keys of the genesis trace office need no
   event: genesis holds them.
 
-The bundle also carries the genesis document (``genesis``), so that a verifier holding
-only a fingerprint of the genesis hash (the consumer page, from the QR link) can check
-the validator set and the trace office's root keys; it must hash to ``genesis_hash``.
+The genesis document is referenced by its hash (``genesis_hash``), not carried: a
+verifier holds genesis already, or a fingerprint of its hash and fetches the document
+from ``GET /v1/genesis`` (the consumer page).  ``bundle(label, embed_genesis=True)``
+(``?genesis=1``) adds it for archives that must stand alone (docs/adr/0009).
 
 The store has no index from a key or a tag range to the event that created it, so this
 module adds two small lookups, both memoised (committed leaves never change):
@@ -57,7 +59,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ledger.blocks.header import Header
     from node.store import ChainStore
 
-FORMAT = "lambtrace-label-proof/v1"
+FORMAT = "lambtrace-label-proof/v2"
 
 GENESIS = -1
 """Marker index: the key or actor is anchored in genesis, no event is needed."""
@@ -99,8 +101,9 @@ class LabelProver:
         self._lock = threading.Lock()
 
     # -- the bundle --------------------------------------------------------------------
-    def bundle(self, label: str) -> dict[str, Any]:
-        """The proof bundle for ``label`` (values with real bytes).
+    def bundle(self, label: str, *, embed_genesis: bool = False) -> dict[str, Any]:
+        """The proof bundle for ``label`` (values with real bytes); with
+        ``embed_genesis`` it also carries the genesis document (``genesis``).
 
         Raises ``LedgerError`` ``not_found`` if no such label is committed, and
         ``StorageError`` if committed data is missing or does not parse.
@@ -146,19 +149,19 @@ class LabelProver:
         cert = self.store.certificate(header.height)
         if cert is None:
             raise StorageError(f"block {header.height} has no certificate", code="corrupt_store")
-        events = [
-            {"leaf": included[i], "index": i, "proof": merkle.inclusion_proof(i, size, self._get_node)}
-            for i in sorted(included)
-        ]
-        return {
+        indexes = sorted(included)
+        out: dict[str, Any] = {
             "format": FORMAT,
             "genesis_hash": self.store.genesis.hash,
-            "genesis": self.store.genesis.to_dict(),  # for holders of a fingerprint only (the QR link)
             "label": label,
             "checkpoint": {"header": header.to_dict(), "certificate": cert.to_dict()},
-            "events": events,
+            "events": [{"leaf": included[i], "index": i} for i in indexes],
+            "proof": merkle.multiproof(indexes, size, self._get_node) if indexes else [],
             "gaps": _dedupe(gaps),
         }
+        if embed_genesis:
+            out["genesis"] = self.store.genesis.to_dict()
+        return out
 
     def _get_node(self, level: int, index: int) -> bytes:
         """A stored complete Merkle node, remembered (bounded): once written it never changes."""
@@ -391,6 +394,8 @@ def _dedupe(gaps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def build_label_bundle(store: ChainStore, label: str, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+def build_label_bundle(
+    store: ChainStore, label: str, *, limits: Limits = DEFAULT_LIMITS, embed_genesis: bool = False
+) -> dict[str, Any]:
     """One-off :meth:`LabelProver.bundle` (no memo shared between calls)."""
-    return LabelProver(store, limits=limits).bundle(label)
+    return LabelProver(store, limits=limits).bundle(label, embed_genesis=embed_genesis)

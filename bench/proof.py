@@ -9,11 +9,14 @@ enrolments first, tagging at 10 %, custody at 45 % and 70 %, slaughter and packi
 85 %).  Between them the log grows with ``lamb.tag`` events of a bulk cooperative,
 signed by worker processes one block ahead of the builder; the rules run on every
 event, but for these self-made fillers only, neither their signatures nor their
-canonical form are checked again (the story's events get the full treatment).  Then the bench builds every story label's
-bundle with the node's ``LabelProver`` (warm, as the node keeps it; p50/p99 over all
-builds, wall and CPU time) and cold (a fresh prover), verifies each with
-``verify.verify_label`` and reports the canonical msgpack size, how much of it is
-proof hashes, and what a deduplicated multiproof would weigh instead.
+canonical form are checked again (the story's events get the full treatment).  Then
+the bench builds every story label's bundle (``lambtrace-label-proof/v2``) with the
+node's ``LabelProver`` (warm, as the node keeps it; p50/p99 over all builds, wall and
+CPU time) and cold (a fresh prover), verifies each with ``verify.verify_label`` and
+reports the canonical msgpack size, how much of it is leaves and multiproof hashes,
+the size with the genesis embedded (``?genesis=1``), and what the same bundle weighs
+in the v1 format (an inclusion proof per event and the genesis embedded), for
+comparison.
 
     .venv/bin/python bench/proof.py [--quick] [--sizes 10000,100000,1000000] [--lambs 20]
 
@@ -34,6 +37,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -129,7 +133,7 @@ class ChainGen:
             body["name"] = name
         return self.ev("actor.enroll", OFFICE, body)
 
-    def commit(self, leaves: list[bytes | E.SignedEvent], *, trusted_sigs: bool = False) -> None:
+    def commit(self, leaves: Sequence[bytes | E.SignedEvent], *, trusted_sigs: bool = False) -> None:
         """One block of ``leaves`` (bytes, or events already parsed); raises if the rules
         refuse any."""
         self.time = max(self.time + BLOCK_MS, (self.store.last_header.time + BLOCK_MS) if self.store.last_header
@@ -285,21 +289,25 @@ def _bundle_stats(gen: ChainGen, reps: int) -> dict[str, Any]:
         verify_cpu_ms.append((time.thread_time() - c0) * 1000)
         assert report.events == len(codec.decode(raw)["events"])
     b0 = codec.decode(raw0)
-    json_size = len(json.dumps(__import__("ledger.schema", fromlist=["to_json"]).to_json(b0), separators=(",", ":")))
-    proof_bytes = sum(32 * len(e["proof"]) for e in b0["events"])
-    multi = _multiproof_hashes([e["index"] for e in b0["events"]], b0["checkpoint"]["header"]["log_size"])
+    to_json = __import__("ledger.schema", fromlist=["to_json"]).to_json
+    json_size = len(json.dumps(to_json(b0), separators=(",", ":")))
+    genesis_doc = gen.genesis.to_dict()
+    v1_sizes = [len(codec.encode(_as_v1(codec.decode(raw), genesis_doc, prover._get_node))) for raw in bundles]
+    v1_0 = _as_v1(b0, genesis_doc, prover._get_node)
     return {
         "log_size": store.log_size,
         "height": store.height,
         "labels": len(gen.labels),
+        "format": b0["format"],
         "events_per_bundle": len(b0["events"]),
         "bundle_bytes_msgpack": {"median": int(statistics.median(sizes)), "max": max(sizes), "min": min(sizes)},
         "bundle_bytes_json": json_size,
-        "proof_hash_bytes": proof_bytes,
-        "genesis_bytes": len(codec.encode(b0["genesis"])) if "genesis" in b0 else 0,
-        "proof_hashes": sum(len(e["proof"]) for e in b0["events"]),
-        "multiproof_hashes_estimate": multi,
-        "bundle_bytes_with_multiproof_estimate": len(raw0) - proof_bytes + 32 * multi,
+        "bundle_bytes_with_genesis": len(codec.encode({**b0, "genesis": genesis_doc})),
+        "leaf_bytes": sum(len(e["leaf"]) for e in b0["events"]),
+        "genesis_bytes": len(codec.encode(genesis_doc)),
+        "multiproof_hashes": len(b0["proof"]),
+        "v1_equivalent_bytes_msgpack": {"median": int(statistics.median(v1_sizes)), "max": max(v1_sizes)},
+        "v1_path_hashes": sum(len(e["proof"]) for e in v1_0["events"]),
         "build_ms_warm": _pcts(build_ms),
         "build_cpu_ms_warm": _pcts(build_cpu_ms),
         "build_ms_cold": _pcts(cold),
@@ -309,13 +317,17 @@ def _bundle_stats(gen: ChainGen, reps: int) -> dict[str, Any]:
     }
 
 
-def _multiproof_hashes(indexes: list[int], size: int) -> int:
-    """Hashes a deduplicated RFC 9162 multiproof of ``indexes`` would carry: the distinct
-    subtrees of all inclusion paths, less those that hold a proven leaf (computable)."""
-    from ledger.merkle import inclusion_plan
+def _as_v1(b: dict[str, Any], genesis_doc: dict[str, Any], get_node: Any) -> dict[str, Any]:
+    """The same bundle in the v1 format: an RFC 9162 inclusion proof per event instead of
+    the multiproof, and the genesis document embedded."""
+    from ledger.merkle import inclusion_proof
 
-    ranges = {r for i in indexes for r in inclusion_plan(i, size)}
-    return sum(1 for b, e in ranges if not any(b <= i < e for i in indexes))
+    size = b["checkpoint"]["header"]["log_size"]
+    out = {k: v for k, v in b.items() if k != "proof"}
+    out["format"] = "lambtrace-label-proof/v1"
+    out["genesis"] = genesis_doc
+    out["events"] = [{**e, "proof": inclusion_proof(e["index"], size, get_node)} for e in b["events"]]
+    return out
 
 
 def _pcts(xs: list[float]) -> dict[str, float]:

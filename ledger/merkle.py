@@ -17,6 +17,11 @@ The workflow, shaped like transparency-dev/merkle:
   A range that is not itself a complete node (the "ephemeral" node at the right edge
   of an unbalanced tree) is rebuilt from the complete nodes that cover it, so every
   proof costs O(log n) reads.
+* **Multiproofs.**  One proof for many leaves at once (``multiproof_plan``,
+  ``multiproof``, ``root_from_multiproof``; docs/label-proof.md): walk the RFC 9162
+  tree shape from the root, and every maximal subtree that holds none of the proven
+  leaves contributes its hash, left to right.  It is the union of the leaves'
+  inclusion paths with the shared and the computable hashes left out.
 * **Verifying** (client side, untrusted input).  Cheap structure is checked before
   any hashing: integer sizes in range, ``index < size``, every hash exactly
   ``HASH_SIZE`` bytes and the proof exactly as long as the sizes demand.  Only then
@@ -37,7 +42,7 @@ size given to :class:`CompactRange`, a range that is not a subtree) raises
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ledger.errors import ProofError, RootMismatch, StorageError
 
@@ -56,6 +61,9 @@ __all__ = [
     "inclusion_proof",
     "inclusion_proof_length",
     "leaf_hash",
+    "multiproof",
+    "multiproof_length",
+    "multiproof_plan",
     "node_hash",
     "plan_nodes",
     "proof_from_nodes",
@@ -63,9 +71,11 @@ __all__ = [
     "range_nodes",
     "root_from_consistency_proof",
     "root_from_inclusion_proof",
+    "root_from_multiproof",
     "root_from_store",
     "verify_consistency",
     "verify_inclusion",
+    "verify_multiproof",
 ]
 
 HASH_SIZE = 32
@@ -536,3 +546,138 @@ def verify_consistency(m: int, n: int, proof: Sequence[bytes], root_m: bytes, ro
     calculated = root_from_consistency_proof(m, n, proof, root_m)
     if calculated != root_n:
         raise RootMismatch(root_n, calculated)
+
+
+# --------------------------------------------------------------------------- multiproofs
+#
+# A multiproof of the leaves at ``indexes`` (a non-empty set) in the tree of ``size``
+# leaves is defined by one recursion over the RFC 9162 tree shape:
+#
+#     root(lo, hi) = the next proof hash                 if no proven leaf lies in [lo, hi)
+#                  = leaf_hash(leaf)                     if hi - lo == 1 (a proven leaf)
+#                  = node_hash(root(lo, lo + k), root(lo + k, hi))
+#                                                        k = largest power of two < hi - lo
+#
+# evaluated left to right from root(0, size).  The proof is exactly the hashes that
+# recursion consumes, in that order; a verifier requires every one to be consumed, no
+# more and no fewer.  For one index it holds the inclusion proof's hashes, in tree
+# order (left to right) rather than bottom up.
+
+
+def _split(width: int) -> int:
+    # the largest power of two smaller than ``width`` (>= 2)
+    return 1 << ((width - 1).bit_length() - 1)
+
+
+def _check_multi_indexes(indexes: Sequence[int], size: int) -> None:
+    _check_size("size", size)
+    if not indexes:
+        raise ProofError("a multiproof proves at least one leaf")
+    prev = -1
+    for index in indexes:
+        _check_size("index", index)
+        if index <= prev:
+            raise ProofError("multiproof indexes must be strictly ascending")
+        if index >= size:
+            raise ProofError(f"index {index} is not below tree size {size}")
+        prev = index
+
+
+def _multi_walk(indexes: Sequence[int], size: int, visit_empty: Callable[[int, int], None]) -> None:
+    # Calls visit_empty(lo, hi) for every maximal subtree holding no proven leaf, left to
+    # right.  Recursion depth is at most 64; work is O(len(indexes) * log size).
+    def walk(lo: int, hi: int, a: int, b: int) -> None:
+        if a == b:
+            visit_empty(lo, hi)
+            return
+        if hi - lo == 1:
+            return
+        mid = lo + _split(hi - lo)
+        m = a
+        while m < b and indexes[m] < mid:
+            m += 1
+        walk(lo, mid, a, m)
+        walk(mid, hi, m, b)
+
+    walk(0, size, 0, len(indexes))
+
+
+def multiproof_plan(indexes: Sequence[int], size: int) -> list[LeafRange]:
+    """The leaf ranges whose hashes make the multiproof of ``indexes`` in a tree of
+    ``size`` leaves, in proof order (see above).  Touches no store.
+
+    Raises ``ProofError`` unless ``indexes`` is non-empty, strictly ascending and every
+    index is below ``size <= MAX_TREE_SIZE``.
+    """
+    _check_multi_indexes(indexes, size)
+    plan: list[LeafRange] = []
+    _multi_walk(indexes, size, lambda lo, hi: plan.append((lo, hi)))
+    return plan
+
+
+def multiproof_length(indexes: Sequence[int], size: int) -> int:
+    """The exact number of hashes in the multiproof of ``indexes`` in ``size`` leaves.
+
+    Raises ``ProofError`` as :func:`multiproof_plan` does.
+    """
+    return len(multiproof_plan(indexes, size))
+
+
+def multiproof(indexes: Sequence[int], size: int, get_node: GetNode) -> list[bytes]:
+    """The multiproof of the leaves at ``indexes`` in the tree of ``size`` leaves, with
+    at most 64 reads per hash.
+
+    Raises ``ProofError`` as :func:`multiproof_plan` does and ``StorageError`` for a
+    malformed stored hash.
+    """
+    return [range_hash(begin, end, get_node) for begin, end in multiproof_plan(indexes, size)]
+
+
+def root_from_multiproof(leaf_hashes: Mapping[int, bytes], size: int, proof: Sequence[bytes]) -> bytes:
+    """The root that ``proof`` implies for the leaves ``{index: leaf_hash}`` in a tree of
+    ``size`` leaves.
+
+    Checks all structure before hashing; raises ``ProofError`` unless there is at least
+    one leaf, every index is an int below ``size <= MAX_TREE_SIZE``, every leaf hash and
+    proof hash is ``HASH_SIZE`` bytes and ``len(proof) == multiproof_length(indexes,
+    size)`` (every proof hash is consumed, none is missing).
+    """
+    indexes = sorted(leaf_hashes) if all(type(i) is int for i in leaf_hashes) else list(leaf_hashes)
+    _check_multi_indexes(indexes, size)
+    for index in indexes:
+        _check_hash(f"leaf_hash[{index}]", leaf_hashes[index])
+    _check_proof(proof, multiproof_length(indexes, size))
+    pos = 0
+
+    def walk(lo: int, hi: int, a: int, b: int) -> bytes:
+        nonlocal pos
+        if a == b:
+            pos += 1
+            return proof[pos - 1]
+        if hi - lo == 1:
+            return leaf_hashes[lo]
+        mid = lo + _split(hi - lo)
+        m = a
+        while m < b and indexes[m] < mid:
+            m += 1
+        left = walk(lo, mid, a, m)
+        return _sha256(NODE_PREFIX + left + walk(mid, hi, m, b)).digest()
+
+    root = walk(0, size, 0, len(indexes))
+    if pos != len(proof):  # pragma: no cover - the length was checked above
+        raise ProofError("the multiproof was not consumed exactly")
+    return root
+
+
+def verify_multiproof(leaf_hashes: Mapping[int, bytes], size: int, proof: Sequence[bytes], root: bytes) -> None:
+    """Check that ``proof`` shows every leaf of ``{index: leaf_hash}`` in the tree of
+    ``size`` leaves with root ``root``.  Returns ``None`` on success.
+
+    Raises ``ProofError`` for any structural problem (see :func:`root_from_multiproof`;
+    also a ``root`` that is not ``HASH_SIZE`` bytes), checked before any hashing, and
+    ``RootMismatch(root, calculated)`` when the proof leads to another root.
+    """
+    _check_hash("root", root)
+    calculated = root_from_multiproof(leaf_hashes, size, proof)
+    if calculated != root:
+        raise RootMismatch(root, calculated)

@@ -44,6 +44,7 @@ from ledger.errors import TransportError
 from ledger.events import KINDS, parse_leaf
 from ledger.limits import Limits
 from node.kv import LevelKV, MemoryKV
+from verify import verify_label
 
 
 @pytest.fixture(params=["leveldb", "memory"])
@@ -276,8 +277,9 @@ def test_recall_shows_on_tag_and_label() -> None:
 def test_label_proof_bundle_verifies(world: ApiWorld) -> None:
     ids = world.season()
     b = world.get("/v1/labels/l-0001/proof")
-    assert b["format"] == "lambtrace-label-proof/v1" and b["label"] == "l-0001"
+    assert b["format"] == "lambtrace-label-proof/v2" and b["label"] == "l-0001"
     assert b["genesis_hash"] == world.genesis.hash.hex() and b["gaps"] == []
+    assert "genesis" not in b  # referenced by genesis_hash; ?genesis=1 embeds it
     header = Header.from_dict(_unhex_header(b["checkpoint"]["header"]))
     cert_json = b["checkpoint"]["certificate"]
     cert = CommitCertificate.from_dict({
@@ -287,12 +289,15 @@ def test_label_proof_bundle_verifies(world: ApiWorld) -> None:
     assert header == world.store.last_header
     verify_commit(cert, CHAIN, header.height, header.hash, world.genesis.validators)
     seen = {}
+    leaf_hashes = {}
     for entry in b["events"]:
+        assert set(entry) == {"leaf", "index"}
         leaf = bytes.fromhex(entry["leaf"])
-        proof = [bytes.fromhex(x) for x in entry["proof"]]
-        merkle.verify_inclusion(merkle.leaf_hash(leaf), entry["index"], header.log_size, proof, header.log_root)
+        leaf_hashes[entry["index"]] = merkle.leaf_hash(leaf)
         seen[parse_leaf(leaf).id.hex()] = parse_leaf(leaf).kind
     assert [e["index"] for e in b["events"]] == sorted({e["index"] for e in b["events"]})
+    proof = [bytes.fromhex(x) for x in b["proof"]]
+    merkle.verify_multiproof(leaf_hashes, header.log_size, proof, header.log_root)
     # the tag's path, where the tags came from, and who signed all that
     want = {ids["tag"][0], ids["ship"], ids["receive"], ids["slaughter"], ids["label"], ids["issue"],
             ids["agent"], ids["device"], ids["rotate"], *ids["enroll"]}
@@ -303,6 +308,19 @@ def test_label_proof_bundle_verifies(world: ApiWorld) -> None:
     assert schema.to_json(raw) == b
     assert isinstance(raw["events"][0]["leaf"], bytes)
     error_of(world.http.get("/v1/labels/l-0404/proof"), 404, "not_found")
+    # ?genesis=1: the same bundle with the genesis document embedded (a self-contained archive)
+    full = world.get("/v1/labels/l-0001/proof?genesis=1")
+    assert full == {**b, "genesis": world.get("/v1/genesis")}
+    assert world.get_msgpack("/v1/labels/l-0001/proof?genesis=1")["genesis"] == world.genesis.to_dict()
+    error_of(world.http.get("/v1/labels/l-0001/proof?genesis=maybe"), 400, "bad_param")
+
+
+def test_genesis_route(world: ApiWorld) -> None:
+    g = world.get("/v1/genesis")
+    assert g == json.loads(json.dumps(world.genesis.to_dict(), default=bytes.hex))
+    assert world.get_msgpack("/v1/genesis") == world.genesis.to_dict()
+    r = world.http.get("/v1/genesis")
+    assert "max-age" in r.headers["Cache-Control"]
 
 
 def parse_kind(leaf: bytes) -> str:
@@ -322,9 +340,8 @@ def test_label_proof_needs_no_scan(seasoned: tuple[ApiWorld, dict[str, Any]]) ->
     assert {"tags.issue", "actor.enroll", "lamb.tag", "lamb.slaughter", "label.issue"} <= kinds
     head = b["checkpoint"]["header"]
     assert b["events"]
-    for e in b["events"]:  # what is there still verifies
-        merkle.verify_inclusion(merkle.leaf_hash(e["leaf"]), e["index"], head["log_size"], e["proof"],
-                                head["log_root"])
+    merkle.verify_multiproof({e["index"]: merkle.leaf_hash(e["leaf"]) for e in b["events"]}, head["log_size"],
+                             b["proof"], head["log_root"])
 
 
 def test_consistency_and_inclusion_proofs(seasoned: tuple[ApiWorld, dict[str, Any]]) -> None:
@@ -587,6 +604,11 @@ def test_client_label_proof_raw_and_json(served: tuple[ApiWorld, str]) -> None:
     raw = c.label_proof("l-0001", raw=True)
     assert isinstance(raw, bytes)
     assert schema.to_json(codec.decode(raw)) == c.label_proof("l-0001")
+    full = codec.decode(c.label_proof("l-0001", raw=True, genesis=True))
+    assert full == {**codec.decode(raw), "genesis": w.genesis.to_dict()}
+    assert schema.to_json(full) == c.label_proof("l-0001", genesis=True)
+    assert c.genesis() == schema.to_json(w.genesis.to_dict())
+    assert verify_label(raw, c.genesis()).label == "l-0001"  # the fetched genesis, as a verifier would use it
     assert c.label("l-0001")["tag"] == TAG_A and c.tag(TAG_A)["status"] == "labelled"
 
 

@@ -4,11 +4,13 @@ A seasoned chain (tests/helpers_api.py's season, plus a second lamb slaughtered 
 labelled with an ECDSA P-256 plant key, whose carcass is then recalled) is served by a
 real werkzeug server (tests/helpers.py ``Served``).  Chromium opens
 ``/l/<label>#g=<genesis hash>`` and the page must reach ``data-verdict="verified"`` —
-computed in the browser by ``api/static/verify.js`` — while a second server that
-rewrites the proof bundle (a flipped signature, a changed cut, a dropped event, ...) or
-the page must drive it to ``failed`` with the right reason, and so must a wrong genesis
-fingerprint.  The language switch, the recall warning and the fallback to the server's
-verdict when WebCrypto lacks Ed25519 are checked too.
+computed in the browser by ``api/static/verify.js`` over the v2 bundle and the genesis
+document it fetches from ``/v1/genesis`` — while a second server that rewrites the
+proof bundle (a flipped signature, a changed cut, a dropped event re-proven, ...), the
+genesis document it serves or the page must drive it to ``failed`` with the right
+reason, and so must a wrong genesis fingerprint.  The language switch, the recall
+warning and the fallback to the server's verdict when WebCrypto lacks Ed25519 are
+checked too.
 
 ``test_js_verifier_matches_python`` keeps the two implementations in step: it runs
 verify.js's canonical msgpack, hashes, Merkle and signature code in Chromium against
@@ -39,9 +41,9 @@ from api import create_app
 from browser import ARTIFACTS, PHONE, browser_missing, full_page_screenshot, start_chromium
 from helpers import Served
 from helpers_api import AGENT, OFFICE, PLANT, TAG_B, ApiWorld
-from ledger import codec
+from ledger import codec, merkle
 from ledger.blocks.certificate import vote_bytes
-from ledger.errors import DecodeError, VerificationError
+from ledger.errors import DecodeError, ProofError, VerificationError
 from ledger.events import parse_leaf
 from ledger.hashing import key_id
 from ledger.sigs import P256_ORDER
@@ -91,7 +93,9 @@ class Chain:
 
 @pytest.fixture(scope="module")
 def chain() -> Chain:
-    return Chain()
+    c = Chain()
+    CHAIN_GENESIS[:] = [json.loads(json.dumps(c.world.genesis.to_dict(), default=bytes.hex))]
+    return c
 
 
 @pytest.fixture(scope="module")
@@ -103,12 +107,14 @@ def served(chain: Chain) -> Iterator[Served]:
 
 class TamperingServer:
     """``create_app(node)`` behind a WSGI filter that can rewrite the proof bundle
-    (``mutate`` gets the JSON value and changes it in place) and the consumer page
-    (``rewrite_page`` maps its HTML): a server that lies."""
+    (``mutate`` gets the JSON value and changes it in place), the genesis document it
+    serves (``mutate_genesis``, likewise) and the consumer page (``rewrite_page`` maps
+    its HTML): a server that lies."""
 
     def __init__(self, node: Any) -> None:
         self.app = create_app(node)
         self.mutate: Callable[[dict[str, Any]], None] | None = None
+        self.mutate_genesis: Callable[[dict[str, Any]], None] | None = None
         self.rewrite_page: Callable[[str], str] | None = None
         self.server = make_server("127.0.0.1", 0, self._wsgi, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
@@ -118,8 +124,9 @@ class TamperingServer:
     def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         path: str = environ.get("PATH_INFO", "")
         proof = path.startswith("/v1/labels/") and path.endswith("/proof") and self.mutate is not None
+        genesis = path == "/v1/genesis" and self.mutate_genesis is not None
         page = path.startswith("/l/") and path.count("/") == 2 and self.rewrite_page is not None
-        if not (proof or page):
+        if not (proof or genesis or page):
             return self.app(environ, start_response)
         got: dict[str, Any] = {}
 
@@ -135,6 +142,10 @@ class TamperingServer:
             if proof and self.mutate is not None:
                 value = json.loads(body)
                 self.mutate(value)
+                body = json.dumps(value).encode()
+            elif genesis and self.mutate_genesis is not None:
+                value = json.loads(body)
+                self.mutate_genesis(value)
                 body = json.dumps(value).encode()
             elif self.rewrite_page is not None:
                 body = self.rewrite_page(body.decode()).encode()
@@ -225,9 +236,16 @@ def test_page_html_and_static_files(chain: Chain, served: Served) -> None:
     assert requests.get(served.url + "/l/l-9999/verdict", timeout=10).status_code == 404
 
 
-def test_bundle_carries_the_genesis_it_is_anchored_in(chain: Chain, served: Served) -> None:
+def test_bundle_references_the_genesis_the_page_fetches(chain: Chain, served: Served) -> None:
     b = requests.get(served.url + "/v1/labels/l-0001/proof", timeout=10).json()
-    assert b["genesis"] == json.loads(json.dumps(chain.world.genesis.to_dict(), default=bytes.hex))
+    assert b["format"] == "lambtrace-label-proof/v2" and "genesis" not in b
+    assert b["genesis_hash"] == chain.genesis_hex
+    want = json.loads(json.dumps(chain.world.genesis.to_dict(), default=bytes.hex))
+    assert requests.get(served.url + "/v1/genesis", timeout=10).json() == want
+    full = requests.get(served.url + "/v1/labels/l-0001/proof?genesis=1", timeout=10).json()
+    assert full == {**b, "genesis": want}
+    page = requests.get(served.url + "/l/l-0001", timeout=10).text
+    assert '"genesis_url": "/v1/genesis"' in page
 
 
 # -- in Chromium ------------------------------------------------------------------------------
@@ -356,6 +374,16 @@ def _change_cut(b: dict[str, Any]) -> None:
     e["leaf"] = codec.encode(value).hex()
 
 
+def _reprove(b: dict[str, Any], store: Any) -> None:
+    """What a careful liar does after editing the events: a fresh multiproof for the
+    events left (if their indexes still make a proof at all)."""
+    try:
+        size = b["checkpoint"]["header"]["log_size"]
+        b["proof"] = [h.hex() for h in merkle.multiproof([e["index"] for e in b["events"]], size, store.get_node)]
+    except (ProofError, KeyError, TypeError):
+        pass
+
+
 def _drop(kind: str) -> Callable[[dict[str, Any]], None]:
     def drop(b: dict[str, Any]) -> None:
         b["events"].remove(_entry(b, kind))
@@ -372,8 +400,8 @@ def _drop_plant_enrolment(b: dict[str, Any]) -> None:
     raise AssertionError("no enrolment of the plant")
 
 
-def _swap_validator_key(b: dict[str, Any]) -> None:
-    v = b["genesis"]["validators"][0]
+def _swap_validator_key(g: dict[str, Any]) -> None:
+    v = g["validators"][0]
     v["pub"] = generate("ed25519").public_key.hex()
 
 
@@ -381,14 +409,23 @@ def _reorder(b: dict[str, Any]) -> None:
     b["events"][0], b["events"][1] = b["events"][1], b["events"][0]
 
 
+def _embed_other_genesis(b: dict[str, Any]) -> None:
+    b["genesis"] = json.loads(json.dumps(CHAIN_GENESIS[0]))
+    _swap_validator_key(b["genesis"])
+
+
+CHAIN_GENESIS: list[dict[str, Any]] = []
+"""The chain's genesis as JSON (set by the ``chain`` fixture), for tampers that need it."""
+
 TAMPERS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("flipped precommit signature", _flip_precommit, "bad_certificate"),
     ("flipped event signature", _flip_event_signature, "inclusion_failed"),
     ("changed cut", _change_cut, "inclusion_failed"),
     ("dropped custody.receive", _drop("custody.receive"), "missing_event"),
     ("dropped plant enrolment", _drop_plant_enrolment, "actor_not_proven"),
-    ("other validator key in genesis", _swap_validator_key, "wrong_genesis"),
+    ("embedded other genesis", _embed_other_genesis, "wrong_genesis"),
     ("reordered events", _reorder, "malformed_bundle"),
+    ("multiproof hash flipped", lambda b: b["proof"].__setitem__(0, _flip(b["proof"][0], 5)), "inclusion_failed"),
 ]
 
 
@@ -397,7 +434,13 @@ def test_tampered_bundle_fails_in_the_browser(name: str, mutate: Callable[[dict[
                                               chain: Chain, liar: TamperingServer, driver: Any, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     clear_language(driver, liar.url)
-    liar.mutate = mutate
+
+    def lie(b: dict[str, Any]) -> None:
+        mutate(b)
+        if not name.startswith("multiproof"):
+            _reprove(b, chain.world.store)
+
+    liar.mutate = lie
     try:
         box = open_page(driver, f"{liar.url}/l/l-0001#g={chain.genesis_hex}")
     finally:
@@ -407,6 +450,56 @@ def test_tampered_bundle_fails_in_the_browser(name: str, mutate: Callable[[dict[
     assert not driver.execute_script("return document.getElementById('verdict-reason').hidden")
     if name == "changed cut":
         screenshot(driver, "failed-tampered-zh", tmp_path, capsys)
+
+
+GENESIS_TAMPERS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
+    ("other validator key", _swap_validator_key, "wrong_genesis"),
+    ("other trace office name", lambda g: g["trace_office"].update(name="假追溯办"), "wrong_genesis"),
+    ("later genesis time", lambda g: g.update(time=g["time"] + 1), "wrong_genesis"),
+    ("not a genesis", lambda g: g.pop("validators"), "wrong_genesis"),
+]
+
+
+@pytest.mark.parametrize(("name", "mutate", "code"), GENESIS_TAMPERS, ids=[t[0] for t in GENESIS_TAMPERS])
+def test_served_genesis_that_does_not_match_the_fingerprint_fails(
+        name: str, mutate: Callable[[dict[str, Any]], None], code: str, chain: Chain, liar: TamperingServer,
+        driver: Any) -> None:
+    """The bundle is genuine, but the genesis document the node serves is not the one
+    the QR link's fingerprint names: the page must refuse it."""
+    clear_language(driver, liar.url)
+    liar.mutate_genesis = mutate
+    try:
+        box = open_page(driver, f"{liar.url}/l/l-0001#g={chain.genesis_hex[:32]}")
+    finally:
+        liar.mutate_genesis = None
+    assert box.get_attribute("data-verdict") == "failed", (name, text(driver, "#verdict"))
+    assert box.get_attribute("data-reason") == code, (name, text(driver, "#verdict"))
+    assert "信任锚" in text(driver, "#verdict-reason")
+
+
+def test_a_liar_serving_its_own_genesis_and_bundle_fails_on_the_fingerprint(chain: Chain, liar: TamperingServer,
+                                                                            driver: Any) -> None:
+    """Genesis and bundle rewritten to agree with each other (another validator set, the
+    bundle's genesis_hash to match): the QR link's fingerprint still names the real chain."""
+    fake = json.loads(json.dumps(CHAIN_GENESIS[0]))
+    _swap_validator_key(fake)
+    fake_hash = _genesis_hash_of_json(fake)
+    liar.mutate_genesis = lambda g: (g.clear(), g.update(copy.deepcopy(fake)))
+    liar.mutate = lambda b: b.update(genesis_hash=fake_hash)
+    try:
+        box = open_page(driver, f"{liar.url}/l/l-0001#g={chain.genesis_hex}")
+    finally:
+        liar.mutate_genesis = None
+        liar.mutate = None
+    assert (box.get_attribute("data-verdict"), box.get_attribute("data-reason")) == ("failed", "fingerprint_mismatch")
+
+
+def _genesis_hash_of_json(g: dict[str, Any]) -> str:
+    from ledger.genesis import Genesis
+    from verify import load_genesis_value
+
+    genesis: Genesis = load_genesis_value(g)
+    return genesis.hash.hex()
 
 
 def test_page_that_lies_about_the_story_fails(chain: Chain, liar: TamperingServer, driver: Any) -> None:
@@ -480,26 +573,52 @@ def _codec_vectors() -> tuple[list[dict[str, Any]], list[str]]:
     return encoded, bad
 
 
-def _mutated_bundles(genuine: dict[str, Any], genesis: Any) -> list[dict[str, Any]]:
-    """Mutations of every part of a genuine JSON bundle, each with verify.verify_label's code."""
+def _as_v1(b: dict[str, Any], store: Any, genesis_json: dict[str, Any]) -> dict[str, Any]:
+    """The archived v1 form (JSON) of a v2 bundle: a path per event, genesis embedded."""
+    size = b["checkpoint"]["header"]["log_size"]
+    out = {k: copy.deepcopy(v) for k, v in b.items() if k != "proof"}
+    out.update(format="lambtrace-label-proof/v1", genesis=copy.deepcopy(genesis_json))
+    for e in out["events"]:
+        e["proof"] = [h.hex() for h in merkle.inclusion_proof(e["index"], size, store.get_node)]
+    return out
+
+
+def _mutated_bundles(genuine: dict[str, Any], genesis: Any, store: Any,
+                     genesis_json: dict[str, Any]) -> list[dict[str, Any]]:
+    """Mutations of every part of a genuine JSON bundle (v2, and its archived v1 form),
+    each with verify.verify_label's code."""
     from verify import verify_label
 
-    cases: list[tuple[str, Callable[[dict[str, Any]], Any]]] = []
+    cases: list[tuple[str, dict[str, Any], Callable[[dict[str, Any]], Any]]] = []
+    v1 = _as_v1(genuine, store, genesis_json)
 
-    def add(name: str, f: Callable[[dict[str, Any]], Any]) -> None:
-        cases.append((name, f))
+    def add(name: str, f: Callable[[dict[str, Any]], Any], base: dict[str, Any] = genuine) -> None:
+        cases.append((name, base, f))
+
+    def embed(f: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Any]:
+        def g(m: dict[str, Any]) -> None:
+            m["genesis"] = copy.deepcopy(genesis_json)
+            f(m)
+
+        return g
 
     for k, e in enumerate(genuine["events"]):
         n = len(e["leaf"]) // 2
         for pos in sorted({0, 1, n // 2, n - 1, n - 40}):
             add(f"leaf {k} byte {pos}",
                 lambda m, k=k, pos=pos: m["events"][k].update(leaf=_flip(m["events"][k]["leaf"], pos)))
-        add(f"drop event {k}", lambda m, k=k: m["events"].pop(k))
+        add(f"drop event {k}", lambda m, k=k: (m["events"].pop(k), _reprove(m, store)))
         add(f"index {k} + 1", lambda m, k=k: m["events"][k].update(index=m["events"][k]["index"] + 1))
-        if e["proof"]:
-            add(f"proof {k} hash",
-                lambda m, k=k: m["events"][k]["proof"].__setitem__(0, _flip(m["events"][k]["proof"][0], 3)))
-            add(f"proof {k} truncated", lambda m, k=k: m["events"][k]["proof"].pop())
+    add("drop event 0, proof kept", lambda m: m["events"].pop(0))
+    for k in range(len(genuine["proof"])):
+        add(f"multiproof hash {k}", lambda m, k=k: m["proof"].__setitem__(k, _flip(m["proof"][k], 3)))
+    add("multiproof truncated", lambda m: m["proof"].pop())
+    add("multiproof with one more", lambda m: m["proof"].append(m["proof"][0]))
+    add("multiproof reversed", lambda m: m["proof"].reverse())
+    add("multiproof emptied", lambda m: m.update(proof=[]))
+    add("multiproof not hashes", lambda m: m.update(proof=[x[:-2] for x in m["proof"]]))
+    add("no multiproof", lambda m: m.pop("proof"))
+    add("event with a path (v1 shape)", lambda m: m["events"][0].update(proof=[]))
     add("swap events", _reorder)
     for f in ("prev", "log_root", "validators"):
         add(f"header.{f}", lambda m, f=f: m["checkpoint"]["header"].update({f: _flip(m["checkpoint"]["header"][f], 0)}))
@@ -515,20 +634,31 @@ def _mutated_bundles(genuine: dict[str, Any], genesis: Any) -> list[dict[str, An
     add("cert.none", lambda m: cert(m).update(precommits=[]))
     add("cert.twice", lambda m: cert(m)["precommits"].append(cert(m)["precommits"][0]))
     add("genesis_hash", lambda m: m.update(genesis_hash=_flip(m["genesis_hash"], 0)))
-    add("genesis.time", lambda m: m["genesis"].update(time=m["genesis"]["time"] + 1))
-    add("genesis validator", _swap_validator_key)
-    add("genesis root key", lambda m: m["genesis"]["trace_office"]["keys"][0].update(
-        pub=_flip(m["genesis"]["trace_office"]["keys"][0]["pub"], 0)))
+    add("embedded genesis.time", embed(lambda m: m["genesis"].update(time=m["genesis"]["time"] + 1)))
+    add("embedded genesis validator", embed(lambda m: _swap_validator_key(m["genesis"])))
+    add("embedded genesis root key", embed(lambda m: m["genesis"]["trace_office"]["keys"][0].update(
+        pub=_flip(m["genesis"]["trace_office"]["keys"][0]["pub"], 0))))
     add("label", lambda m: m.update(label="l-0002"))
-    add("format", lambda m: m.update(format="lambtrace-label-proof/v0"))
+    for fmt in ("lambtrace-label-proof/v0", "lambtrace-label-proof/v1", "lambtrace-label-proof/v3", 2):
+        add(f"format {fmt}", lambda m, fmt=fmt: m.update(format=fmt))
+    add("no format", lambda m: m.pop("format"))
     add("gaps", lambda m: m.update(gaps=[{"kind": "key", "subject": "k", "reason": "not found"}]))
     add("unknown field", lambda m: m.update(extra=1))
-    add("no genesis", lambda m: m.pop("genesis"))
     add("no events", lambda m: m.update(events=[]))
     add("changed cut", _change_cut)
+    # the archived v1 form
+    add("v1: proof 0 hash", lambda m: m["events"][0]["proof"].__setitem__(0, _flip(m["events"][0]["proof"][0], 3)),
+        v1)
+    add("v1: proof 1 truncated", lambda m: m["events"][1]["proof"].pop(), v1)
+    add("v1: no genesis", lambda m: m.pop("genesis"), v1)
+    add("v1: genesis.time", lambda m: m["genesis"].update(time=m["genesis"]["time"] + 1), v1)
+    add("v1: genesis validator", lambda m: _swap_validator_key(m["genesis"]), v1)
+    add("v1: a multiproof", lambda m: m.update(proof=[]), v1)
+    add("v1: format v2", lambda m: m.update(format="lambtrace-label-proof/v2"), v1)
+    add("v1: drop event 0", lambda m: m["events"].pop(0), v1)
     out = []
-    for name, f in cases:
-        m = copy.deepcopy(genuine)
+    for name, base, f in cases:
+        m = copy.deepcopy(base)
         f(m)
         try:
             verify_label(json.dumps(m), genesis, label="l-0001")
@@ -536,6 +666,42 @@ def _mutated_bundles(genuine: dict[str, Any], genesis: Any) -> list[dict[str, An
         except VerificationError as exc:
             code = exc.code
         out.append({"name": name, "bundle": m, "code": code})
+    return out
+
+
+def _multiproof_vectors() -> list[dict[str, Any]]:
+    """Multiproofs from ledger.merkle over trees of 1 to 300 leaves (and their
+    mutations, each refused by merkle.verify_multiproof too)."""
+    import random
+
+    rng = random.Random(9162)
+    out: list[dict[str, Any]] = []
+    for n in [1, 2, 3, 5, 8, 13, 64, 100, 257, 300]:
+        cr = merkle.CompactRange()
+        nodes: dict[tuple[int, int], bytes] = {}
+        for i in range(n):
+            for level, index, h in cr.append(merkle.leaf_hash(b"leaf %d" % i)):
+                nodes[(level, index)] = h
+        root = cr.root()
+        for t in range(4):
+            picks = sorted(rng.sample(range(n), rng.randint(1, min(n, 12))))
+            proof = merkle.multiproof(picks, n, lambda lv, ix, nodes=nodes: nodes[(lv, ix)])
+            leaves = [(i, nodes[(0, i)]) for i in picks]
+            cases = [("genuine", leaves, proof, True), ("extra hash", leaves, [*proof, root], False),
+                     ("changed leaf", [(leaves[0][0], merkle.leaf_hash(b"forged")), *leaves[1:]], proof, False)]
+            if proof:
+                cases += [("missing hash", leaves, proof[1:], False),
+                          ("changed hash", leaves, [bytes(32), *proof[1:]], False)]
+            free = [i for i in range(n) if i not in picks]
+            if free:
+                moved = sorted([(rng.choice(free), leaves[0][1]), *leaves[1:]])
+                cases.append(("moved index", moved, proof, False))
+            for what, lv, pf, valid in cases:
+                if not valid:
+                    with pytest.raises(VerificationError):
+                        merkle.verify_multiproof(dict(lv), n, pf, root)
+                out.append({"name": f"multiproof n={n} #{t} {what}", "size": n, "root": root.hex(), "valid": valid,
+                            "leaves": [[i, h.hex()] for i, h in lv], "proof": [h.hex() for h in pf]})
     return out
 
 
@@ -618,9 +784,21 @@ import("/static/verify.js").then(async (V) => {
     const full = V.bytesToHex(V.decompressP256(fromHex(p.compressed)));
     expect(full === p.uncompressed, `decompress ${p.compressed}`);
   }
+  // multiproofs: the same length and root as ledger.merkle, and every mutation refused
+  for (const c of vectors.multiproofs) {
+    const leaves = c.leaves.map(([index, h]) => ({ index, hash: fromHex(h) }));
+    const indexes = c.leaves.map(([index]) => index);
+    let got = null;
+    try {
+      if (c.valid) expect(V.multiproofLength(indexes, c.size) === c.proof.length, `${c.name} length`);
+      got = V.bytesToHex(await V.rootFromMultiproof(leaves, c.size, c.proof.map(fromHex)));
+    } catch (e) { got = `error ${e.code}: ${e.message}`; }
+    expect((got === c.root) === c.valid, `${c.name}: root ${got} (valid: ${c.valid})`);
+  }
   // whole bundles: the genuine one, then every mutation, each with Python's verdict
+  const genesis = vectors.genesis.json;
   const report = await V.verifyLabelBundle(vectors.bundles.genuine,
-                                           { label: "l-0001", fingerprint: vectors.genesis.hash });
+                                           { label: "l-0001", fingerprint: vectors.genesis.hash, genesis });
   const story = report.story;
   for (const [k, want] of Object.entries(vectors.bundles.story)) {
     let got = k.split(".").reduce((o, p) => o?.[p], story);
@@ -630,13 +808,26 @@ import("/static/verify.js").then(async (V) => {
   }
   for (const [label, bundle] of Object.entries(vectors.bundles.more)) {
     try {
-      await V.verifyLabelBundle(bundle, { label, fingerprint: vectors.genesis.hash });
+      await V.verifyLabelBundle(bundle, { label, fingerprint: vectors.genesis.hash, genesis });
     } catch (e) { problems.push(`genuine ${label} refused: ${e.code} ${e.message}`); }
   }
+  for (const [name, bundle] of Object.entries(vectors.bundles.forms)) {  // v1 and v2 with genesis embedded
+    for (const given of [null, genesis]) {
+      try {
+        await V.verifyLabelBundle(bundle, { label: "l-0001", fingerprint: vectors.genesis.hash, genesis: given });
+      } catch (e) {
+        problems.push(`genuine ${name} (genesis given: ${given !== null}) refused: ${e.code} ${e.message}`);
+      }
+    }
+  }
+  let noGenesis = null;
+  try { await V.verifyLabelBundle(vectors.bundles.genuine, { label: "l-0001", fingerprint: vectors.genesis.hash }); }
+  catch (e) { noGenesis = e.code; }
+  expect(noGenesis === "no_genesis", `a v2 bundle without any genesis: ${noGenesis}`);
   const codes = [];
   for (const c of vectors.bundles.mutations) {
     let code = null;
-    try { await V.verifyLabelBundle(c.bundle, { label: "l-0001", fingerprint: null }); }
+    try { await V.verifyLabelBundle(c.bundle, { label: "l-0001", fingerprint: null, genesis }); }
     catch (e) { code = e.code ?? `crash: ${e}`; }
     codes.push(code);
     expect(code === c.code, `bundle mutation "${c.name}": verify.js says ${code}, verify_label says ${c.code}`);
@@ -719,7 +910,12 @@ def test_js_verifier_matches_python(chain: Chain, served: Served, driver: Any,
         verify_label(json.dumps(bundle), w.genesis, label=label)
     kinds = {parse_leaf(bytes.fromhex(e["leaf"])).kind for e in genuine["events"]}
     assert {"actor.revoke", "key.rotate", "device.register"} <= kinds  # the membership replay is exercised
-    mutations = _mutated_bundles(genuine, w.genesis)
+    genesis_json = requests.get(served.url + "/v1/genesis", timeout=10).json()
+    mutations = _mutated_bundles(genuine, w.genesis, store, genesis_json)
+    forms = {"v1": _as_v1(genuine, store, genesis_json),
+             "v2+genesis": requests.get(served.url + "/v1/labels/l-0001/proof?genesis=1", timeout=10).json()}
+    for bundle in forms.values():
+        verify_label(json.dumps(bundle), w.genesis, label="l-0001")
     # Leaving out a revocation that came after every signature it touches goes unnoticed
     # (no bundle can prove an absence; docs/label-proof.md); everything else must fail.
     parsed = [parse_leaf(bytes.fromhex(e["leaf"])) for e in genuine["events"]]
@@ -729,18 +925,20 @@ def test_js_verifier_matches_python(chain: Chain, served: Served, driver: Any,
     assert {c["name"] for c in mutations if c["code"] is None} == revocations
     vectors = {
         "encoded": encoded, "bad": bad, "headers": headers, "leaves": leaves, "keys": keys,
-        "genesis": {"json": genuine["genesis"], "hash": w.genesis.hash.hex(),
+        "genesis": {"json": genesis_json, "hash": w.genesis.hash.hex(),
                     "validators": w.genesis.validators_hash.hex()},
+        "multiproofs": _multiproof_vectors(),
         "signatures": signatures, "points": points,
         "merkle": {"inclusion": merkle_vectors["inclusion"], "hasher": merkle_vectors["hasher"],
                    "mutations": [m for m in merkle_vectors["mutations"] if m["verify"] == "inclusion"]},
-        "bundles": {"genuine": genuine, "story": story, "more": more, "mutations": mutations},
+        "bundles": {"genuine": genuine, "story": story, "more": more, "forms": forms, "mutations": mutations},
     }
     driver.get(served.url + "/l/l-0001")
     t0 = time.monotonic()
     result = driver.execute_async_script(_HARNESS, vectors)
     with capsys.disabled():
         print(f"\n  verify.js vs Python: {len(encoded)} encodings, {len(bad)} refusals, {len(headers)} headers, "
-              f"{len(leaves)} leaves, {len(signatures)} signatures, {len(mutations)} bundle mutations "
+              f"{len(leaves)} leaves, {len(signatures)} signatures, {len(vectors['multiproofs'])} multiproofs, "
+              f"{len(mutations)} bundle mutations "
               f"in {time.monotonic() - t0:.2f} s")
     assert result["problems"] == [], "\n".join(result["problems"][:40])

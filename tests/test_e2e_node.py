@@ -17,9 +17,10 @@ import requests
 from api.client import Client
 from helpers import World, free_port, wait_until
 from lambtrace.config import NodeConfig, genesis_to_json
-from ledger import merkle
+from ledger import codec, merkle
 from signer import save_key_file
 from test_rejections_http import A, base, slaughtered
+from verify import load_genesis_value, verify_label
 
 pytestmark = pytest.mark.cluster
 
@@ -92,6 +93,16 @@ def test_lifecycle_survives_sigkill(real_node: Any) -> None:
     launch()
     after = chain_view(url)
     assert after == before
+    # the label's v2 proof bundle, served by the restarted node, verifies offline against
+    # genesis; the genesis the node serves is the one it was started with
+    raw = client.label_proof("L1", raw=True)
+    bundle = codec.decode(raw)
+    assert bundle["format"] == "lambtrace-label-proof/v2" and "genesis" not in bundle
+    head = bundle["checkpoint"]["header"]
+    merkle.verify_multiproof({e["index"]: merkle.leaf_hash(e["leaf"]) for e in bundle["events"]}, head["log_size"],
+                             bundle["proof"], head["log_root"])
+    assert load_genesis_value(client.genesis()).hash == w.genesis.hash
+    assert verify_label(raw, w.genesis, label="L1").tag == A
     # the restarted node goes on committing on the same chain
     (r,) = client.submit([w.tag("agent", "315252300000042")], wait=True)
     assert r["status"] == "accepted" and r["state"] == "committed"

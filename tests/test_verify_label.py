@@ -1,12 +1,15 @@
 """Offline label verification (verify.verify_label, ``lambtrace verify-label``).
 
-A genuine bundle from a seasoned chain (tests/helpers_api.py: enrolments, a banner
-office's terminal, tagging, custody, slaughter, a key rotation, two labels) verifies
-from every input form.  Then every byte of its canonical msgpack is flipped (four
-masks), deleted, duplicated, swapped with its neighbour and the bundle truncated at
-every length; and every field of the parsed bundle is flipped, deleted, extended,
-retyped, truncated, reordered, dropped, duplicated and swapped — each of those
-mutations must raise a VerificationError.  Deeper checks (the story, membership, keys'
+A genuine bundle (``lambtrace-label-proof/v2``: one multiproof, genesis by reference)
+from a seasoned chain (tests/helpers_api.py: enrolments, a banner office's terminal,
+tagging, custody, slaughter, a key rotation, two labels) verifies from every input
+form, and so do the same bundle with the genesis embedded (``?genesis=1``) and its
+archived ``v1`` form (an inclusion proof per event, genesis embedded).  Then every
+byte of its canonical msgpack is flipped (four masks), deleted, duplicated, swapped
+with its neighbour and the bundle truncated at every length; and every field of the
+parsed bundle is flipped, deleted, extended, retyped, truncated, reordered, dropped,
+duplicated and swapped — each of those mutations must raise a VerificationError (the
+field mutations run on all three forms).  Deeper checks (the story, membership, keys'
 validity, event signatures) cannot be reached by editing a certified bundle, so they
 are tested with bundles a test "validator" re-certifies over a forged log.
 """
@@ -56,6 +59,24 @@ def raw(seasoned: tuple[ApiWorld, dict[str, Any]]) -> bytes:
     return r.get_data()
 
 
+def as_v1(w: ApiWorld, b: dict[str, Any]) -> dict[str, Any]:
+    """The archived v1 form of a v2 bundle: an inclusion proof per event, genesis embedded."""
+    size = b["checkpoint"]["header"]["log_size"]
+    out = {k: v for k, v in b.items() if k != "proof"}
+    out["format"] = "lambtrace-label-proof/v1"
+    out["genesis"] = w.genesis.to_dict()
+    out["events"] = [{**e, "proof": merkle.inclusion_proof(e["index"], size, w.store.get_node)} for e in b["events"]]
+    return out
+
+
+@pytest.fixture(scope="module")
+def forms(seasoned: tuple[ApiWorld, dict[str, Any]], raw: bytes) -> dict[str, bytes]:
+    """The genuine bundle as v2 (as served), v2 with ``?genesis=1``, and v1."""
+    w, _ = seasoned
+    full = w.http.get(f"/v1/labels/{LABEL}/proof?genesis=1", headers={"Accept": "application/msgpack"}).get_data()
+    return {"v2": raw, "v2+genesis": full, "v1": codec.encode(as_v1(w, codec.decode(raw)))}
+
+
 def must_fail(data: Any, genesis: Genesis, what: str) -> VerificationError:
     try:
         verify_label(data, genesis, label=LABEL)
@@ -92,6 +113,33 @@ def test_genuine_bundle_verifies_in_every_form(seasoned: tuple[ApiWorld, dict[st
     d = report.to_dict()
     assert d["verified"] is True and d["genesis_hash"] == g.hash.hex()
     json.dumps(d)  # JSON-ready
+
+
+def test_v2_bundle_shape_and_the_other_forms(seasoned: tuple[ApiWorld, dict[str, Any]],
+                                             forms: dict[str, bytes]) -> None:
+    w, _ = seasoned
+    b = codec.decode(forms["v2"])
+    assert b["format"] == "lambtrace-label-proof/v2" and "genesis" not in b
+    assert all(set(e) == {"leaf", "index"} for e in b["events"]) and b["proof"]
+    size = b["checkpoint"]["header"]["log_size"]
+    assert len(b["proof"]) == merkle.multiproof_length([e["index"] for e in b["events"]], size)
+    assert codec.decode(forms["v2+genesis"]) == {**b, "genesis": w.genesis.to_dict()}
+    reports = {name: verify_label(data, w.genesis, label=LABEL) for name, data in forms.items()}
+    assert len({(r.tag, r.events, r.checkpoint_hash) for r in reports.values()}) == 1
+    # the multiproof sends each shared hash once: smaller than one path per event
+    assert len(forms["v2"]) < len(forms["v1"]) - len(codec.encode(w.genesis.to_dict()))
+    # the embedded genesis must be the trusted one, in either format
+    for name in ("v2+genesis", "v1"):
+        m = codec.decode(forms[name])
+        m["genesis"]["time"] += 1
+        with pytest.raises(VE.WrongGenesis):
+            verify_label(codec.encode(m), w.genesis, label=LABEL)
+    # a v1 bundle without its genesis, or with a multiproof, is malformed; v2 fields under v1 too
+    v1 = codec.decode(forms["v1"])
+    for bad in (delete_at(v1, ("genesis",)), {**v1, "proof": []}, {**b, "format": "lambtrace-label-proof/v1"},
+                {**v1, "format": "lambtrace-label-proof/v2"}):
+        with pytest.raises(VE.MalformedBundle):
+            verify_label(codec.encode(bad), w.genesis, label=LABEL)
 
 
 def test_the_sibling_label_of_the_same_pack(seasoned: tuple[ApiWorld, dict[str, Any]]) -> None:
@@ -160,12 +208,15 @@ def byte_mutations(data: bytes, positions: range | list[int], kinds: tuple[str, 
                 yield f"truncate {i}", data[:i]
 
 
-def test_every_byte_mutation_fails(seasoned: tuple[ApiWorld, dict[str, Any]], raw: bytes) -> None:
+@pytest.mark.parametrize("form", ["v2", "v1"])
+def test_every_byte_mutation_fails(seasoned: tuple[ApiWorld, dict[str, Any]], forms: dict[str, bytes],
+                                   form: str) -> None:
     """Every byte position flipped two ways and deleted, and the bundle truncated at every
-    length (4 x ~6.5 KB ~ 26 000 verifications, most failing within microseconds); four
+    length (4 x ~4.5 KB per form, most failing within microseconds); four
     more mutations at a deterministic sample of 1 500 positions.  All eight at every
-    position run under ``slow``."""
+    position (of the v2 form) run under ``slow``."""
     g = seasoned[0].genesis
+    raw = forms[form]
     codes: dict[str, int] = {}
     sample = sorted(random.Random(2026).sample(range(len(raw)), min(1500, len(raw))))
     for what, data in [*byte_mutations(raw, range(len(raw)), EVERY_BYTE), *byte_mutations(raw, sample, SAMPLED)]:
@@ -273,7 +324,7 @@ def targeted_mutations(b: dict[str, Any]) -> Iterator[tuple[str, Any]]:
     evs = b["events"]
     for i in range(len(evs)):
         for j in range(i + 1, len(evs)):
-            for f in ("proof", "leaf", "index"):
+            for f in sorted(evs[0]):
                 m = copy.deepcopy(b)
                 m["events"][i][f], m["events"][j][f] = evs[j][f], evs[i][f]
                 yield f"swap {f} of events {i} and {j}", m
@@ -298,19 +349,42 @@ def targeted_mutations(b: dict[str, Any]) -> Iterator[tuple[str, Any]]:
         yield f"checkpoint height {delta:+d} (header and certificate)", m
     yield "state_root added", set_at(b, ("checkpoint", "header", "state_root"), bytes(32))
     yield "gaps named", set_at(b, ("gaps",), [{"kind": "actor.enroll", "subject": "x", "reason": "y"}])
-    yield "another format", set_at(b, ("format",), "lambtrace-label-proof/v2")
-    yield "genesis removed", delete_at(b, ("genesis",))
-    yield "genesis params changed", set_at(b, ("genesis", "params", "max_future_ms"), 1)
+    for fmt in ("lambtrace-label-proof/v1", "lambtrace-label-proof/v2", "lambtrace-label-proof/v3"):
+        if fmt != b["format"]:
+            yield f"format {fmt}", set_at(b, ("format",), fmt)
+    if "genesis" in b:
+        if b["format"].endswith("/v1"):
+            yield "genesis removed", delete_at(b, ("genesis",))
+        yield "genesis params changed", set_at(b, ("genesis", "params", "max_future_ms"), 1)
+    if "proof" in b:  # v2: the one multiproof
+        multi = b["proof"]
+        size = b["checkpoint"]["header"]["log_size"]
+        for k in range(len(multi)):
+            yield f"multiproof hash {k} zeroed", set_at(b, ("proof", k), bytes(32))
+            yield f"multiproof hash {k} moved to the end", set_at(b, ("proof",), [*multi[:k], *multi[k + 1:], multi[k]])
+        yield "multiproof with a hash more", set_at(b, ("proof",), [*multi, multi[0]])
+        for k, e in enumerate(evs):
+            for delta in (1, -1, 2, 1 << 10):
+                if e["index"] + delta >= 0:
+                    yield f"event {k} index {delta:+d}", set_at(b, ("events", k, "index"), e["index"] + delta)
+        last = evs[-1]["index"]
+        if last + 1 < size:  # an event moved to a leaf nobody asked about, proof unchanged
+            yield "last event moved right", set_at(b, ("events", len(evs) - 1, "index"), size - 1)
+    else:
+        yield "genesis added", {**b, "genesis": None}
     yield "label of the sibling", set_at(b, ("label",), "l-0002")
     yield "events reordered", set_at(b, ("events",), evs[1:] + evs[:1])
     yield "no events", set_at(b, ("events",), [])
 
 
-def test_every_field_mutation_fails(seasoned: tuple[ApiWorld, dict[str, Any]], raw: bytes) -> None:
+@pytest.mark.parametrize("form", ["v2", "v2+genesis", "v1"])
+def test_every_field_mutation_fails(seasoned: tuple[ApiWorld, dict[str, Any]], forms: dict[str, bytes],
+                                    form: str) -> None:
     g = seasoned[0].genesis
+    raw = forms[form]
     b = codec.decode(raw)
     n = 0
-    seen: set[bytes] = {raw}
+    seen: set[bytes] = set(forms.values())  # deleting the embedded genesis gives the plain v2 form
     for what, m in [*field_mutations(b), *targeted_mutations(b)]:
         try:
             data = codec.encode(m)
@@ -323,7 +397,7 @@ def test_every_field_mutation_fails(seasoned: tuple[ApiWorld, dict[str, Any]], r
             must_fail(data, g, what)
         must_fail(m, g, what + " (parsed)")
         n += 1
-    assert n > 1000, n
+    assert n > {"v2": 400, "v2+genesis": 600, "v1": 1000}[form], n
 
 
 def test_every_json_field_mutation_fails(seasoned: tuple[ApiWorld, dict[str, Any]]) -> None:
@@ -359,15 +433,14 @@ def forge(w: ApiWorld, leaves: list[bytes], picks: list[int], *, label: str = LA
     header = Header(chain=g.chain, height=last.height + 1, time=last.time + 1000, prev=last.hash,
                     log_size=cr.size, log_root=cr.root(), validators=g.validators_hash, proposer=g.validators[0].name)
     cert = sign_commit(g.chain, header.height, 0, header.hash, signers or [(VALIDATOR, w.validator)])
+    indexes = sorted(picks)
     return codec.encode({
-        "format": "lambtrace-label-proof/v1",
+        "format": "lambtrace-label-proof/v2",
         "genesis_hash": g.hash,
-        "genesis": g.to_dict(),
         "label": label,
         "checkpoint": {"header": header.to_dict(), "certificate": cert.to_dict()},
-        "events": [{"leaf": leaves[i], "index": i, "proof": merkle.inclusion_proof(i, cr.size, lambda lv, ix:
-                                                                                      nodes[(lv, ix)])}
-                   for i in sorted(picks)],
+        "events": [{"leaf": leaves[i], "index": i} for i in indexes],
+        "proof": merkle.multiproof(indexes, cr.size, lambda lv, ix: nodes[(lv, ix)]),
         "gaps": [],
     })
 
@@ -592,6 +665,8 @@ def test_node_bundles_carry_recalls_and_revocations() -> None:
     # state proofs (header.state_root) the omission is undetectable (docs/adr/0005).
     b = codec.decode(raw)
     b["events"] = [e for e in b["events"] if E.parse_leaf(e["leaf"]).kind != "recall"]
+    b["proof"] = merkle.multiproof([e["index"] for e in b["events"]], b["checkpoint"]["header"]["log_size"],
+                                   w.store.get_node)
     assert not verify_label(codec.encode(b), w.genesis, label=LABEL).recalled
 
 

@@ -32,10 +32,12 @@ from .errors import (
     WrongGenesis,
     WrongLabel,
 )
-from .label import FORMAT, CustodyHop, LabelReport, Recall, load_genesis_value, verify_label
+from .label import FORMAT, FORMAT_V1, FORMATS, CustodyHop, LabelReport, Recall, load_genesis_value, verify_label
 
 __all__ = [
     "FORMAT",
+    "FORMATS",
+    "FORMAT_V1",
     "ActorNotProven",
     "BadCertificate",
     "BadEvent",

@@ -18,7 +18,7 @@ The codes, grouped by what they are about:
 ``bad_certificate``     a commit certificate is not for this header or a vote is bad
 ``insufficient_signatures`` the precommits hold 2/3 or less of the voting power
 ``stale_checkpoint``    the checkpoint is older than the caller accepts, or from the future
-``inclusion_failed``    an RFC 9162 inclusion proof does not lead to the checkpoint root
+``inclusion_failed``    the events' multiproof (v1: an inclusion proof) does not lead to the checkpoint root
 ``bad_event``           a leaf is not a canonical, well-formed signed event of this chain
 ``bad_event_signature`` an event signature does not verify under its proven key
 ``key_not_proven``      a signing key's enrolment is neither in genesis nor in the bundle
@@ -143,7 +143,8 @@ class StaleCheckpoint(_Precise):
 
 
 class InclusionFailed(_Precise):
-    """An event's RFC 9162 inclusion proof is malformed or leads to another root."""
+    """The bundle's multiproof (v2), or an event's RFC 9162 inclusion proof (v1), has the
+    wrong length, names an index beyond the log, or leads to another root."""
 
     code = "inclusion_failed"
 

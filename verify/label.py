@@ -8,16 +8,19 @@ It is pure: no network, no disk, no clock (``now_ms`` comes in as an argument).
 The workflow, cheap checks first and attacker-sized work last (STYLE §4):
 
 1. **Decode** the bundle (canonical msgpack, or JSON with lowercase hex) into
-   ``_unverified_*`` values: exact field sets, types, sizes, at most
-   :data:`MAX_EVENTS` events, every proof at most 64 hashes.  ``gaps`` must be empty:
-   a bundle whose builder could not find a part is not a proof.
-2. **Anchor**: the bundle's ``genesis_hash`` is the hash of the trusted genesis; the
-   checkpoint header names genesis's chain and validator set; the certificate is for
-   that header's hash and height and names known validators (unique, sorted) holding
-   more than 2/3 of the power (signatures come later).
-3. **Placement**: leaf indexes strictly ascending and below ``log_size``; every
-   inclusion proof exactly as long as RFC 9162 demands; then each proof is folded to the
-   checkpoint's ``log_root`` (hashing only).
+   ``_unverified_*`` values: a known ``format`` (:data:`FORMATS`: ``v2``, which the
+   prover emits, and the archived ``v1``), exact field sets, types, sizes, at most
+   :data:`MAX_EVENTS` events, at most 64 proof hashes per event.  ``gaps`` must be
+   empty: a bundle whose builder could not find a part is not a proof.
+2. **Anchor**: the bundle's ``genesis_hash`` is the hash of the trusted genesis, and
+   an embedded genesis document (always in ``v1``, on request in ``v2``) is that
+   genesis; the checkpoint header names genesis's chain and validator set; the
+   certificate is for that header's hash and height and names known validators
+   (unique, sorted) holding more than 2/3 of the power (signatures come later).
+3. **Placement**: leaf indexes strictly ascending and below ``log_size``; the proof
+   exactly as long as its shape demands (``v2``: one multiproof,
+   :func:`ledger.merkle.multiproof_length`; ``v1``: one RFC 9162 inclusion proof per
+   event); then it is folded to the checkpoint's ``log_root`` (hashing only).
 4. **Parsing**: every leaf is a canonical signed event of this chain
    (:func:`ledger.events.parse_leaf`), no two alike, its time not before genesis nor
    beyond the checkpoint's clock.
@@ -84,6 +87,8 @@ from .errors import (
 
 __all__ = [
     "FORMAT",
+    "FORMATS",
+    "FORMAT_V1",
     "MAX_BUNDLE_BYTES",
     "MAX_EVENTS",
     "CustodyHop",
@@ -93,15 +98,23 @@ __all__ = [
     "verify_label",
 ]
 
-FORMAT = "lambtrace-label-proof/v1"
+FORMAT = "lambtrace-label-proof/v2"
+"""The format the prover emits (api/proofs.py): one multiproof, genesis by reference."""
+FORMAT_V1 = "lambtrace-label-proof/v1"
+"""The first format: an inclusion proof per event and the genesis document embedded."""
+FORMATS = (FORMAT, FORMAT_V1)
+"""Every format this verifier reads."""
 MAX_BUNDLE_BYTES = 4 * 1024 * 1024
 """Largest bundle accepted (bytes of msgpack or JSON), checked before parsing."""
 MAX_EVENTS = 1024
 """Most events one bundle may hold (the builder's ``ProofOptions.max_events``)."""
 MAX_PROOF_HASHES = 64
 
-_BUNDLE_FIELDS = frozenset({"format", "genesis_hash", "genesis", "label", "checkpoint", "events", "gaps"})
-_EVENT_FIELDS = frozenset({"leaf", "index", "proof"})
+_FIELDS_V1 = frozenset({"format", "genesis_hash", "genesis", "label", "checkpoint", "events", "gaps"})
+_EVENT_FIELDS_V1 = frozenset({"leaf", "index", "proof"})
+_FIELDS_V2 = frozenset({"format", "genesis_hash", "label", "checkpoint", "events", "proof", "gaps"})
+_OPTIONAL_V2 = frozenset({"genesis"})
+_EVENT_FIELDS_V2 = frozenset({"leaf", "index"})
 _MEMBERSHIP = ("actor.enroll", "key.rotate", "device.register", "actor.revoke")
 _PATH = ("tags.issue", "lamb.tag", "custody.ship", "custody.receive", "lamb.slaughter", "label.issue", "recall")
 
@@ -212,16 +225,21 @@ class _UnverifiedEntry:
     leaf: bytes
     index: int
     proof: tuple[bytes, ...]
+    """v1: the entry's own inclusion proof; v2: empty (the bundle's multiproof)."""
 
 
 @dataclass(frozen=True)
 class _UnverifiedBundle:
+    format: str
     genesis_hash: bytes
+    has_genesis: bool
     genesis: Any
     label: str
     header: Header
     certificate: CommitCertificate
     entries: tuple[_UnverifiedEntry, ...]
+    multiproof: tuple[bytes, ...] | None
+    """v2: the one multiproof of every entry's leaf; v1: ``None``."""
 
 
 def _is_hex(text: str) -> bool:
@@ -309,6 +327,8 @@ def _json_to_values(value: Any) -> Any:
                     e["proof"] = [_unhex(h, "event.proof") for h in e["proof"]]
             conv_evs.append(e)
         out["events"] = conv_evs
+    if type(value.get("proof")) is list:
+        out["proof"] = [_unhex(h, "proof") for h in value["proof"]]
     return out
 
 
@@ -348,22 +368,27 @@ def _decode_bundle(bundle: Any, limits: Limits) -> Any:
 
 
 def _unverified_bundle(value: Any, limits: Limits) -> _UnverifiedBundle:
-    """Check the bundle's shape (fields, types, sizes) and parse header and certificate.
+    """Check the bundle's shape (format, fields, types, sizes) and parse header and
+    certificate.
 
     Raises :class:`MalformedBundle`, :class:`UnsupportedFormat` or
     :class:`IncompleteBundle`; touches no hash or signature.
     """
     if type(value) is not dict:
         raise MalformedBundle("a bundle is a map")
-    keys = set(value)
-    if keys != _BUNDLE_FIELDS:
-        extra, missing = sorted(keys - _BUNDLE_FIELDS), sorted(_BUNDLE_FIELDS - keys)
-        raise MalformedBundle(f"bundle fields: unknown {extra}, missing {missing}")
+    if "format" not in value:
+        raise MalformedBundle("bundle fields: missing ['format']")
     fmt = value["format"]
     if type(fmt) is not str:
         raise MalformedBundle("format must be text")
-    if fmt != FORMAT:
-        raise UnsupportedFormat(f"bundle format {fmt[:64]!r}; this verifier reads {FORMAT}")
+    if fmt not in FORMATS:
+        raise UnsupportedFormat(f"bundle format {fmt[:64]!r}; this verifier reads {', '.join(FORMATS)}")
+    v1 = fmt == FORMAT_V1
+    required, optional = (_FIELDS_V1, frozenset()) if v1 else (_FIELDS_V2, _OPTIONAL_V2)
+    keys = set(value)
+    if not required <= keys <= required | optional:
+        extra, missing = sorted(keys - required - optional), sorted(required - keys)
+        raise MalformedBundle(f"bundle fields: unknown {extra}, missing {missing}")
     gaps = value["gaps"]
     if type(gaps) is not list:
         raise MalformedBundle("gaps must be a list")
@@ -390,22 +415,30 @@ def _unverified_bundle(value: Any, limits: Limits) -> _UnverifiedBundle:
     evs = value["events"]
     if type(evs) is not list or not 0 < len(evs) <= MAX_EVENTS:
         raise MalformedBundle(f"events must be a list of 1 to {MAX_EVENTS} entries")
+    entry_fields = _EVENT_FIELDS_V1 if v1 else _EVENT_FIELDS_V2
     entries = []
     for k, e in enumerate(evs):
-        if type(e) is not dict or set(e) != _EVENT_FIELDS:
-            raise MalformedBundle(f"events[{k}] must have exactly leaf, index and proof")
-        leaf, index, proof = e["leaf"], e["index"], e["proof"]
+        if type(e) is not dict or set(e) != entry_fields:
+            raise MalformedBundle(f"events[{k}] must have exactly {', '.join(sorted(entry_fields))}")
+        leaf, index = e["leaf"], e["index"]
         if type(leaf) is not bytes or not 0 < len(leaf) <= limits.max_event_bytes:
             raise MalformedBundle(f"events[{k}].leaf must be 1 to {limits.max_event_bytes} bytes")
         if type(index) is not int or index < 0:
             raise MalformedBundle(f"events[{k}].index must be a non-negative integer")
-        if type(proof) is not list or len(proof) > MAX_PROOF_HASHES:
-            raise MalformedBundle(f"events[{k}].proof must be a list of at most {MAX_PROOF_HASHES} hashes")
-        for h in proof:
-            if type(h) is not bytes or len(h) != merkle.HASH_SIZE:
-                raise MalformedBundle(f"events[{k}].proof holds a value that is not a 32-byte hash")
-        entries.append(_UnverifiedEntry(leaf, index, tuple(proof)))
-    return _UnverifiedBundle(gh, value["genesis"], label, header, cert, tuple(entries))
+        proof = _hash_list(e["proof"], MAX_PROOF_HASHES, f"events[{k}].proof") if v1 else ()
+        entries.append(_UnverifiedEntry(leaf, index, proof))
+    multi = None if v1 else _hash_list(value["proof"], MAX_PROOF_HASHES * len(evs), "proof")
+    has_genesis = "genesis" in value
+    return _UnverifiedBundle(fmt, gh, has_genesis, value.get("genesis"), label, header, cert, tuple(entries), multi)
+
+
+def _hash_list(proof: Any, most: int, what: str) -> tuple[bytes, ...]:
+    if type(proof) is not list or len(proof) > most:
+        raise MalformedBundle(f"{what} must be a list of at most {most} hashes")
+    for h in proof:
+        if type(h) is not bytes or len(h) != merkle.HASH_SIZE:
+            raise MalformedBundle(f"{what} holds a value that is not a 32-byte hash")
+    return tuple(proof)
 
 
 # --------------------------------------------------------------------------- genesis
@@ -735,12 +768,13 @@ def _verify(
     if b.genesis_hash != g.hash:
         raise WrongGenesis(f"the bundle is anchored in genesis {b.genesis_hash.hex()}, "
                            f"not the trusted {g.hash.hex()}")
-    try:
-        same_genesis = codec.encode(b.genesis) == g.encode()
-    except DecodeError:
-        same_genesis = False
-    if not same_genesis:
-        raise WrongGenesis("the genesis document in the bundle is not the trusted genesis")
+    if b.has_genesis:
+        try:
+            same_genesis = codec.encode(b.genesis) == g.encode()
+        except DecodeError:
+            same_genesis = False
+        if not same_genesis:
+            raise WrongGenesis("the genesis document in the bundle is not the trusted genesis")
     if label is not None and b.label != label:
         raise WrongLabel(f"the bundle is for label {b.label}, not {label}", label=b.label)
     header, cert = b.header, b.certificate
@@ -776,16 +810,20 @@ def _verify(
         prev = e.index
         if e.index >= size:
             raise InclusionFailed(f"leaf {e.index} is not below the checkpoint's log size {size}", index=e.index)
-        want = merkle.inclusion_proof_length(e.index, size)
-        if len(e.proof) != want:
-            raise InclusionFailed(f"the proof of leaf {e.index} has {len(e.proof)} hashes, not {want}",
-                                  index=e.index)
-    for e in b.entries:
-        try:
-            merkle.verify_inclusion(merkle.leaf_hash(e.leaf), e.index, size, e.proof, header.log_root)
-        except VerificationError as exc:
-            raise InclusionFailed(f"leaf {e.index} is not in the checkpoint's log: {exc.message}",
-                                  index=e.index) from None
+        if b.multiproof is None:
+            want = merkle.inclusion_proof_length(e.index, size)
+            if len(e.proof) != want:
+                raise InclusionFailed(f"the proof of leaf {e.index} has {len(e.proof)} hashes, not {want}",
+                                      index=e.index)
+    if b.multiproof is not None:
+        _check_multiproof(b.entries, b.multiproof, size, header.log_root)
+    else:
+        for e in b.entries:
+            try:
+                merkle.verify_inclusion(merkle.leaf_hash(e.leaf), e.index, size, e.proof, header.log_root)
+            except VerificationError as exc:
+                raise InclusionFailed(f"leaf {e.index} is not in the checkpoint's log: {exc.message}",
+                                      index=e.index) from None
 
     # 4. parse every leaf
     events: list[tuple[int, SignedEvent]] = []
@@ -838,6 +876,21 @@ def _verify(
                 raise BadEventSignature(f"leaf {i}: the signature by key {kid} does not verify", index=i, key=kid)
 
     return _report(b, g, story, members, tagger, block_hash, len(events), age, warnings)
+
+
+def _check_multiproof(entries: tuple[_UnverifiedEntry, ...], proof: tuple[bytes, ...], size: int,
+                      root: bytes) -> None:
+    """The v2 multiproof: exactly as many hashes as the entries' indexes (ascending,
+    below ``size``: checked before) demand, then it must lead from their leaf hashes to
+    ``root``.  Raises :class:`InclusionFailed`."""
+    indexes = [e.index for e in entries]
+    want = merkle.multiproof_length(indexes, size)
+    if len(proof) != want:
+        raise InclusionFailed(f"the multiproof has {len(proof)} hashes; these {len(indexes)} leaves need {want}")
+    try:
+        merkle.verify_multiproof({e.index: merkle.leaf_hash(e.leaf) for e in entries}, size, proof, root)
+    except VerificationError as exc:
+        raise InclusionFailed(f"the events are not in the checkpoint's log: {exc.message}") from None
 
 
 def _check_certificate_shape(cert: CommitCertificate, g: Genesis, height: int, block_hash: bytes) -> None:

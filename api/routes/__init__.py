@@ -18,6 +18,7 @@ from . import (
     checks,
     dashboard,
     events,
+    genesis,
     health,
     labels,
     log,
@@ -29,6 +30,7 @@ from . import (
 
 BLUEPRINTS: tuple[Blueprint, ...] = (
     status.bp,
+    genesis.bp,
     events.bp,
     tags.bp,
     labels.bp,

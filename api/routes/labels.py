@@ -1,4 +1,8 @@
-"""``GET /v1/labels/<label>`` (summary) and ``GET /v1/labels/<label>/proof`` (bundle)."""
+"""``GET /v1/labels/<label>`` (summary) and ``GET /v1/labels/<label>/proof`` (bundle).
+
+The bundle references genesis by its hash; ``?genesis=1`` embeds the genesis document
+too, for an archive that must stand alone (docs/label-proof.md).
+"""
 
 from __future__ import annotations
 
@@ -20,4 +24,5 @@ def get_label(label: str) -> Response:
 @bp.get("/v1/labels/<label>/proof")
 def get_label_proof(label: str) -> Response:
     rt = runtime()
-    return respond(rt.prover.bundle(params.ident(label, "label")))
+    embed = params.query_flag("genesis")
+    return respond(rt.prover.bundle(params.ident(label, "label"), embed_genesis=embed))

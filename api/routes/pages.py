@@ -5,8 +5,9 @@ fingerprint>``.  The node answers with a phone-first page telling the lamb's sto
 Chinese (``?lang=en``, or the page's switch, for English), rendered from the node's own
 summary (:func:`api.queries.label_summary`) so that it reads at once.  The verdict is
 not the node's to give: ``static/label.js`` fetches the label's proof bundle
-(``/v1/labels/<label>/proof``) and ``static/verify.js`` checks it *in the browser*
-against the fingerprint in the link's fragment (which never reaches the server), then
+(``/v1/labels/<label>/proof``) and the genesis document it references by hash
+(``/v1/genesis``), and ``static/verify.js`` checks both *in the browser* against the
+fingerprint in the link's fragment (which never reaches the server), then
 checks that the story the node rendered is the story the signed events tell, shows the
 verified story, and writes ``verified`` or ``failed`` into the verdict element's
 ``data-verdict`` (``pending`` until then).  The page loads nothing from elsewhere: the
@@ -296,6 +297,7 @@ def _page(status: int, **context: Any) -> Response:
         "strings": STRINGS,
         "summary": schema.to_json(context["summary"]) if context["summary"] is not None else None,
         "proof_url": context.get("proof_url"),
+        "genesis_url": context.get("genesis_url"),
         "verdict_url": context.get("verdict_url"),
     }
     html = render_template(
@@ -326,6 +328,7 @@ def label_page(label: str) -> Response:
         summary=summary,
         cooperative_name=(coop_record or {}).get("name") or coop or "",
         proof_url=url_for("labels.get_label_proof", label=lid),
+        genesis_url=url_for("genesis.get_genesis"),
         verdict_url=url_for("pages.label_verdict", label=lid),
     )
 

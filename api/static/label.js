@@ -3,8 +3,11 @@
 // 1. Language: Chinese by default; `?lang=en|zh` in the address wins, else the choice
 //    remembered in localStorage; the switch button flips every [data-i18n] element
 //    without a reload, using the strings the page embeds (pages.STRINGS).
-// 2. Verdict, computed here and nowhere else: fetch the label's proof bundle, verify it
-//    with verify.js against the genesis fingerprint in the link's fragment (#g=...),
+// 2. Verdict, computed here and nowhere else: fetch the label's proof bundle and the
+//    genesis document it references by hash (GET /v1/genesis; untrusted like the
+//    bundle), verify both with verify.js against the genesis fingerprint in the link's
+//    fragment (#g=...): the fingerprint must be a prefix of the bundle's genesis_hash,
+//    and the genesis document must hash to it;
 //    check that the story the server rendered is the one the signed events tell, then
 //    render the story from the verified events.  The verdict element's data-verdict
 //    goes pending -> verified | failed (data-reason holds the failure's code).
@@ -233,6 +236,7 @@ const REASONS = {
   no_crypto: "crypto",
   bad_fingerprint: "fingerprint",
   fingerprint_mismatch: "other_chain",
+  no_genesis: "anchor",
   summary_mismatch: "summary",
   server_failed: "server",
   server_unavailable: "server_unavailable",
@@ -324,9 +328,12 @@ async function verifyPage() {
   const anchor = fingerprint === null ? "server" : "link";
   let checkedBy = "browser";
   try {
-    const bundle = await getJson(data.proof_url, "the proof");
+    const [bundle, genesis] = await Promise.all([
+      getJson(data.proof_url, "the proof"),
+      getJson(data.genesis_url, "the genesis document"),
+    ]);
     const ed25519 = (await V.ed25519Available()) ? "webcrypto" : "defer";
-    const report = await V.verifyLabelBundle(bundle, { label: data.label, fingerprint, ed25519 });
+    const report = await V.verifyLabelBundle(bundle, { label: data.label, fingerprint, genesis, ed25519 });
     if (report.deferred > 0) {
       checkedBy = "server";
       await serverVerdict();

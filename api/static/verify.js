@@ -4,7 +4,8 @@
 // verifies it here, so that what a consumer is shown rests on the chain's genesis (the
 // fingerprint in the QR link), not on the server that answered.  Every hash is
 // recomputed in this file: canonical msgpack (DESIGN §3) of the genesis, the header, the
-// votes and the event envelopes; RFC 9162 inclusion of each leaf; the commit
+// votes and the event envelopes; RFC 9162 inclusion of the leaves (one multiproof in
+// format v2, one path per leaf in the archived v1); the commit
 // certificate (> 2/3 of the validators' power); every event signature, with keys whose
 // enrolment is itself in the bundle; and the label's story (one tag, carcass and label,
 // an unbroken custody chain).  It mirrors ledger/ (codec, hashing, merkle, events,
@@ -13,14 +14,17 @@
 //
 // Workflow of verifyLabelBundle, step for step verify/label.py's (cheap structure first,
 // attacker-sized work last, STYLE §4):
-//   1. parse the untrusted JSON bundle into values with real bytes (exact shapes; gaps
-//      must be empty);
+//   1. parse the untrusted JSON bundle into values with real bytes (a known format,
+//      exact shapes; gaps must be empty);
 //   2. anchor: the fingerprint (if any) is a prefix of genesis_hash, the genesis
-//      document hashes to genesis_hash; the header names genesis's chain and validator
-//      set; the certificate names the header's height and hash and known validators
-//      (sorted, each once) holding more than 2/3 of the power;
-//   3. placement: ascending leaf indexes below log_size, exact RFC 9162 proof lengths,
-//      then every inclusion proof folded to the header's log_root;
+//      document (v2: fetched by the page from GET /v1/genesis and passed in, unless the
+//      bundle embeds it; v1: embedded) hashes to genesis_hash; the header names
+//      genesis's chain and validator set; the certificate names the header's height
+//      and hash and known validators (sorted, each once) holding more than 2/3 of the
+//      power;
+//   3. placement: ascending leaf indexes below log_size, the exact proof length (v2:
+//      one multiproof; v1: each RFC 9162 path), then the proof folded to the header's
+//      log_root;
 //   4. every leaf decodes as canonical msgpack into a well-formed signed event of this
 //      chain, no two alike, dated between genesis and the checkpoint;
 //   5. the story: label.issue -> lamb.slaughter -> lamb.tag -> tags.issue, custody
@@ -31,10 +35,12 @@
 //   8. signatures last: the precommits, then every event's (WebCrypto Ed25519 and ECDSA
 //      P-256; SHA-256 throughout).
 // Any failure throws VerificationError(code, message) with verify/errors.py's codes (and
-// a few of the page's own: bad_fingerprint, fingerprint_mismatch, no_crypto).  Pure
+// a few of the page's own: bad_fingerprint, fingerprint_mismatch, no_crypto, no_genesis).  Pure
 // apart from WebCrypto: no network, no DOM, no clock.
 
-export const FORMAT = "lambtrace-label-proof/v1";
+export const FORMAT = "lambtrace-label-proof/v2"; // what the node serves
+export const FORMAT_V1 = "lambtrace-label-proof/v1"; // archived bundles
+export const FORMATS = Object.freeze([FORMAT, FORMAT_V1]);
 export const TAGS = Object.freeze({
   event: "lambtrace/event/v1",
   header: "lambtrace/header/v1",
@@ -469,6 +475,81 @@ export async function rootFromInclusionProof(leaf, index, size, proof) {
   }
   for (let k = inner; k < inner + border; k++) h = await nodeHash(proof[k], h);
   return h;
+}
+
+// A multiproof (ledger/merkle.py): over the RFC 9162 tree shape, root(lo, hi) is the
+// next proof hash if no proven leaf lies in [lo, hi), the leaf hash if hi - lo == 1,
+// else node_hash(root(lo, lo + k), root(lo + k, hi)) with k the largest power of two
+// below hi - lo; evaluated left to right from root(0, size), consuming every proof
+// hash exactly once.  Indexes and sizes here are safe integers (JSON numbers).
+
+function largestPowerOfTwoBelow(n) {
+  let k = 1;
+  while (k * 2 < n) k *= 2;
+  return k;
+}
+
+function checkMultiIndexes(indexes, size) {
+  if (!Number.isSafeInteger(size) || size < 0) fail("bad_proof", `tree size ${size} is out of range`);
+  if (!Array.isArray(indexes) || indexes.length === 0) fail("bad_proof", "a multiproof proves at least one leaf");
+  let prev = -1;
+  for (const i of indexes) {
+    if (!Number.isSafeInteger(i) || i < 0) fail("bad_proof", "multiproof indexes must be non-negative integers");
+    if (i <= prev) fail("bad_proof", "multiproof indexes must be strictly ascending");
+    if (i >= size) fail("bad_proof", `index ${i} is not below the tree size ${size}`);
+    prev = i;
+  }
+}
+
+function multiWalk(indexes, size, visit) {
+  const walk = (lo, hi, a, b) => {
+    if (a === b) return visit.empty(lo, hi);
+    if (hi - lo === 1) return visit.leaf(a);
+    const mid = lo + largestPowerOfTwoBelow(hi - lo);
+    let m = a;
+    while (m < b && indexes[m] < mid) m++;
+    return visit.node(() => walk(lo, mid, a, m), () => walk(mid, hi, m, b));
+  };
+  return walk(0, size, 0, indexes.length);
+}
+
+/** The exact number of hashes in the multiproof of `indexes` (ascending) in `size` leaves. */
+export function multiproofLength(indexes, size) {
+  checkMultiIndexes(indexes, size);
+  let count = 0;
+  multiWalk(indexes, size, {
+    empty: () => {
+      count++;
+    },
+    leaf: () => {},
+    node: (left, right) => {
+      left();
+      right();
+    },
+  });
+  return count;
+}
+
+/** The root that the multiproof `proof` implies for `leaves` ([{index, hash}], ascending
+ * by index) in a tree of `size` leaves; structure is checked before any hashing. */
+export async function rootFromMultiproof(leaves, size, proof) {
+  if (!Array.isArray(leaves)) fail("bad_proof", "leaves are a list");
+  const indexes = leaves.map((l) => l.index);
+  checkMultiIndexes(indexes, size);
+  for (const l of leaves) if (!(l.hash instanceof Uint8Array) || l.hash.length !== 32) fail("bad_proof", "a leaf hash is 32 bytes");
+  if (!Array.isArray(proof)) fail("bad_proof", "a proof is a list of hashes");
+  const want = multiproofLength(indexes, size);
+  if (proof.length !== want) fail("bad_proof", `the multiproof has ${proof.length} hashes; these leaves need ${want}`);
+  for (const p of proof) if (!(p instanceof Uint8Array) || p.length !== 32) fail("bad_proof", "proof hashes are 32 bytes");
+  let pos = 0;
+  return multiWalk(indexes, size, {
+    empty: async () => proof[pos++],
+    leaf: async (a) => leaves[a].hash,
+    node: async (left, right) => {
+      const l = await left();
+      return nodeHash(l, await right());
+    },
+  });
 }
 
 export async function verifyInclusion(leaf, index, size, proof, root) {
@@ -952,16 +1033,26 @@ export function voteBytes(type, chain, height, round, block) {
 // The checks and their codes are verify/label.py's (verify/errors.py), step for step, so
 // that the page and `lambtrace verify-label` accept and refuse the same bundles.
 
-const BUNDLE_FIELDS = ["format", "genesis_hash", "genesis", "label", "checkpoint", "events", "gaps"];
+const FIELDS_V1 = ["format", "genesis_hash", "genesis", "label", "checkpoint", "events", "gaps"];
+const FIELDS_V2 = ["format", "genesis_hash", "label", "checkpoint", "events", "proof", "gaps"];
 const MEMBERSHIP = ["actor.enroll", "key.rotate", "device.register", "actor.revoke"];
 
-/** The bundle's shape (exact fields, types, sizes) as values with real bytes; no hashing. */
+function hashList(list, most, what) {
+  if (!Array.isArray(list) || list.length > most) fail("malformed_bundle", `${what} must be a list of at most ${most} hashes`);
+  return list.map((p) => hexToBytes(p, `${what} hash`, 32));
+}
+
+/** The bundle's shape (format, exact fields, types, sizes) as values with real bytes; no hashing. */
 function parseBundle(j) {
-  if (!hasExactly(j, BUNDLE_FIELDS)) {
-    fail("malformed_bundle", `a bundle has exactly the fields ${BUNDLE_FIELDS.join(", ")}`);
-  }
+  if (!isMap(j)) fail("malformed_bundle", "a bundle is a map");
+  if (!Object.hasOwn(j, "format")) fail("malformed_bundle", "the bundle has no format");
   if (typeof j.format !== "string") fail("malformed_bundle", "format must be text");
-  if (j.format !== FORMAT) fail("unsupported_format", `bundle format ${j.format.slice(0, 64)}; this page reads ${FORMAT}`);
+  if (!FORMATS.includes(j.format)) fail("unsupported_format", `bundle format ${j.format.slice(0, 64)}; this page reads ${FORMATS.join(", ")}`);
+  const v1 = j.format === FORMAT_V1;
+  const fields = v1 ? FIELDS_V1 : FIELDS_V2;
+  if (!hasExactly(j, fields, v1 ? [] : ["genesis"])) {
+    fail("malformed_bundle", `a ${j.format} bundle has exactly the fields ${fields.join(", ")}${v1 ? "" : " [, genesis]"}`);
+  }
   if (!Array.isArray(j.gaps)) fail("malformed_bundle", "gaps must be a list");
   if (j.gaps.length) {
     const named = j.gaps.slice(0, 5).map((g) => (isMap(g) ? `${g.kind} ${g.subject}` : "?"));
@@ -972,24 +1063,25 @@ function parseBundle(j) {
   if (!Array.isArray(j.events) || j.events.length === 0 || j.events.length > LIMITS.maxEvents) {
     fail("malformed_bundle", `events must be a list of 1 to ${LIMITS.maxEvents} entries`);
   }
+  const entryFields = v1 ? ["leaf", "index", "proof"] : ["leaf", "index"];
   const entries = j.events.map((e, k) => {
-    if (!hasExactly(e, ["leaf", "index", "proof"])) fail("malformed_bundle", `events[${k}] must have exactly leaf, index and proof`);
+    if (!hasExactly(e, entryFields)) fail("malformed_bundle", `events[${k}] must have exactly ${entryFields.join(", ")}`);
     const leaf = hexToBytes(e.leaf, `events[${k}].leaf`);
     if (leaf.length === 0 || leaf.length > LIMITS.maxEventBytes) {
       fail("malformed_bundle", `events[${k}].leaf must be 1 to ${LIMITS.maxEventBytes} bytes`);
     }
-    if (!Array.isArray(e.proof) || e.proof.length > LIMITS.maxProofNodes) {
-      fail("malformed_bundle", `events[${k}].proof must be a list of at most ${LIMITS.maxProofNodes} hashes`);
-    }
-    return { leaf, index: jsonInt(e.index, `events[${k}].index`), proof: e.proof.map((p) => hexToBytes(p, "proof hash", 32)) };
+    const index = jsonInt(e.index, `events[${k}].index`);
+    return { leaf, index, proof: v1 ? hashList(e.proof, LIMITS.maxProofNodes, `events[${k}].proof`) : [] };
   });
   return {
+    format: j.format,
     genesisHash: hexToBytes(j.genesis_hash, "genesis_hash", 32),
-    genesis: genesisFromJson(j.genesis),
+    genesis: Object.hasOwn(j, "genesis") ? genesisFromJson(j.genesis) : null,
     label: j.label,
     header: headerFromJson(j.checkpoint.header),
     certificate: certificateFromJson(j.checkpoint.certificate),
     entries,
+    multiproof: v1 ? null : hashList(j.proof, LIMITS.maxProofNodes * entries.length, "proof"),
   };
 }
 
@@ -1226,28 +1318,41 @@ function checkAuthorised(ev, m, g) {
  *
  * options: `label` (the label the page is for), `fingerprint` (hex prefix of the trusted
  * genesis hash from the QR link, or null: then the bundle's own genesis hash is taken
- * as the anchor and report.anchor says "server"), `ed25519`: "webcrypto" (check Ed25519
- * here) or "defer" (leave Ed25519 signatures to the server's verdict; report.deferred
- * counts them).
+ * as the anchor and report.anchor says "server"), `genesis`: the genesis document's
+ * JSON (GET /v1/genesis; untrusted, it must hash to the bundle's genesis_hash), needed
+ * unless the bundle embeds it (v1, or v2 with ?genesis=1; if both are there they must
+ * be the same document), `ed25519`: "webcrypto" (check Ed25519 here) or "defer" (leave
+ * Ed25519 signatures to the server's verdict; report.deferred counts them).
  *
  * Returns {anchor, genesisHash, chain, checkpoint, events, signatures, deferred, story};
  * throws VerificationError with verify/errors.py's code otherwise.
  */
-export async function verifyLabelBundle(json, { label, fingerprint = null, ed25519 = "webcrypto" } = {}) {
+export async function verifyLabelBundle(json, { label, fingerprint = null, genesis = null, ed25519 = "webcrypto" } = {}) {
   if (typeof crypto === "undefined" || !crypto.subtle) fail("no_crypto", "this page has no WebCrypto (it needs HTTPS)");
   const fp = fingerprint === null ? null : parseFingerprint(fingerprint);
   let b;
+  let given = null;
   try {
     b = parseBundle(json);
   } catch (e) {
     if (e instanceof VerificationError && e.code === "malformed") fail("malformed_bundle", e.message);
     throw e;
   }
+  try {
+    given = genesis === null ? null : genesisFromJson(genesis);
+  } catch (e) {
+    if (e instanceof VerificationError && e.code === "malformed") fail("wrong_genesis", `the genesis document is malformed: ${e.message}`);
+    throw e;
+  }
   // 2. the anchor
   const claimed = bytesToHex(b.genesisHash);
   if (fp !== null && !claimed.startsWith(fp)) fail("fingerprint_mismatch", "the server's chain is not the chain the label's QR code names");
-  const g = b.genesis;
-  if (!bytesEqual(await genesisHash(g), b.genesisHash)) fail("wrong_genesis", "the genesis document in the bundle does not hash to its genesis_hash");
+  const g = b.genesis ?? given;
+  if (g === null) fail("no_genesis", "the bundle references its genesis by hash, and no genesis document was given");
+  if (b.genesis !== null && given !== null && !bytesEqual(encode(b.genesis), encode(given))) {
+    fail("wrong_genesis", "the genesis document in the bundle is not the one given");
+  }
+  if (!bytesEqual(await genesisHash(g), b.genesisHash)) fail("wrong_genesis", "the genesis document does not hash to the bundle's genesis_hash");
   if (b.label !== label) fail("wrong_label", `the bundle is for label ${b.label}, not ${label}`);
   const h = b.header;
   const cert = b.certificate;
@@ -1273,12 +1378,24 @@ export async function verifyLabelBundle(json, { label, fingerprint = null, ed255
     if (e.index <= prev) fail("malformed_bundle", "events must be in strictly ascending leaf order");
     prev = e.index;
     if (e.index >= h.log_size) fail("inclusion_failed", `leaf ${e.index} is not below the checkpoint's log size ${h.log_size}`);
+    if (b.multiproof !== null) continue;
     const want = inclusionProofLength(e.index, h.log_size);
     if (e.proof.length !== want) fail("inclusion_failed", `the proof of leaf ${e.index} has ${e.proof.length} hashes, not ${want}`);
   }
-  for (const e of b.entries) {
-    const root = await rootFromInclusionProof(await leafHash(e.leaf), e.index, h.log_size, e.proof);
-    if (!bytesEqual(root, h.log_root)) fail("inclusion_failed", `leaf ${e.index} is not in the checkpoint's log`);
+  if (b.multiproof !== null) {
+    const want = multiproofLength(b.entries.map((e) => e.index), h.log_size);
+    if (b.multiproof.length !== want) {
+      fail("inclusion_failed", `the multiproof has ${b.multiproof.length} hashes; these ${b.entries.length} leaves need ${want}`);
+    }
+    const leaves = [];
+    for (const e of b.entries) leaves.push({ index: e.index, hash: await leafHash(e.leaf) });
+    const root = await rootFromMultiproof(leaves, h.log_size, b.multiproof);
+    if (!bytesEqual(root, h.log_root)) fail("inclusion_failed", "the events are not in the checkpoint's log");
+  } else {
+    for (const e of b.entries) {
+      const root = await rootFromInclusionProof(await leafHash(e.leaf), e.index, h.log_size, e.proof);
+      if (!bytesEqual(root, h.log_root)) fail("inclusion_failed", `leaf ${e.index} is not in the checkpoint's log`);
+    }
   }
   // 4. parse every leaf
   const events = [];
