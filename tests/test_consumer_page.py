@@ -583,8 +583,26 @@ def _as_v1(b: dict[str, Any], store: Any, genesis_json: dict[str, Any]) -> dict[
     return out
 
 
+def _recertified(f: Callable[[dict[str, Any]], None], validator: Any, chain: str) -> Callable[[dict[str, Any]], None]:
+    """A header change ``f`` made by someone holding the validator's key: the header
+    is certified again, so only the verifiers' header checks can catch it."""
+    from ledger.blocks.certificate import sign_commit
+    from ledger.blocks.header import Header
+    from ledger.schema import to_json
+
+    def g(m: dict[str, Any]) -> None:
+        hj = m["checkpoint"]["header"]
+        f(hj)
+        h = Header(**{k: (bytes.fromhex(v) if k in ("prev", "log_root", "validators", "state_root") else v)
+                      for k, v in hj.items()})
+        cert = sign_commit(chain, h.height, 0, h.hash, [("league", validator)])
+        m["checkpoint"]["certificate"] = to_json(cert.to_dict())
+
+    return g
+
+
 def _mutated_bundles(genuine: dict[str, Any], genesis: Any, store: Any,
-                     genesis_json: dict[str, Any]) -> list[dict[str, Any]]:
+                     genesis_json: dict[str, Any], validator: Any = None) -> list[dict[str, Any]]:
     """Mutations of every part of a genuine JSON bundle (v2, and its archived v1 form),
     each with verify.verify_label's code."""
     from verify import verify_label
@@ -626,6 +644,12 @@ def _mutated_bundles(genuine: dict[str, Any], genesis: Any, store: Any,
         add(f"header.{f}", lambda m, f=f: m["checkpoint"]["header"].update({f: m["checkpoint"]["header"][f] + 1}))
     add("header.chain", lambda m: m["checkpoint"]["header"].update(chain="other"))
     add("header.proposer", lambda m: m["checkpoint"]["header"].update(proposer="other"))
+    if validator is not None:
+        add("re-certified header, proposer no validator",
+            _recertified(lambda h: h.update(proposer="other"), validator, genesis.chain))
+        add("re-certified header with a state_root",
+            _recertified(lambda h: h.update(state_root="ab" * 32), validator, genesis.chain))
+        add("re-certified genuine header", _recertified(lambda h: None, validator, genesis.chain))
     cert = lambda m: m["checkpoint"]["certificate"]
     add("cert.block", lambda m: cert(m).update(block=_flip(cert(m)["block"], 0)))
     add("cert.round", lambda m: cert(m).update(round=cert(m)["round"] + 1))
@@ -911,7 +935,10 @@ def test_js_verifier_matches_python(chain: Chain, served: Served, driver: Any,
     kinds = {parse_leaf(bytes.fromhex(e["leaf"])).kind for e in genuine["events"]}
     assert {"actor.revoke", "key.rotate", "device.register"} <= kinds  # the membership replay is exercised
     genesis_json = requests.get(served.url + "/v1/genesis", timeout=10).json()
-    mutations = _mutated_bundles(genuine, w.genesis, store, genesis_json)
+    mutations = _mutated_bundles(genuine, w.genesis, store, genesis_json, w.validator)
+    by_name = {c["name"]: c["code"] for c in mutations}
+    assert by_name["re-certified header, proposer no validator"] == "bad_certificate"
+    assert by_name["re-certified header with a state_root"] == "bad_certificate"
     forms = {"v1": _as_v1(genuine, store, genesis_json),
              "v2+genesis": requests.get(served.url + "/v1/labels/l-0001/proof?genesis=1", timeout=10).json()}
     for bundle in forms.values():
@@ -922,7 +949,7 @@ def test_js_verifier_matches_python(chain: Chain, served: Served, driver: Any,
     revocations = {f"drop event {k}" for k, ev in enumerate(parsed)
                    if ev.kind == "actor.revoke" or (ev.kind == "key.rotate" and ev.body.get("revoke"))}
     assert len(revocations) == 2
-    assert {c["name"] for c in mutations if c["code"] is None} == revocations
+    assert {c["name"] for c in mutations if c["code"] is None} == revocations | {"re-certified genuine header"}
     vectors = {
         "encoded": encoded, "bad": bad, "headers": headers, "leaves": leaves, "keys": keys,
         "genesis": {"json": genesis_json, "hash": w.genesis.hash.hex(),

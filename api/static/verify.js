@@ -1360,6 +1360,8 @@ export async function verifyLabelBundle(json, { label, fingerprint = null, genes
   if (!bytesEqual(h.validators, await validatorsHash(g.validators))) fail("chain_mismatch", "the checkpoint names another validator set than genesis");
   if (h.height < 1 || h.log_size < 1) fail("bad_certificate", "a checkpoint is a committed block (height and log size at least 1)");
   if (h.time < g.time) fail("bad_certificate", "the checkpoint's time is before genesis");
+  if (!g.validators.some((v) => v.name === h.proposer)) fail("bad_certificate", `the checkpoint's proposer ${h.proposer} is not a validator`);
+  if (Object.hasOwn(h, "state_root")) fail("bad_certificate", "the checkpoint carries a state_root, which no rule defines yet");
   const blockHash = await headerHash(h);
   if (cert.height !== h.height) fail("bad_certificate", `the certificate is for height ${cert.height}, the header is ${h.height}`);
   if (!bytesEqual(cert.block, blockHash)) fail("bad_certificate", "the certificate is for another block than the checkpoint header");
