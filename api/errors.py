@@ -99,6 +99,8 @@ def register_error_handlers(app: Flask) -> None:
         resp = respond({"error": exc.to_dict()}, status)
         if exc.code == "mempool_full":
             resp.headers["Retry-After"] = "1"
+        elif status == 429 and isinstance(exc.details.get("retry_after_s"), int):
+            resp.headers["Retry-After"] = str(exc.details["retry_after_s"])
         return resp
 
     @app.errorhandler(HTTPException)

@@ -163,6 +163,28 @@ def _components() -> dict[str, Any]:
                 "mempool_size": {"type": "integer"},
                 "peers": {"type": "array", "items": {"type": "string"}},
                 "time": {"type": "integer"},
+                "consensus": {
+                    "type": "object",
+                    "description": "in a network: the consensus machine's step (Tendermint)",
+                    "properties": {
+                        "height": {"type": "integer"},
+                        "round": {"type": "integer"},
+                        "step": {"type": "string"},
+                        "locked_round": {"type": "integer"},
+                        "valid_round": {"type": "integer"},
+                        "decided": {"type": ["string", "null"]},
+                    },
+                },
+                "peers_connected": {"type": "array", "items": {"type": "string"},
+                                    "description": "in a network: peers with a live, authenticated link"},
+                "transport": {"type": "object", "additionalProperties": {"type": "integer"},
+                              "description": "in a network: frames sent, received and dropped, by reason"},
+                "replica": {
+                    "type": "object",
+                    "description": "in a network: blocks decided by consensus, fetched by sync, messages dropped",
+                    "properties": {"decided": {"type": "integer"}, "synced": {"type": "integer"},
+                                   "dropped": {"type": "integer"}},
+                },
             },
         },
         "EventRecord": {
@@ -665,7 +687,7 @@ def _paths() -> dict[str, Any]:
             {"400": "bad_id, bad_param"},
             [
                 _query("to", {"type": "string", "pattern": ID_RE.pattern}, "only ranges issued to this actor"),
-                _query("limit", {"type": "integer", "minimum": 0, "maximum": 10_000}, "at most this many (1000)"),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 10_000}, "at most this many (1000)"),
             ],
             "trace",
         ),

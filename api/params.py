@@ -40,10 +40,12 @@ def ident(text: str, what: str = "id") -> str:
     return text
 
 
-def height(text: str) -> int:
-    """A block height (a positive decimal integer); raises ``bad_height``."""
+def height(text: str, *, latest_too: bool = False) -> int:
+    """A block height (a positive decimal integer); raises ``bad_height``.  ``latest_too``:
+    the route also answers to ``latest`` (so the message says so)."""
     if not _UINT.match(text) or int(text) < 1:
-        raise ApiError("bad_height", "a height is a positive decimal integer or 'latest'")
+        also = " or 'latest'" if latest_too else ""
+        raise ApiError("bad_height", f"a height is a positive decimal integer{also}")
     return int(text)
 
 

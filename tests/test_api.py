@@ -245,6 +245,8 @@ def test_full_season_over_every_read_route(world: ApiWorld) -> None:
     error_of(world.http.get(f"/v1/blocks/{len(heads) + 1}"), 404, "not_found")
     for junk in ("abc", "0", "-1", "1.5", "99999999999999999999999"):
         error_of(world.http.get(f"/v1/blocks/{junk}"), 400, "bad_height")
+    # the leaves route has no 'latest', and its message does not offer one
+    assert "latest" not in error_of(world.http.get("/v1/blocks/latest/leaves"), 400, "bad_height")["message"]
 
 
 def _unhex_header(d: dict[str, Any]) -> dict[str, Any]:

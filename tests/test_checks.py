@@ -105,6 +105,7 @@ def test_wrong_codes_are_refused_then_rate_limited(served: Served) -> None:
     r = post(served, f"/v1/labels/{LABEL}/check", {"code": CODE})
     assert r.status_code == 429 and r.json()["error"]["code"] == "too_many_attempts"
     assert r.json()["error"]["retry_after_s"] > 0
+    assert r.headers["Retry-After"] == str(r.json()["error"]["retry_after_s"])  # clients back off by the header
     # another label is not locked for this client; malformed codes are not guesses
     bad = post(served, f"/v1/labels/{OTHER}/check", {"code": "123"})
     assert bad.status_code == 400 and bad.json()["error"]["reason"] == "format"

@@ -126,6 +126,8 @@ def test_tag_ranges_route(served: Any) -> None:
     assert mine["ranges"][0]["banner_issued_that_year"] == 105
     assert s.http.get(f"{s.url}/v1/tags", params={"to": "bad id!"}).status_code == 400
     assert s.http.get(f"{s.url}/v1/tags", params={"limit": "1"}).json()["truncated"] is True
+    zero = s.http.get(f"{s.url}/v1/tags", params={"limit": "0"})
+    assert zero.status_code == 400 and zero.json()["error"]["code"] == "bad_param"
 
 
 # -- the commands ----------------------------------------------------------------------

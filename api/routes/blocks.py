@@ -33,7 +33,7 @@ def get_latest_block() -> Response:
 
 @bp.get("/v1/blocks/<height>")
 def get_block(height: str) -> Response:
-    return respond(queries.block(runtime().node.store, params.height(height)))
+    return respond(queries.block(runtime().node.store, params.height(height, latest_too=True)))
 
 
 @bp.get("/v1/blocks/<height>/leaves")

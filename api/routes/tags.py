@@ -11,6 +11,7 @@ from ledger import codec
 
 from .. import params, queries
 from ..encoding import respond
+from ..errors import ApiError
 from ..runtime import runtime
 
 bp = Blueprint("tags", __name__)
@@ -31,7 +32,10 @@ def list_ranges() -> Response:
     to = request.args.get("to")
     if to is not None:
         to = params.ident(to, "id")
-    limit = min(params.query_int("limit", default=1000) or 1000, MAX_RANGES)
+    limit = params.query_int("limit", default=1000)
+    if limit is None or limit < 1:
+        raise ApiError("bad_param", "query parameter limit must be at least 1")
+    limit = min(limit, MAX_RANGES)
     return respond(tag_ranges(runtime().node.store, to, limit))
 
 
