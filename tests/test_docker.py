@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -49,3 +50,27 @@ def test_docker_compose_config() -> None:
     r = subprocess.run(["docker", "compose", "-f", str(ROOT / "docker" / "compose.yml"), "config"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+def test_compose_file_fits_the_compose_specification() -> None:
+    """Checked where no ``docker compose`` runs too: the Compose Specification's own JSON
+    schema (tests/vectors/README.md says where it comes from), and the references the
+    schema cannot see (named volumes, ``depends_on``)."""
+    import jsonschema
+
+    schema = json.loads((ROOT / "tests" / "vectors" / "compose_spec.json").read_text())
+    validator = jsonschema.Draft201909Validator(schema)  # its $schema names draft 2019-09
+    doc = compose()
+    errors = [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(doc)]
+    assert errors == []
+    volumes = set(doc.get("volumes") or {})
+    for name, svc in doc["services"].items():
+        for vol in svc.get("volumes", []):
+            source = vol.split(":")[0]
+            assert source.startswith(("/", ".")) or source in volumes, f"{name}: volume {source} is not declared"
+        deps = svc.get("depends_on", [])
+        assert set(deps) <= set(doc["services"]) - {name}, f"{name}: depends on an unknown service"
+    # and the schema is not toothless: a misspelt key fails it
+    bad = json.loads(json.dumps(doc))
+    bad["services"]["league"]["comand"] = bad["services"]["league"].pop("command")
+    assert list(validator.iter_errors(bad))
