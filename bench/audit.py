@@ -6,7 +6,8 @@ enrolments, a few story lambs, then ``lamb.tag`` events of one cooperative, each
 one Ed25519 signature), closes it, and audits the data directory exactly as the command
 does (``StoreSource`` + ``verify.audit.audit_chain``): header links, certificates, log
 roots, every leaf parsed, every signature, every rule, the final state hash.  Worker
-processes (``--workers``, default one per core) check signatures beside the replay.
+processes (``--workers``, default one per core) parse and hash the leaves and check
+their signatures beside the replay.
 The bare rate is PyNaCl's ``VerifyKey.verify`` in a tight loop on one core over
 messages of the chain's own size.  The issue's target: audit >= 1.6 x bare.
 
@@ -25,7 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from proof import ChainGen  # bench/proof.py
 
 from lambtrace.cmd_verify import StoreSource
 from ledger.genesis import Genesis
-from verify.audit import audit_chain
+from verify.audit import AuditWorkers, audit_chain
 
 
 def bare_verify_rate(seconds: float, msg_bytes: int) -> float:
@@ -56,16 +57,17 @@ def bare_verify_rate(seconds: float, msg_bytes: int) -> float:
 
 def run_audit(data: Path, genesis: Genesis, workers: int) -> dict[str, Any]:
     source = StoreSource(str(data), genesis)
-    executor: Executor | None = None
+    pool: AuditWorkers | None = None
     if workers > 0:
-        executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
-        list(executor.map(abs, range(workers)))  # start the workers before the clock does
+        pool = AuditWorkers(workers)
+        pool.warm()  # start the workers before the clock does
     c0 = time.process_time()
     try:
-        report = audit_chain(source.blocks(), genesis, executor=executor, node_state_hash=source.state_hash)
+        report = audit_chain(source.blocks(), genesis, workers=pool if pool is not None else 0,
+                             node_state_hash=source.state_hash)
     finally:
-        if executor is not None:
-            executor.shutdown()
+        if pool is not None:
+            pool.close()
         source.close()
     if not report.intact:
         raise SystemExit(f"the bench chain did not audit: {report.failure}")

@@ -20,17 +20,22 @@ For each block, in height order, the auditor checks
 At the end the replayed state hash (:func:`ledger.state.state_hash`) is compared with
 the node's, when the source can tell it.
 
-**Both cores.**  Signature checks are independent of the rules' order, so they run
-ahead of the replay on an executor (a process pool in ``lambtrace audit``): the main
-thread parses a batch of blocks and predicts each signature's public key from the key
-enrolments it has parsed so far, workers verify the batch, and the rules then consult
-those verdicts (keyed by algorithm, key, message and signature, so a verdict is only
-ever reused for exactly the bytes it was computed on; a miss is verified on the spot).
-While workers verify batch *k + 1*, the main thread replays batch *k*.  Failures found
-while preparing a batch are held back until every block before them has been replayed,
-so the reported break is always the *first* one in chain order.
+**Both cores.**  Everything about a leaf that does not depend on the order of the
+chain runs ahead of the replay in worker processes (:mod:`verify.audit_workers`, one per
+core in ``lambtrace audit``): its canonical parse (:func:`ledger.events.parse_leaf`, so a
+bad leaf fails with the same code and message), its leaf hash, and the verification of
+each of its signatures under the key its key id names.  The main process reads blocks
+ahead of the replay and predicts keys cheaply: only leaves whose bytes can hold an
+enrolment (``actor.enroll``, ``key.rotate``, ``device.register``) are decoded, and each
+worker is sent the keys it has not seen yet with the task that may need them.  Workers
+answer compactly (leaf hashes, one verdict byte per signature, the rare parse errors);
+the main process then decodes each leaf without re-checking it (the worker proved it
+canonical), checks headers, certificates and the log root, and runs the rules, whose
+signature checks are answered from the verdicts: only for the same leaf, signature and
+key bytes the worker used (a key the prediction missed is verified on the spot).  The
+first failure in chain order is reported, whoever found it.
 
-Pure apart from the executor it is handed: blocks come in as values from a source
+Pure apart from the workers it is handed or starts: blocks come in as values from a source
 (the command line reads LevelDB or the HTTP API), progress goes out through a callback.
 """
 
@@ -39,16 +44,18 @@ from __future__ import annotations
 import bisect
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgpack
 
 from ledger import codec, merkle
 from ledger.blocks.certificate import CommitCertificate, vote_bytes
 from ledger.blocks.header import Header
 from ledger.errors import DecodeError, LedgerError, Rejected
-from ledger.events import SignedEvent, parse_leaf
+from ledger.events import SignedEvent
 from ledger.genesis import Genesis
 from ledger.hashing import key_id
 from ledger.limits import DEFAULT_LIMITS, Limits
@@ -56,6 +63,7 @@ from ledger.rules import Context, apply_event
 from ledger.sigs import verify_signature
 from ledger.state import FLOOR_PREFIXES, MemoryState, StateView, genesis_writes, state_hash
 
+from .audit_workers import LEAF_HEAD, UNKNOWN, AuditWorkers, Job, KeyRecord, TaskResult, WorkerLost, run_task
 from .errors import (
     BadCertificate,
     BadEvent,
@@ -74,15 +82,13 @@ from .errors import (
 
 __all__ = [
     "AuditReport",
+    "AuditWorkers",
     "Auditor",
     "IndexedMemoryState",
     "RawBlock",
     "audit_chain",
     "verify_jobs",
 ]
-
-Job = tuple[str, bytes, bytes, bytes]
-"""``(alg, public key, message, signature)``."""
 
 
 @dataclass
@@ -174,26 +180,159 @@ def verify_jobs(jobs: Sequence[Job]) -> list[bool]:
     return [verify_signature(*j) for j in jobs]
 
 
+# --------------------------------------------------------------------------- tasks
+
+
+class _Task:
+    """Consecutive leaves (of one or more blocks) and certificate jobs checked together."""
+
+    __slots__ = ("fetch", "jobs", "leaves", "res", "starts")
+
+    def __init__(self) -> None:
+        self.leaves: list[Any] = []
+        self.jobs: list[Job] = []
+        self.fetch: Callable[[], TaskResult] | None = None
+        """Set when the task is handed out; waits for (or computes) its result."""
+        self.res: TaskResult | None = None
+        self.starts: list[int] = []
+        """Per leaf, where its verdicts start in ``res.verdicts``."""
+
+    def result(self) -> TaskResult:
+        if self.res is None:
+            if self.fetch is None:  # pragma: no cover - the driver flushes before it settles
+                raise RuntimeError("task not handed out")
+            res = self.fetch()
+            starts, n = [], 0
+            for k in res.nsigs:
+                starts.append(n)
+                n += k
+            self.res, self.starts = res, starts
+        return self.res
+
+
+class _Runner:
+    """Hands tasks out: inline (lazily, in this process), to an executor or to workers."""
+
+    keep_events = True
+
+    def __init__(self, auditor: Auditor) -> None:
+        self.auditor = auditor
+
+    def start(self, task: _Task) -> None:
+        a = self.auditor
+        task.fetch = lambda: run_task(a.predicted, task.leaves, task.jobs, a.limits, self.keep_events)
+
+    def stop(self) -> None:
+        """The audit is over: drop what is still running."""
+
+
+class _ExecutorRunner(_Runner):
+    def __init__(self, auditor: Auditor, executor: Executor) -> None:
+        super().__init__(auditor)
+        self.executor = executor
+        self.threads = isinstance(executor, ThreadPoolExecutor)
+        self.keep_events = self.threads
+        self.futures: set[Future[TaskResult]] = set()
+
+    def start(self, task: _Task) -> None:
+        a = self.auditor
+        # Threads share the (append-only) key map; processes get a copy.
+        keys = a.predicted if self.threads else dict(a.predicted)
+        fut = self.executor.submit(run_task, keys, task.leaves, task.jobs, a.limits, self.keep_events)
+        self.futures.add(fut)
+
+        def fetch() -> TaskResult:
+            self.futures.discard(fut)
+            return fut.result()
+
+        task.fetch = fetch
+
+    def stop(self) -> None:
+        for fut in self.futures:
+            fut.cancel()
+
+
+class _WorkerRunner(_Runner):
+    """Dedicated workers, each keeping its own key map: a task carries the key delta."""
+
+    keep_events = False
+
+    def __init__(self, auditor: Auditor, workers: AuditWorkers) -> None:
+        super().__init__(auditor)
+        self.workers = workers
+        self.sent = [0] * len(workers)
+        self.fresh = [True] * len(workers)
+        self.turn = 0
+
+    def start(self, task: _Task) -> None:
+        a, ws = self.auditor, self.workers
+        for _ in range(len(ws)):
+            w = self.turn
+            self.turn = (w + 1) % len(ws)
+            if ws.alive(w):
+                break
+        else:
+            super().start(task)  # no worker left: inline
+            return
+        delta = a.key_log[self.sent[w]:]
+        self.sent[w] = len(a.key_log)
+        try:
+            seq = ws.submit(w, self.fresh[w], delta, task.leaves, task.jobs, a.limits)
+        except WorkerLost:
+            super().start(task)
+            return
+        self.fresh[w] = False
+
+        def fetch() -> TaskResult:
+            try:
+                return ws.result(w, seq)
+            except WorkerLost:
+                return run_task(a.predicted, task.leaves, task.jobs, a.limits, False)
+
+        task.fetch = fetch
+
+
 # --------------------------------------------------------------------------- one block
 
 
 @dataclass
-class _Prepared:
-    """A block after the order-independent work: decoded, parsed, hashed, jobs planned."""
+class _Block:
+    """A block as read: header and certificate decoded, its leaves placed in tasks."""
 
     raw: RawBlock
+    first: int = 0
+    """Leaf index of its first leaf."""
+    leaves: list[Any] = field(default_factory=list)
     header: Header | None = None
     cert: CommitCertificate | None = None
-    events: list[SignedEvent] = field(default_factory=list)
-    leaf_hashes: list[bytes] = field(default_factory=list)
     jobs: list[Job] = field(default_factory=list)
+    segments: list[tuple[_Task, int, int]] = field(default_factory=list)
+    """``(task, position in the task, count)``: where its leaves were checked, in order."""
+    job_segment: tuple[_Task, int] | None = None
     error: VerificationError | None = None
-    """The first failure found while preparing; raised when the block's turn comes."""
+    """The first failure found while reading; raised when the block's turn comes."""
+
+
+# The kind strings of the events that enrol keys, as a canonical leaf encodes them (fixstr).
+_ENROLMENT_MARKS = (b"\xacactor.enroll", b"\xaakey.rotate", b"\xafdevice.register")
+
+
+def _trusted_event(leaf: bytes, eid: bytes, env_end: int) -> SignedEvent:
+    """The event of a leaf a worker has parsed: already proven canonical and schema-valid,
+    so a plain decode suffices.  Its id and where its envelope ends in the leaf come from
+    the worker's parse of these very bytes (canonical, so the slice is exactly the
+    envelope's canonical encoding)."""
+    value = msgpack.unpackb(leaf, raw=False, use_list=True, strict_map_key=True)
+    if not leaf.startswith(LEAF_HEAD):  # pragma: no cover - impossible for a parsed leaf
+        raise RuntimeError("a parsed leaf is not canonical")
+    return SignedEvent(envelope=value["event"], sigs=tuple([(s["key"], s["sig"]) for s in value["sigs"]]),
+                       id=eid, envelope_bytes=leaf[len(LEAF_HEAD):env_end], leaf=leaf)
 
 
 class Auditor:
-    """Replays a chain block by block; :meth:`prepare` is order-independent work,
-    :meth:`apply` the sequential checks and the rules.  Not thread-safe."""
+    """Replays a chain block by block: :meth:`read` is the cheap part that runs ahead
+    (decode header and certificate, predict keys), :meth:`apply` the sequential checks
+    and the rules once the block's tasks are answered.  Not thread-safe."""
 
     def __init__(self, genesis: Genesis, *, limits: Limits = DEFAULT_LIMITS) -> None:
         self.genesis = genesis
@@ -205,84 +344,111 @@ class Auditor:
         self.last_time = genesis.time
         self.events = 0
         self._validators = {v.name: v for v in genesis.validators}
-        self._predicted: dict[str, tuple[str, bytes]] = {
-            key_id(k["alg"], k["pub"]): (k["alg"], k["pub"]) for k in genesis.trace_office["keys"]
-        }
-        self._verdicts: dict[Job, bool] = {}
+        self.predicted: dict[str, tuple[str, bytes]] = {}
+        """Key id -> ``(alg, public key)`` from the enrolments read so far.  Append-only,
+        first one wins: workers are sent the same entries in the same order
+        (:attr:`key_log`), so a worker's key for an id is always this one."""
+        self.key_log: list[KeyRecord] = []
+        for k in genesis.trace_office["keys"]:
+            self._learn(k["alg"], k["pub"])
         self._next_index = 0
-        """Leaf index of the next leaf :meth:`prepare` will see (it runs ahead of :meth:`apply`)."""
+        self._verdicts: dict[Job, bool] = {}
+        self._cur: SignedEvent | None = None
+        self._cur_verdicts = b""
 
-    # -- order-independent ----------------------------------------------------------------
-    def prepare(self, raw: RawBlock) -> _Prepared:
-        """Decode the header and certificate, parse and hash the leaves, plan the
-        signature jobs.  Never raises for bad input: the failure is kept in the result."""
-        p = _Prepared(raw)
+    # -- ahead of the replay ----------------------------------------------------------------
+    def _learn(self, alg: Any, pub: Any) -> None:
+        if type(alg) is str and type(pub) is bytes:
+            kid = key_id(alg, pub)
+            if kid not in self.predicted:
+                self.predicted[kid] = (alg, pub)
+                self.key_log.append((kid, alg, pub))
+
+    def _predict(self, leaf: bytes) -> None:
+        """Learn the keys a leaf may enrol (the rules decide later whether it does; a wrong
+        or missing guess only costs a signature check in this process)."""
+        m1, m2, m3 = _ENROLMENT_MARKS
+        if not (m1 in leaf or m2 in leaf or m3 in leaf):
+            return
+        try:
+            env = msgpack.unpackb(leaf, raw=False, strict_map_key=False)["event"]
+            kind, body = env["kind"], env["body"]
+            if kind == "actor.enroll":
+                keys = body["keys"]
+            elif kind == "key.rotate":
+                keys = body.get("add", [])
+            elif kind == "device.register":
+                keys = [body["key"]]
+            else:
+                return
+            for k in keys:
+                self._learn(k["alg"], k["pub"])
+        except Exception:  # not even msgpack, or not an enrolment: the worker will say
+            return
+
+    def read(self, raw: RawBlock) -> _Block:
+        """Decode the header and certificate, plan the certificate's signature jobs and
+        predict keys from the leaves.  Never raises for bad input: the failure is kept."""
+        b = _Block(raw)
         h = raw.height
         try:
-            p.header = _header(raw.header, h)
-            p.cert = _certificate(raw.certificate, h)
+            b.header = _header(raw.header, h)
+            b.cert = _certificate(raw.certificate, h)
             if raw.leaves is None:
                 raise BadHeader(f"block {h}: its leaves cannot be located", height=h)
-            first = self._next_index
-            self._next_index += len(raw.leaves)
-            for k, leaf in enumerate(raw.leaves):
-                try:
-                    ev = parse_leaf(leaf, self.limits)
-                except Rejected as exc:
-                    raise BadEvent(f"block {h}, leaf {first + k}: not a canonical signed event: {exc.message}",
-                                   height=h, index=first + k, cause=exc.code) from None
-                p.events.append(ev)
-                p.leaf_hashes.append(merkle.leaf_hash(leaf))
-                self._plan(ev, p.jobs)
-            msg = vote_bytes("precommit", self.genesis.chain, p.cert.height, p.cert.round, p.cert.block)
-            for name, sig in p.cert.precommits:
-                v = self._validators.get(name)
-                if v is not None:
-                    p.jobs.append((v.alg, v.pub, msg, sig))
         except VerificationError as exc:
-            p.error = exc
-        return p
-
-    def _plan(self, ev: SignedEvent, jobs: list[Job]) -> None:
-        """Predict each signature's key from the enrolments seen so far (the rules decide
-        later whether the prediction was the key; a wrong guess only costs a re-check)."""
-        b = ev.body
-        if ev.kind == "actor.enroll":
-            for k in b["keys"]:
-                self._predicted[key_id(k["alg"], k["pub"])] = (k["alg"], k["pub"])
-        elif ev.kind == "key.rotate":
-            for k in b.get("add", []):
-                self._predicted[key_id(k["alg"], k["pub"])] = (k["alg"], k["pub"])
-        elif ev.kind == "device.register":
-            k = b["key"]
-            self._predicted[key_id(k["alg"], k["pub"])] = (k["alg"], k["pub"])
-        msg = ev.signing_bytes()
-        for kid, sig in ev.sigs:
-            pk = self._predicted.get(kid)
-            if pk is not None:
-                jobs.append((pk[0], pk[1], msg, sig))
+            b.error = exc
+            return b
+        b.leaves = [bytes(x) if isinstance(x, bytearray | memoryview) else x for x in raw.leaves]
+        b.first = self._next_index
+        self._next_index += len(b.leaves)
+        for leaf in b.leaves:
+            if type(leaf) is bytes:
+                self._predict(leaf)
+        msg = vote_bytes("precommit", self.genesis.chain, b.cert.height, b.cert.round, b.cert.block)
+        for name, sig in b.cert.precommits:
+            v = self._validators.get(name)
+            if v is not None:
+                b.jobs.append((v.alg, v.pub, msg, sig))
+        return b
 
     # -- sequential -------------------------------------------------------------------------
-    def add_verdicts(self, jobs: Sequence[Job], verdicts: Sequence[bool]) -> None:
-        """Remember the workers' verdicts for the rules to consult."""
-        self._verdicts.update(zip(jobs, verdicts))
-
     def _verify(self, alg: str, pub: bytes, msg: bytes, sig: bytes) -> bool:
+        """The rules' signature check: a worker's verdict where it was computed on exactly
+        these bytes (this event's leaf, this signature, this key), else verified here."""
+        ev = self._cur
+        if ev is not None:
+            for j, (kid, s) in enumerate(ev.sigs):
+                if s == sig and self._cur_verdicts[j] != UNKNOWN and self.predicted.get(kid) == (alg, pub) \
+                        and msg == ev.signing_bytes():
+                    return self._cur_verdicts[j] == 1
         found = self._verdicts.pop((alg, pub, msg, sig), None)
         return verify_signature(alg, pub, msg, sig) if found is None else found
 
-    def apply(self, p: _Prepared) -> None:
-        """Check block ``p`` against the chain so far and replay its events.
+    def apply(self, b: _Block) -> None:
+        """Check block ``b`` against the chain so far and replay its events.
 
         Raises a :mod:`verify.errors` subclass naming ``height`` (and ``index``) at the
         first failure; on success the auditor's tip moves to this block.
         """
-        h = p.raw.height
-        if p.error is not None:
-            raise p.error
-        header, cert = p.header, p.cert
-        if header is None or cert is None:  # pragma: no cover - prepare sets both or an error
-            raise RuntimeError("apply() needs a prepared block")
+        h = b.raw.height
+        if b.error is not None:
+            raise b.error
+        header, cert = b.header, b.cert
+        if header is None or cert is None:  # pragma: no cover - read() sets both or an error
+            raise RuntimeError("apply() needs a block read by read()")
+        first = b.first
+        # Per leaf: (task result, position in the task), in order.
+        slots: list[tuple[TaskResult, int, _Task]] = []
+        for task, pos, count in b.segments:
+            res = task.result()
+            for i in range(pos, pos + count):
+                if i in res.errors:
+                    code, message = res.errors[i]
+                    k = len(slots)
+                    raise BadEvent(f"block {h}, leaf {first + k}: not a canonical signed event: {message}",
+                                   height=h, index=first + k, cause=code)
+                slots.append((res, i, task))
         g = self.genesis
         if h != self.height + 1:
             raise BadHeader(f"expected block {self.height + 1}, got {h}", height=h)
@@ -298,52 +464,50 @@ class Auditor:
             raise BrokenLink(f"block {h}'s prev is not the hash of block {h - 1}", height=h)
         if header.time < self.last_time or (h > 1 and header.time == self.last_time):
             raise BadHeader(f"block {h}'s time does not move forward", height=h)
-        first = self.frontier.size
-        if header.log_size != first + len(p.events):
+        base = self.frontier.size
+        if header.log_size != base + len(slots):
             raise LogMismatch(f"block {h} claims log size {header.log_size}, its leaves make "
-                              f"{first + len(p.events)}", height=h)
+                              f"{base + len(slots)}", height=h)
         frontier = self.frontier.copy()
-        for lh in p.leaf_hashes:
-            frontier.append(lh)
+        for res, i, _t in slots:
+            frontier.append(res.hashes[32 * i:32 * i + 32])
         if frontier.root() != header.log_root:
             raise LogMismatch(f"block {h}'s log root is not the root of its leaves", height=h,
-                              index=self._first_bad_leaf(p, first))
-        if p.raw.stored_root_known and p.raw.stored_root != header.log_root:
+                              index=_first_bad_leaf(slots, first))
+        if b.raw.stored_root_known and b.raw.stored_root != header.log_root:
             raise StoreMismatch(f"the node's stored Merkle nodes disagree with block {h}'s log root "
                                 "(the store was rewritten or corrupted here)", height=h)
         block_hash = header.hash
+        self._verdicts = {}
+        if b.job_segment is not None:
+            task, pos = b.job_segment
+            jv = task.result().jobs
+            self._verdicts = {j: jv[pos + n] == 1 for n, j in enumerate(b.jobs)}
         self._check_certificate(cert, h, block_hash)
+        self._verdicts = {}
         ctx = Context(g, header.time, self._verify)
         view = StateView(self.state)
-        for k, ev in enumerate(p.events):
-            try:
-                apply_event(view, ev, ctx)
-            except Rejected as exc:
-                if exc.code == "bad_signature":
-                    raise BadEventSignature(f"block {h}, leaf {first + k}: {exc.message}", height=h,
-                                            index=first + k) from None
-                raise RuleViolation(f"block {h}, leaf {first + k}: the rules refuse it: {exc.code}: {exc.message}",
-                                    height=h, index=first + k, rule=exc.code) from None
+        try:
+            for k, (res, i, task) in enumerate(slots):
+                ev = res.events[i] if res.events is not None else None
+                if ev is None:
+                    ev = _trusted_event(b.leaves[k], res.ids[32 * i:32 * i + 32], res.env_ends[i])
+                start = task.starts[i]
+                self._cur, self._cur_verdicts = ev, res.verdicts[start:start + res.nsigs[i]]
+                try:
+                    apply_event(view, ev, ctx)
+                except Rejected as exc:
+                    if exc.code == "bad_signature":
+                        raise BadEventSignature(f"block {h}, leaf {first + k}: {exc.message}", height=h,
+                                                index=first + k) from None
+                    raise RuleViolation(f"block {h}, leaf {first + k}: the rules refuse it: {exc.code}: "
+                                        f"{exc.message}", height=h, index=first + k, rule=exc.code) from None
+        finally:
+            self._cur, self._cur_verdicts = None, b""
         self.state.apply(view)
         self.frontier = frontier
         self.height, self.last_hash, self.last_time = h, block_hash, header.time
-        self.events += len(p.events)
-
-    def forget_verdicts(self) -> None:
-        """Drop verdicts no rule asked for (keys predicted wrongly); call between batches."""
-        self._verdicts.clear()
-
-    def _first_bad_leaf(self, p: _Prepared, first: int) -> int | None:
-        """Where a root mismatch comes from, if a signature tells: the first leaf whose
-        event signature does not verify under its predicted key (a bit flipped inside a
-        leaf usually breaks it).  ``None`` if none does."""
-        for k, ev in enumerate(p.events):
-            msg = ev.signing_bytes()
-            for kid, sig in ev.sigs:
-                pk = self._predicted.get(kid)
-                if pk is not None and not verify_signature(pk[0], pk[1], msg, sig):
-                    return first + k
-        return None
+        self.events += len(slots)
 
     def _check_certificate(self, cert: CommitCertificate, h: int, block_hash: bytes) -> None:
         if cert.height != h:
@@ -391,6 +555,17 @@ def _certificate(value: Any, h: int) -> CommitCertificate:
         raise BadCertificate(f"block {h}'s certificate does not decode: {exc.message}", height=h) from None
 
 
+def _first_bad_leaf(slots: Sequence[tuple[TaskResult, int, _Task]], first: int) -> int | None:
+    """Where a root mismatch comes from, if a signature tells: the first leaf with a
+    signature that does not verify under its predicted key (a bit flipped inside a leaf
+    usually breaks one).  ``None`` if none does."""
+    for k, (res, i, task) in enumerate(slots):
+        start = task.starts[i]
+        if 0 in res.verdicts[start:start + res.nsigs[i]]:
+            return first + k
+    return None
+
+
 # --------------------------------------------------------------------------- the driver
 
 
@@ -398,10 +573,10 @@ def audit_chain(
     blocks: Iterable[RawBlock],
     genesis: Genesis,
     *,
+    workers: int | AuditWorkers = 0,
     executor: Executor | None = None,
-    batch_sigs: int = 4096,
-    in_flight: int = 3,
-    tasks_per_batch: int = 2,
+    batch_sigs: int = 512,
+    in_flight: int = 16,
     node_state_hash: Callable[[int], bytes | None] | None = None,
     trusted: Sequence[tuple[int, bytes]] = (),
     progress: Callable[[int, int], None] | None = None,
@@ -411,9 +586,12 @@ def audit_chain(
     """Replay ``blocks`` (heights 1, 2, ... in order) from ``genesis``; never raises for
     what the blocks hold: the first failure is the report's ``failure``.
 
-    ``executor`` verifies signature batches (of about ``batch_sigs`` signatures, split in
-    ``tasks_per_batch`` tasks so every worker shares each batch, at most ``in_flight``
-    batches ahead of the replay); ``None`` verifies them inline.
+    Leaves are parsed, hashed and their signatures verified in tasks of about
+    ``batch_sigs`` leaves, at most about ``in_flight`` tasks ahead of the replay, by
+    ``workers``: a number of worker processes to start (forkserver) and stop before
+    returning, or running :class:`~verify.audit_workers.AuditWorkers` (left running).
+    With ``workers=0`` an ``executor`` may run the tasks instead (threads or processes);
+    with neither, they run inline, in this process.
     ``node_state_hash(height)`` is the node's state hash at that tip (``None`` if it
     cannot tell); it is compared with the replayed one at the end.  ``trusted`` are
     ``(height, header hash)`` checkpoints the chain must pass through (a witness's).
@@ -424,35 +602,70 @@ def audit_chain(
     auditor = Auditor(genesis, limits=limits)
     want = dict(trusted)
     failure: VerificationError | None = None
-    pending: deque[tuple[list[_Prepared], list[Job], list[Future[list[bool]]]]] = deque()
+    owned: AuditWorkers | None = None
+    runner: _Runner | None = None
+    size = max(1, batch_sigs)
+    ahead = size * max(1, in_flight)
+    queue: deque[_Block] = deque()
+    queued = 0  # leaves in ``queue``
+    current = _Task()
+
+    def flush() -> None:
+        nonlocal current
+        if (current.leaves or current.jobs) and runner is not None:
+            runner.start(current)
+            current = _Task()
+
+    def place(b: _Block) -> None:
+        nonlocal current
+        if b.jobs:
+            b.job_segment = (current, len(current.jobs))
+            current.jobs.extend(b.jobs)
+        i, n = 0, len(b.leaves)
+        while i < n:
+            part = b.leaves[i:i + size - len(current.leaves)]
+            b.segments.append((current, len(current.leaves), len(part)))
+            current.leaves.extend(part)
+            i += len(part)
+            if len(current.leaves) >= size:
+                flush()
 
     def settle() -> None:
-        batch, jobs, futs = pending.popleft()
-        if futs:
-            auditor.add_verdicts(jobs, [v for fut in futs for v in fut.result()])
-        elif jobs:
-            auditor.add_verdicts(jobs, verify_jobs(jobs))
-        for p in batch:
-            auditor.apply(p)
-            hh = p.raw.height
-            if hh in want and want[hh] != auditor.last_hash:
-                raise CheckpointMismatch(f"block {hh} is not the trusted checkpoint at that height", height=hh,
-                                         expected=want[hh].hex(), served=auditor.last_hash.hex())
-            if progress is not None:
-                progress(1, len(p.events))
-        auditor.forget_verdicts()
+        nonlocal queued
+        b = queue.popleft()
+        queued -= len(b.leaves)
+        if any(t is current for t, _p, _n in b.segments) or (b.job_segment and b.job_segment[0] is current):
+            flush()
+        auditor.apply(b)
+        hh = b.raw.height
+        if hh in want and want[hh] != auditor.last_hash:
+            raise CheckpointMismatch(f"block {hh} is not the trusted checkpoint at that height", height=hh,
+                                     expected=want[hh].hex(), served=auditor.last_hash.hex())
+        if progress is not None:
+            progress(1, len(b.leaves))
 
     try:
-        for batch in _batches(blocks, auditor, batch_sigs):
-            jobs = [j for p in batch for j in p.jobs]
-            futs: list[Future[list[bool]]] = []
-            if executor is not None and jobs:
-                step = -(-len(jobs) // max(1, tasks_per_batch))
-                futs = [executor.submit(verify_jobs, jobs[k:k + step]) for k in range(0, len(jobs), step)]
-            pending.append((batch, jobs, futs))
-            while len(pending) >= in_flight:
+        if isinstance(workers, AuditWorkers):
+            runner = _WorkerRunner(auditor, workers)
+        elif workers > 0:
+            owned = AuditWorkers(workers)
+            runner = _WorkerRunner(auditor, owned)
+        elif executor is not None:
+            runner = _ExecutorRunner(auditor, executor)
+        else:
+            runner = _Runner(auditor)
+        for raw in blocks:
+            b = auditor.read(raw)
+            queue.append(b)
+            queued += len(b.leaves)
+            if b.error is not None:
+                break  # nothing after it matters
+            place(b)
+            # Replay the oldest block once enough work is queued behind it for the workers.
+            while len(queue) > 1 and queued - len(queue[0].leaves) >= ahead:
                 settle()
-        while pending:
+        flush()
+        while queue:
             settle()
         missing = [hh for hh in want if hh > auditor.height]
         if missing:
@@ -461,9 +674,10 @@ def audit_chain(
     except VerificationError as exc:
         failure = exc
     finally:
-        for _b, _j, futs in pending:
-            for fut in futs:
-                fut.cancel()
+        if runner is not None:
+            runner.stop()
+        if owned is not None:
+            owned.close()
     replayed = auditor.state_hash() if failure is None else None
     node_hash: bytes | None = None
     notes: list[str] = []
@@ -498,21 +712,3 @@ def audit_chain(
 
 def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.hex() if isinstance(v, bytes) else v) for k, v in details.items()}
-
-
-def _batches(blocks: Iterable[RawBlock], auditor: Auditor, batch_sigs: int) -> Iterator[list[_Prepared]]:
-    """Prepared blocks grouped so each group holds about ``batch_sigs`` signature jobs;
-    a block that failed to prepare ends its group (nothing after it matters)."""
-    batch: list[_Prepared] = []
-    n = 0
-    for raw in blocks:
-        p = auditor.prepare(raw)
-        batch.append(p)
-        n += len(p.jobs)
-        if n >= batch_sigs or p.error is not None:
-            yield batch
-            batch, n = [], 0
-            if p.error is not None:
-                return
-    if batch:
-        yield batch
