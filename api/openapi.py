@@ -182,7 +182,8 @@ def _components() -> dict[str, Any]:
                 "replica": {
                     "type": "object",
                     "description": "in a network: blocks decided by consensus, fetched by sync, messages dropped",
-                    "properties": {"decided": {"type": "integer"}, "synced": {"type": "integer"},
+                    "properties": {"decided": {"type": "integer"}, "late_rounds": {"type": "integer"},
+                                   "synced": {"type": "integer"},
                                    "dropped": {"type": "integer"}},
                 },
             },

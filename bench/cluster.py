@@ -197,6 +197,8 @@ def _counters(sess: requests.Session, url: str) -> dict[str, float]:
         name, _, value = line.partition(" ")
         if name in want:
             out[name.removeprefix("lambtrace_").removesuffix("_total")] = float(value)
+    status = sess.get(url + "/v1/status", timeout=5).json()
+    out["late_rounds"] = status.get("replica", {}).get("late_rounds", 0)
     return out
 
 

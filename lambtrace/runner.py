@@ -89,6 +89,7 @@ class Consensus:
         m = self.replica.machine
         return {"consensus": m.state(), "connected": sorted(self.transport.connected()),
                 "transport": self.transport.stats, "replica": {"decided": self.replica.stats.decided,
+                                                              "late_rounds": self.replica.stats.late_rounds,
                                                               "synced": self.replica.stats.synced,
                                                               "dropped": self.replica.stats.dropped}}
 

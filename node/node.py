@@ -427,12 +427,27 @@ class Node:
     def _after_commit(self, built: BuiltBlock) -> None:
         ids = [ev.id for ev in built.events]
         prefix = list(itertools.islice(self._mempool, len(ids)))
+        # The check state (committed + admitted events) and the write sets kept for the
+        # events left stay exactly right when the block leaves the state as the mempool's
+        # prefix did: the same events in the same order, or (a peer's block) the same
+        # events in another order with the very same writes.  Else rebuild them.
+        same = prefix == ids or (set(prefix) == set(ids) and self._writes_of(prefix) == built.view.writes)
         for eid in ids:
             self._mempool.pop(eid, None)
-        # When the block took a prefix of the mempool unchanged, the check state
-        # (committed + admitted events) is still exactly right; else rebuild it.
-        if prefix != ids or not self._mempool or len(self._check.writes) > 4 * self.limits.max_mempool_events:
+        if not same or not self._mempool or len(self._check.writes) > 4 * self.limits.max_mempool_events:
             self._recheck()
+        elif self.paranoid:
+            kept = {eid: e.writes for eid, e in self._mempool.items()}
+            self._recheck(count=False)
+            if kept != {eid: e.writes for eid, e in self._mempool.items()}:
+                raise RuntimeError("write sets kept across a reordered block differ from a recheck")
+
+    def _writes_of(self, ids: list[bytes]) -> dict[str, Any]:
+        """The writes of these mempool entries applied in this order."""
+        merged: dict[str, Any] = {}
+        for eid in ids:
+            merged.update(self._mempool[eid].writes)
+        return merged
 
     def _build(self, now: int) -> BuiltBlock:
         """The next block: from the write sets kept since admission when the mempool's
@@ -470,13 +485,15 @@ class Node:
         while len(self._recent_rejects) > 10_000:
             self._recent_rejects.popitem(last=False)
 
-    def _recheck(self) -> None:
-        """Rebuild the check state from committed state plus the remaining mempool."""
+    def _recheck(self, *, count: bool = True) -> None:
+        """Rebuild the check state from committed state plus the remaining mempool
+        (``count``: in ``metrics.reexecuted``; not for a paranoid comparison)."""
         self._check = StateView(self.store)
         if not self._mempool:
             return
         ctx = Context(self.genesis, max(self.clock(), self._min_time()), self.sigcache.verify)
-        self.metrics.reexecuted += len(self._mempool)
+        if count:
+            self.metrics.reexecuted += len(self._mempool)
         for eid, entry in list(self._mempool.items()):
             try:
                 child, applied = try_event(self._check, entry.ev, ctx)

@@ -172,6 +172,8 @@ def proposal_bytes(chain: str, height: int, round_: int, block: bytes, valid_rou
 class Stats:
     dropped: dict[str, int] = field(default_factory=dict)
     decided: int = 0
+    late_rounds: int = 0
+    """Rounds beyond the first that decisions needed (a proposal late or refused)."""
     synced: int = 0
     refused_to_sign: int = 0
 
@@ -464,6 +466,7 @@ class Replica:
         if payload is None:  # pragma: no cover - the machine decides only on a proposal it holds
             return
         cert = CommitCertificate(d.height, d.round, d.value, d.precommits)
+        self.stats.late_rounds += d.round
         self._commit(d.height, payload, cert, now_ms, out)
 
     def _commit(self, height: int, payload: Any, cert: CommitCertificate, now_ms: int, out: list[Out]) -> None:
