@@ -426,12 +426,7 @@ class Node:
 
     def _after_commit(self, built: BuiltBlock) -> None:
         ids = [ev.id for ev in built.events]
-        prefix = list(itertools.islice(self._mempool, len(ids)))
-        # The check state (committed + admitted events) and the write sets kept for the
-        # events left stay exactly right when the block leaves the state as the mempool's
-        # prefix did: the same events in the same order, or (a peer's block) the same
-        # events in another order with the very same writes.  Else rebuild them.
-        same = prefix == ids or (set(prefix) == set(ids) and self._writes_of(prefix) == built.view.writes)
+        same = self._state_as_mempool(built, ids)
         for eid in ids:
             self._mempool.pop(eid, None)
         if not same or not self._mempool or len(self._check.writes) > 4 * self.limits.max_mempool_events:
@@ -442,12 +437,55 @@ class Node:
             if kept != {eid: e.writes for eid, e in self._mempool.items()}:
                 raise RuntimeError("write sets kept across a reordered block differ from a recheck")
 
-    def _writes_of(self, ids: list[bytes]) -> dict[str, Any]:
-        """The writes of these mempool entries applied in this order."""
-        merged: dict[str, Any] = {}
-        for eid in ids:
-            merged.update(self._mempool[eid].writes)
-        return merged
+    def _state_as_mempool(self, built: BuiltBlock, ids: list[bytes]) -> bool:
+        """Whether the check state (committed + admitted events) and the write sets kept
+        for the events left are still exactly right after ``built`` (just committed).
+
+        They are when the block is the front of the mempool in its order.  A peer's block
+        often holds the events of the front in another order, or leaves some of them
+        out: then the events it left out of that front are executed again on the new
+        committed state, and if the block's writes and theirs together equal the
+        writes of the front in mempool order, the state is the same as the mempool
+        assumed and everything after that front stays valid (those few events take
+        their new write sets).  Otherwise, or if the block holds an event this mempool
+        lacks, the caller rebuilds everything.
+        """
+        want = set(ids)
+        if len(want) != len(ids):
+            return False
+        front: list[_Entry] = []
+        found = 0
+        for eid, entry in self._mempool.items():
+            if found == len(want):
+                break
+            front.append(entry)
+            found += eid in want
+        if found != len(want):
+            return False
+        if len(front) == len(ids) and all(e.ev.id == eid for e, eid in zip(front, ids)):
+            return True
+        before: dict[str, Any] = {}
+        for e in front:
+            before.update(e.writes)
+        view = StateView(self.store)
+        ctx = Context(self.genesis, max(self.clock(), self._min_time()), self.sigcache.verify)
+        left_out = [e for e in front if e.ev.id not in want]
+        redone: list[tuple[_Entry, dict[str, Any], Applied]] = []
+        self.metrics.reexecuted += len(left_out)
+        for e in left_out:
+            try:
+                child, applied = try_event(view, e.ev, ctx)
+            except Rejected:
+                return False
+            child.merge_into(view)
+            redone.append((e, child.writes, applied))
+        after = dict(built.view.writes)
+        after.update(view.writes)
+        if after != before:
+            return False
+        for e, writes, applied in redone:
+            e.writes, e.applied = writes, applied
+        return True
 
     def _build(self, now: int) -> BuiltBlock:
         """The next block: from the write sets kept since admission when the mempool's

@@ -3,8 +3,8 @@
 Events reach each mempool in the order they were relayed, so a proposer's block often
 holds the front of a validator's mempool reordered.  When the block leaves the state as
 the mempool's own order would have (same events, same writes), the check state and the
-write sets kept for the remaining events stay valid and nothing is executed again;
-otherwise the node rebuilds them.  ``paranoid`` makes the node recheck anyway and fail
+write sets kept for the remaining events stay valid: only the events of that front the
+block left out run again; otherwise the node rebuilds everything.  ``paranoid`` makes the node recheck anyway and fail
 loudly on any difference."""
 
 from __future__ import annotations
@@ -62,14 +62,26 @@ def test_reordered_front_keeps_the_rest_without_executing_it_again() -> None:
     assert node.store.state_get("z/coop/coop") == {"tagged": len(TAGS)}
 
 
-def test_a_block_that_is_not_the_front_makes_the_node_recheck() -> None:
+def test_a_block_leaving_out_part_of_the_front_reruns_only_that_part() -> None:
     w, node, leaves = _setup()
     before = node.metrics.reexecuted
-    _commit(w, node, [leaves[4], leaves[0]])  # one from the front, one from behind it
-    assert node.metrics.reexecuted - before == 2 + 6  # the block, then the six left
+    _commit(w, node, [leaves[4], leaves[0]])  # the fifth and the first: the front is five long
+    assert node.metrics.reexecuted - before == 2 + 3  # the block, then the three it left out
+    assert node.mempool_size == 6
     header = node.produce_block()
     assert header is not None and node.mempool_size == 0
     assert node.store.state_get("z/coop/coop") == {"tagged": len(TAGS)}
+
+
+def test_a_block_with_an_event_this_mempool_lacks_makes_the_node_recheck() -> None:
+    w, node, leaves = _setup()
+    stranger = codec.encode(w.tag("coop", "315252300000050"))  # relayed to others, not here yet
+    before = node.metrics.reexecuted
+    _commit(w, node, [stranger, leaves[0]])
+    assert node.metrics.reexecuted - before == 2 + 7  # the block, then everything left
+    header = node.produce_block()
+    assert header is not None and node.mempool_size == 0
+    assert node.store.state_get("z/coop/coop") == {"tagged": len(TAGS) + 1}
 
 
 def test_the_front_in_its_own_order_needs_nothing_again() -> None:
@@ -79,3 +91,32 @@ def test_the_front_in_its_own_order_needs_nothing_again() -> None:
     _commit(w, node, leaves[:3])
     assert node.metrics.reexecuted == before  # the fast path: the mempool's own write sets
     assert node.mempool_size == 5
+
+
+def test_a_reordering_that_changes_the_state_makes_the_node_recheck() -> None:
+    """Two key rotations of one actor append to its key list: their order shows."""
+    from helpers import OFFICE
+    from signer import generate, public_key_record
+
+    w, node, leaves = _setup()
+    rot = [codec.encode(w.ev("key.rotate", OFFICE, {"id": "coop", "add": [public_key_record(generate("ed25519"))]}))
+           for _ in range(2)]
+    assert [r["status"] for r in node.submit_leaves(rot, local=True)] == ["accepted"] * 2
+    _commit(w, node, leaves)  # the tags first, as admitted
+    before = node.metrics.reexecuted
+    _commit(w, node, [rot[1], rot[0]])
+    assert node.metrics.reexecuted - before == 2  # the block; nothing was left to recheck
+    keys = node.store.state_get("a/coop")["keys"]
+    assert len(keys) == 3
+    # and with something behind them in the mempool, the node rebuilds it
+    w2, node2, leaves2 = _setup()
+    rot2 = [codec.encode(w2.ev("key.rotate", OFFICE, {"id": "coop", "add": [public_key_record(generate("ed25519"))]}))
+            for _ in range(2)]
+    node2.submit_leaves(rot2, local=True)
+    _commit(w2, node2, leaves2)
+    tail = codec.encode(w2.tag("coop", "315252300000060"))
+    node2.submit_leaves([tail], local=True)
+    before = node2.metrics.reexecuted
+    _commit(w2, node2, [rot2[1], rot2[0]])
+    assert node2.metrics.reexecuted - before == 2 + 1  # the block, then the tag behind it
+    assert node2.produce_block() is not None and node2.mempool_size == 0
