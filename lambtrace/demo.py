@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, TransportError
 from ledger.genesis import DAY_MS, Genesis, Params, Validator
 
 from .config import NodeConfig, genesis_to_json, load_genesis, write_json
@@ -428,7 +428,9 @@ def _run(d: Path, state: dict[str, Any], genesis: Genesis, urls: list[str], proc
                         first_lamb=first, enroll=False)
         trickle = iter(season.extra_lambs(10**9, clock=lambda: int(time.time() * 1000)))
         _say(f"driving new lambs at about {args.rate:g} events/s")
-    client = Client(urls[0])
+    clients = [Client(u) for u in urls]
+    current = 0  # the node the rate driver submits to; it moves on when that node is down
+    batch: list[dict[str, Any]] = []
     reported: set[int] = set()
     while not stopping():
         for p in procs:
@@ -438,20 +440,29 @@ def _run(d: Path, state: dict[str, Any], genesis: Genesis, urls: list[str], proc
                      f"`lambtrace node --config <config>`")
         if trickle is not None:
             t0 = time.monotonic()
-            batch: list[dict[str, Any]] = []
+            sent = 0
             try:
-                batch = next(trickle)
-                client.submit(batch)
+                if not batch:
+                    batch = next(trickle)
+                clients[current].submit(batch)
+                sent, batch = len(batch), []
                 if season is not None:
                     state["next_lamb"] = season.next_lamb
                     write_json(d / STATE_FILE, state)
             except StopIteration:
                 trickle = None
                 _say("rate driver: no ear-tag quota or serials left; stopping the trickle")
+            except TransportError as exc:
+                # that node is down: the same batch goes to the next one (a node that
+                # already admitted part of it answers "duplicate" for those events)
+                nxt = (current + 1) % len(clients)
+                _say(f"rate driver: {urls[current]} unreachable ({exc.code}); submitting to {urls[nxt]}")
+                current = nxt
             except LedgerError as exc:
                 _say(f"rate driver: {exc.code}: {exc.message}")
+                batch = []
             spent = time.monotonic() - t0
-            time.sleep(max(0.0, len(batch) / args.rate - spent) if batch else 0.5)
+            time.sleep(max(0.0, sent / args.rate - spent) if sent else 0.5)
         else:
             time.sleep(0.5)
 

@@ -66,9 +66,11 @@ def test_demo_runs_serves_and_resumes(tmp_path: Path) -> None:
     assert f"{log_size} events in the log" in out2
 
 
-def test_four_node_demo_replicates(tmp_path: Path) -> None:
+@pytest.mark.parametrize("victim_index", [3, 0], ids=["a banner node", "the league node"])
+def test_four_node_demo_replicates(tmp_path: Path, victim_index: int) -> None:
     """The default demo: four validator processes hold the same block at every height;
-    killing one leaves the rest committing (the demo keeps driving lambs with --rate), and
+    killing any one leaves the rest committing (the demo keeps driving lambs with --rate,
+    moving to the next node when the one it submits to, the league node, is gone), and
     `lambtrace node --config` brings it back to the same chain."""
     port = free_port_block(4)
     proc = subprocess.Popen(
@@ -86,9 +88,9 @@ def test_four_node_demo_replicates(tmp_path: Path) -> None:
         assert len({s["log_size"] for s in sts}) == 1 and sts[0]["log_size"] > 0
         for h in range(1, sts[0]["height"] + 1):
             assert len({requests.get(f"{a}/v1/blocks/{h}", timeout=5).json()["hash"] for a in apis}) == 1
-        victim = info["nodes"][3]
+        victim = info["nodes"][victim_index]
         os.kill(victim["pid"], signal.SIGKILL)
-        rest = apis[:3]
+        rest = [a for a in apis if a != victim["api"]]
 
         def heights(urls: list[str]) -> list[int]:
             return [requests.get(a + "/v1/status", timeout=5).json()["height"] for a in urls]
