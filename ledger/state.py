@@ -64,9 +64,17 @@ class StateView:
     # -- StateBackend, so views stack --------------------------------------------------
     def state_get(self, key: str) -> Any | None:
         v = self.writes.get(key, _MISSING)
-        if v is _MISSING:
-            return self.backend.state_get(key)
-        return v
+        if v is not _MISSING:
+            return v
+        # down the stack of views in a loop rather than a call per view (the rules read
+        # a dozen keys an event, through two or three views)
+        b = self.backend
+        while type(b) is StateView:
+            v = b.writes.get(key, _MISSING)
+            if v is not _MISSING:
+                return v
+            b = b.backend
+        return b.state_get(key)
 
     def state_floor(self, prefix: str, key: str) -> tuple[str, Any] | None:
         best = self.backend.state_floor(prefix, key)
@@ -84,8 +92,7 @@ class StateView:
         return event_id in self.events or self.backend.has_event(event_id)
 
     # -- writing ----------------------------------------------------------------------
-    def get(self, key: str) -> Any | None:
-        return self.state_get(key)
+    get = state_get
 
     def put(self, key: str, value: Any) -> None:
         if key not in self.writes:
