@@ -3,7 +3,8 @@
 Starts a real node process on 127.0.0.1 with a fresh LevelDB directory, enrols a
 cooperative, issues it a range of ear tags, then submits N pre-signed ``lamb.tag`` events
 in msgpack batches over HTTP and measures the time until the last one is committed.
-In the same run it measures PyNaCl's bare Ed25519 verify rate on one core.  Prints JSON
+In the same run it measures PyNaCl's bare Ed25519 verify rate on one core, before the node
+starts and after it stops, and judges against the higher of the two.  Prints JSON
 with the ratio; the issue's target is ratio >= 0.5.
 
     .venv/bin/python bench/ingest.py [--events 20000] [--batch 1000] [--clients 2]
@@ -67,6 +68,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=2)
     args = ap.parse_args()
 
+    vrate_before = verify_rate()  # the floor, before the node starts and after it stops
     tmp = Path(tempfile.mkdtemp(prefix="lt-bench-"))
     val, office, coop = generate("ed25519"), generate("ed25519"), generate("ed25519")
     now = int(time.time() * 1000)
@@ -165,7 +167,8 @@ def main() -> int:
             proc.kill()
             proc.wait()
     committed_rate = (n - rejected) / elapsed
-    vrate = verify_rate()
+    vrate_after = verify_rate()
+    vrate = max(vrate_before, vrate_after)  # a floor depressed by leftover work would flatter the ratio
     out = {
         "bench": "ingest",
         "events": n,
@@ -176,6 +179,7 @@ def main() -> int:
         "commit_s": round(elapsed, 3),
         "committed_events_per_s": round(committed_rate, 1),
         "ed25519_verify_per_s": round(vrate, 1),
+        "ed25519_verify_per_s_before_and_after": [round(vrate_before, 1), round(vrate_after, 1)],
         "ratio": round(committed_rate / vrate, 3),
         "node_cpu_cores": round(node_cpu / elapsed, 2),
         "client_cpu_cores": round(client_cpu / elapsed, 2),
