@@ -40,6 +40,7 @@ def test_500_seeds_with_faults(chunk: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # about 400 s on one core here; the suite's 300 s bound is for ordinary tests
 def test_10000_seeds_soak() -> None:
     failed = []
     for seed in range(CI_SEEDS, CI_SEEDS + 10_000):
