@@ -471,7 +471,9 @@ def _label_check_paths() -> dict[str, Any]:
                 "summary": "Count a scan of the label (the consumer page does on opening)",
                 "tags": ["trace"],
                 "parameters": label,
-                "requestBody": body({"type": "object", "properties": {"place": place}}, False),
+                "requestBody": body({"type": "object", "properties": {"place": {
+                    **place, "description": "accepted and checked like a check's place, but not kept: the "
+                                            "clone flag counts the places of successful checks only"}}}, False),
                 "responses": {"200": _json(stats), **errors},
             },
         },
