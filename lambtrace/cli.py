@@ -13,7 +13,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ledger import events as ev_mod
 from ledger import schema
@@ -123,7 +125,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from api.client import Client
     from signer import load_signer
 
     if args.kind not in KINDS:
@@ -133,11 +134,24 @@ def cmd_submit(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         raise LedgerError(f"--body is not JSON: {exc}", code="malformed") from exc
     body = schema.from_json(KINDS[args.kind].body, body_json)
+    return sign_and_submit(
+        args, args.kind, body,
+        lambda: load_signer(args.key, passphrase=None if args.key.startswith("pkcs11:") else _passphrase(args)),
+    )
+
+
+def sign_and_submit(args: argparse.Namespace, kind: str, body: dict[str, Any], signer: Callable[[], Any]) -> int:
+    """Sign ``body`` as ``args.actor`` (at ``args.time``, else now) with the key ``signer()``
+    loads, submit it to ``args.url`` (``args.wait``: until committed), print the result;
+    the exit code: 0 accepted (committed), 1 rejected or not committed."""
+    from api.client import Client
+
     client = Client(args.url)
     chain = args.chain or client.status()["chain"]
-    signer = load_signer(args.key, passphrase=None if args.key.startswith("pkcs11:") else _passphrase(args))
-    t = args.time if args.time is not None else int(time.time() * 1000)
-    signed = ev_mod.sign(ev_mod.envelope(chain, args.kind, args.actor, t, body), signer)
+    key = signer()
+    t = getattr(args, "time", None)
+    t = int(time.time() * 1000) if t is None else int(t)
+    signed = ev_mod.sign(ev_mod.envelope(chain, kind, args.actor, t, body), key)
     result = client.submit([signed], wait=args.wait)[0]
     print(json.dumps(result, ensure_ascii=False))
     if result.get("status") == "rejected":

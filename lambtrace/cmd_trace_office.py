@@ -17,11 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from ledger import events as ev_mod
 from ledger import schema
 from ledger.errors import LedgerError
 from ledger.events import KINDS
@@ -35,27 +33,11 @@ def _signer(key: str) -> Any:
     return load_signer(key, passphrase=None if key.startswith("pkcs11:") else _passphrase(argparse.Namespace()))
 
 
-def _now(args: argparse.Namespace) -> int:
-    t = getattr(args, "time", None)
-    return int(time.time() * 1000) if t is None else int(t)
-
-
 def _submit(args: argparse.Namespace, kind: str, body: dict[str, Any]) -> int:
     """Sign ``body`` as ``args.actor`` with ``args.key``, submit it, print the result."""
-    from api.client import Client
+    from .cli import sign_and_submit
 
-    client = Client(args.url)
-    chain = args.chain or client.status()["chain"]
-    signed = ev_mod.sign(ev_mod.envelope(chain, kind, args.actor, _now(args), body), _signer(args.key))
-    result = client.submit([signed], wait=args.wait)[0]
-    print(json.dumps(result, ensure_ascii=False))
-    if result.get("status") == "rejected":
-        print(f"error: {result.get('code')}: {result.get('message')}", file=sys.stderr)
-        return 1
-    if args.wait and result.get("state") not in (None, "committed"):
-        print(f"error: not_committed: event is {result.get('state')}", file=sys.stderr)
-        return 1
-    return 0
+    return sign_and_submit(args, kind, body, lambda: _signer(args.key))
 
 
 def cmd_tags_issue(args: argparse.Namespace) -> int:
