@@ -279,19 +279,29 @@ def block(store: ChainStore, height: int) -> dict[str, Any]:
 
     Raises ``not_found`` beyond the tip.
     """
+    out = block_head(store, height)
+    begin, end = out["log_range"]
+    out["events"] = [leaf_event_id(leaf) for _i, leaf in store.leaves(begin, end)]
+    return out
+
+
+def block_head(store: ChainStore, height: int) -> dict[str, Any]:
+    """What every block answer starts with: height, header hash, header, commit
+    certificate and ``log_range`` (the block's leaf indexes ``[begin, end)``).
+
+    Raises ``not_found`` beyond the tip.
+    """
     header = store.header(height)
     if header is None:
         raise _not_found(f"no block at height {height}; the tip is {store.height}")
     cert = store.certificate(height)
     prev = store.header(height - 1) if height > 1 else None
-    begin, end = (prev.log_size if prev else 0), header.log_size
     return {
         "height": height,
         "hash": header.hash,
         "header": header.to_dict(),
         "certificate": cert.to_dict() if cert else None,
-        "log_range": [begin, end],
-        "events": [leaf_event_id(leaf) for _i, leaf in store.leaves(begin, end)],
+        "log_range": [(prev.log_size if prev else 0), header.log_size],
     }
 
 

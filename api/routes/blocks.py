@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response
 
-from ledger.errors import LedgerError, StorageError
+from ledger.errors import StorageError
 
 from .. import params, queries
 from ..encoding import respond
@@ -52,23 +52,13 @@ def block_leaves(store: ChainStore, height: int) -> dict[str, Any]:
 
     Raises ``not_found`` beyond the tip and ``StorageError`` if a leaf is missing.
     """
-    header = store.header(height)
-    if header is None:
-        raise LedgerError(f"no block at height {height}; the tip is {store.height}", code="not_found")
-    cert = store.certificate(height)
-    prev = store.header(height - 1) if height > 1 else None
-    begin, end = (prev.log_size if prev else 0), header.log_size
+    out = queries.block_head(store, height)
+    begin, end = out["log_range"]
     leaves = [leaf for _i, leaf in store.leaves(begin, end)]
     if len(leaves) != end - begin:
         raise StorageError(f"block {height} lacks some of its leaves", code="corrupt_store")
-    return {
-        "height": height,
-        "hash": header.hash,
-        "header": header.to_dict(),
-        "certificate": cert.to_dict() if cert else None,
-        "log_range": [begin, end],
-        "leaves": leaves,
-    }
+    out["leaves"] = leaves
+    return out
 
 
 def tip_state_hash(store: ChainStore) -> dict[str, Any]:
