@@ -27,7 +27,7 @@ from typing import IO, Any, Protocol
 
 from ledger import codec
 from ledger.blocks.header import Header
-from ledger.errors import LedgerError, Rejected, StorageError
+from ledger.errors import LedgerError, Rejected
 from ledger.events import parse_leaf
 
 from . import epcis, premium
@@ -59,20 +59,9 @@ class StoreSource:
     """
 
     def __init__(self, data: str) -> None:
-        from node.kv import LevelKV
+        from .config import open_stopped_store
 
-        root = Path(data)
-        path = root / "chain.ldb" if (root / "chain.ldb").is_dir() else root
-        if not (path / "CURRENT").exists():
-            raise LedgerError(f"no LevelDB chain store at {path}", code="no_data")
-        try:
-            self.kv = LevelKV(str(path), create=False)
-        except StorageError as exc:
-            if exc.code == "storage_unavailable" and "lock" in exc.message.lower():
-                raise LedgerError(
-                    f"a running node holds the LevelDB lock of {path}; stop it, or export over HTTP with "
-                    "--url <its API>", code="store_locked") from exc
-            raise
+        self.kv, path = open_stopped_store(data, "export")
         raw_g = self.kv.get(b"G")
         if raw_g is None:
             self.kv.close()

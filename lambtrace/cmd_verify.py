@@ -175,21 +175,11 @@ class StoreSource:
     """
 
     def __init__(self, data: str, genesis: Genesis) -> None:
-        from node.kv import LevelKV
         from verify.errors import WrongGenesis
 
-        root = Path(data)
-        path = root / "chain.ldb" if (root / "chain.ldb").is_dir() else root
-        if not (path / "CURRENT").exists():
-            raise LedgerError(f"no LevelDB chain store at {path}", code="no_data")
-        try:
-            self.kv = LevelKV(str(path), create=False)
-        except StorageError as exc:
-            if "lock" in exc.message.lower():
-                raise LedgerError(
-                    f"a running node holds the LevelDB lock of {path}; stop it, or audit it over HTTP with "
-                    "--url <its API>", code="store_locked") from exc
-            raise
+        from .config import open_stopped_store
+
+        self.kv, path = open_stopped_store(data, "audit it")
         self.path = path
         if self.kv.get(b"G") != genesis.encode():
             self.kv.close()

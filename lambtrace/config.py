@@ -182,3 +182,26 @@ class NodeConfig:
             )
         except (KeyError, TypeError) as exc:
             raise LedgerError(f"node config {path} lacks or mistypes {exc}", code="bad_config") from exc
+
+
+def open_stopped_store(data: str | Path, verb: str) -> tuple[Any, Path]:
+    """A stopped node's LevelDB (``data`` itself or ``data/chain.ldb``), opened without
+    creating anything; returns ``(kv, path)``.
+
+    Raises ``LedgerError`` ``no_data`` when there is no store there and ``store_locked``
+    when a running node holds it (the message says to ``verb`` over HTTP instead).
+    """
+    from ledger.errors import StorageError
+    from node.kv import LevelKV
+
+    root = Path(data)
+    path = root / "chain.ldb" if (root / "chain.ldb").is_dir() else root
+    if not (path / "CURRENT").exists():
+        raise LedgerError(f"no LevelDB chain store at {path}", code="no_data")
+    try:
+        return LevelKV(str(path), create=False), path
+    except StorageError as exc:
+        if exc.code == "storage_unavailable" and "lock" in exc.message.lower():
+            raise LedgerError(f"a running node holds the LevelDB lock of {path}; stop it, or {verb} over HTTP "
+                              "with --url <its API>", code="store_locked") from exc
+        raise
