@@ -224,7 +224,7 @@ def test_page_html_and_static_files(chain: Chain, served: Served) -> None:
     assert "https://" not in html and "http://" not in html  # nothing is loaded from elsewhere
     en = requests.get(served.url + "/l/l-0001?lang=en", timeout=10).text
     assert 'lang="en"' in en and "This lamb&#39;s story" in en and "Sonid Left Banner" in en
-    for path in ("/static/verify.js", "/static/label.js", "/static/label.css"):
+    for path in ("/static/verify.js", "/static/label.js", "/static/base.css", "/static/label.css"):
         s = requests.get(served.url + path, timeout=10)
         assert s.status_code == 200 and s.text, path
     assert "javascript" in requests.get(served.url + "/static/verify.js", timeout=10).headers["Content-Type"]

@@ -131,7 +131,7 @@ def test_page_and_summary_agree_with_stats(season: Season) -> None:
     assert "http://" not in r.text.replace("http://www.w3.org", "") and "https://" not in r.text
     en = requests.get(season.served.url + "/dashboard?lang=en", timeout=10).text
     assert 'lang="en"' in en and "Tags issued" in en
-    for name in ("dashboard.js", "dashboard.css"):
+    for name in ("dashboard.js", "base.css", "dashboard.css"):
         s = requests.get(f"{season.served.url}/static/{name}", timeout=10)
         assert s.status_code == 200 and "https://" not in s.text
 
