@@ -40,6 +40,7 @@ from .. import queries
 from ..encoding import respond
 from ..errors import ApiError
 from ..runtime import EXTENSION, Runtime, runtime
+from .pages import PAGE_HEADERS
 from .pages import STRINGS as PAGE_STRINGS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -177,16 +178,6 @@ STRINGS: dict[str, dict[str, str]] = {
 for _lg in LANGS:
     for _code in COUNTIES:
         STRINGS[_lg][f"banner.{_code}"] = PAGE_STRINGS[_lg][f"banner.{_code}"]
-
-_SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    ),
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-store",
-}
 
 
 # -- the summary ------------------------------------------------------------------------------
@@ -408,7 +399,7 @@ def dashboard_page() -> Response:
     data = summary()
     html = render_template("dashboard.html", lang=lang, t=STRINGS[lang], s=data, counters=COUNTERS,
                            page_data={"lang": lang, "strings": STRINGS, "summary": data})
-    return Response(html, mimetype="text/html", headers=_SECURITY_HEADERS)
+    return Response(html, mimetype="text/html", headers=PAGE_HEADERS)
 
 
 @bp.get("/dashboard/summary")

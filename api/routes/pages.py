@@ -254,7 +254,7 @@ for _code, _name in schema.COUNTIES.items():
     STRINGS["en"][f"banner.{_code}"] = _BANNERS_EN[_code]
 
 _CHINA = dt.timezone(dt.timedelta(hours=8))
-_SECURITY_HEADERS = {
+PAGE_HEADERS = {
     # Everything the page needs comes from this node; the fragment (#g=...) never leaves
     # the browser, and nothing else may be loaded, framed or sent elsewhere.
     "Content-Security-Policy": (
@@ -303,7 +303,7 @@ def _page(status: int, **context: Any) -> Response:
     html = render_template(
         "label.html", lang=lang, t=STRINGS[lang], page_data=data, date=date_in_china, kg=mass_kg, **context
     )
-    return Response(html, status=status, mimetype="text/html", headers=_SECURITY_HEADERS)
+    return Response(html, status=status, mimetype="text/html", headers=PAGE_HEADERS)
 
 
 @bp.get("/l/<label>")
