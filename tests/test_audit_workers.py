@@ -299,3 +299,19 @@ def test_workers_exit_when_their_parent_dies(tmp_path: Path) -> None:
     assert len(pids) == 2
     for pid in pids:
         assert gone(pid), pid
+
+
+def test_prediction_decodes_no_leaf_over_the_event_size_limit(chain: Chain) -> None:
+    """Key prediction reads untrusted leaves before any worker has checked them: one over
+    the event size limit is not decoded at all (the worker then refuses it as too_large)."""
+    from dataclasses import replace
+
+    from ledger.limits import DEFAULT_LIMITS
+    from verify.audit import Auditor
+
+    leaf = codec.encode(chain.w.enroll("agent-3", "herder_agent", "152523", parent=COOP))
+    roomy = Auditor(chain.w.genesis)
+    roomy._predict(leaf)
+    tight = Auditor(chain.w.genesis, limits=replace(DEFAULT_LIMITS, max_event_bytes=len(leaf) - 1))
+    tight._predict(leaf)
+    assert len(roomy.predicted) == len(tight.predicted) + 1

@@ -368,8 +368,8 @@ class Auditor:
         """Learn the keys a leaf may enrol (the rules decide later whether it does; a wrong
         or missing guess only costs a signature check in this process)."""
         m1, m2, m3 = _ENROLMENT_MARKS
-        if not (m1 in leaf or m2 in leaf or m3 in leaf):
-            return
+        if len(leaf) > self.limits.max_event_bytes or not (m1 in leaf or m2 in leaf or m3 in leaf):
+            return  # (an oversized leaf is not decoded here: the worker refuses it as too_large)
         try:
             env = msgpack.unpackb(leaf, raw=False, strict_map_key=False)["event"]
             kind, body = env["kind"], env["body"]
