@@ -33,7 +33,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.ingest import verify_rate
+from bench.ingest import tree_cpu, verify_rate
 from lambtrace.config import NodeConfig, genesis_to_json
 from ledger import codec
 from ledger import events as E
@@ -144,6 +144,7 @@ def main() -> int:
                     done.set()
                 time.sleep(0.05)
 
+        cpu0 = [tree_cpu(p.pid) for p in procs]
         t0 = time.perf_counter()
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
@@ -157,6 +158,13 @@ def main() -> int:
         if 1.0 not in marks:
             raise SystemExit(f"not all {n} events were committed on every node within 600 s")
         elapsed = marks[1.0] - t0
+        cpu1 = [tree_cpu(p.pid) for p in procs]
+        # where a validator's CPU goes per event: its own process, and its verification
+        # workers (the signature and the hand-off)
+        out["node_cpu_us_per_event"] = {
+            name: {"process": round((b[0] - a[0]) / n * 1e6, 1), "workers": round((b[1] - a[1]) / n * 1e6, 1)}
+            for name, a, b in zip(NAMES, cpu0, cpu1)
+        }
         out["events"] = n
         out["committed_events_per_s"] = round(n / elapsed, 1)
         # the middle half, once the pipeline is full and before it drains

@@ -48,6 +48,29 @@ def cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (its verification workers, their forkserver)."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], list(children.get(pid, []))
+    while todo:
+        c = todo.pop()
+        out.append(c)
+        todo.extend(children.get(c, []))
+    return out
+
+
+def tree_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds of ``pid`` itself and of its live descendants (Linux /proc)."""
+    return cpu_seconds(pid), sum(cpu_seconds(c) for c in descendants(pid))
+
+
 def verify_rate(seconds: float = 2.0) -> float:
     sk = nacl.signing.SigningKey.generate()
     vk = sk.verify_key
