@@ -37,6 +37,7 @@ import nacl.signing
 from proof import ChainGen  # bench/proof.py
 
 from lambtrace.cmd_verify import StoreSource
+from lambtrace.tuning import tune_process
 from ledger.genesis import Genesis
 from verify.audit import AuditWorkers, audit_chain
 
@@ -62,10 +63,12 @@ def run_audit(data: Path, genesis: Genesis, workers: int) -> dict[str, Any]:
         pool = AuditWorkers(workers)
         pool.warm()  # start the workers before the clock does
     c0 = time.process_time()
+    restore = tune_process()  # as `lambtrace audit` does
     try:
         report = audit_chain(source.blocks(), genesis, workers=pool if pool is not None else 0,
                              node_state_hash=source.state_hash)
     finally:
+        restore()
         if pool is not None:
             pool.close()
         source.close()

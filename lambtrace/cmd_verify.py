@@ -338,6 +338,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from verify.audit import audit_chain
     from verify.errors import WrongGenesis
 
+    from .tuning import tune_process
+
     genesis = load_genesis(args.genesis)
     trusted = _trusted_checkpoints(args.trusted)
     source: StoreSource | ApiSource
@@ -363,10 +365,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
         bar.update(blocks)
         bar.set_postfix(events=events, refresh=False)
 
+    restore = tune_process()
     try:
         report = audit_chain(source.blocks(), genesis, workers=workers, node_state_hash=source.state_hash,
                              trusted=trusted, progress=progress)
     finally:
+        restore()
         bar.close()
         source.close()
     out = report.to_dict()

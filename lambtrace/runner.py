@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -118,7 +117,8 @@ def serve(cfg: NodeConfig, *, ready: threading.Event | None = None) -> int:
     """Run the node until SIGINT/SIGTERM.  Returns the process exit code."""
     from api import create_app
 
-    sys.setswitchinterval(float(os.environ.get("LAMBTRACE_SWITCH_S", "0.005")))
+    from .tuning import tune_process
+
     logging.basicConfig(
         level=getattr(logging, cfg.log_level.upper(), logging.INFO),
         format=f"%(asctime)s {cfg.name} %(levelname)s %(name)s: %(message)s",
@@ -136,6 +136,7 @@ def serve(cfg: NodeConfig, *, ready: threading.Event | None = None) -> int:
     app = create_app(node, config={"role": cfg.role, "peers": peers,
                                    "consensus_status": consensus.status if consensus else None})
     server = _server(cfg, app)
+    tune_process()
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
