@@ -17,10 +17,12 @@ from .errors import Rejected
 from .limits import DEFAULT_LIMITS, Limits
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
-TAG_RE = re.compile(r"^3\d{14}\Z")
-CHIP_RE = re.compile(r"^156\d{12}\Z")
-DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
-COUNTY_RE = re.compile(r"^15\d{4}\Z")
+# re.ASCII: without it ``\d`` is any script's decimal digit ("٠" to "٩", ...), which
+# int() reads as a number and the browser verifier's ``\d`` (ECMAScript) does not accept.
+TAG_RE = re.compile(r"^3\d{14}\Z", re.ASCII)
+CHIP_RE = re.compile(r"^156\d{12}\Z", re.ASCII)
+DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}\Z", re.ASCII)
+COUNTY_RE = re.compile(r"^15\d{4}\Z", re.ASCII)
 
 # Xilingol League (152500) and its counties (DESIGN §1).
 COUNTIES: dict[str, str] = {

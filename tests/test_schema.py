@@ -26,6 +26,32 @@ def test_bad_ids(ident: str) -> None:
     assert e.value.code == "bad_field"
 
 
+_TAG_BODY = {"tag": "315252300000001", "herder": "h-1", "born": "2026-03-15", "breed": "b", "sex": "male", "sumu": "s"}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("tag", "31525230000000\u0661"),  # ARABIC-INDIC DIGIT ONE: int() reads it, the browser's \d does not
+        ("tag", "3152523\uff10\uff10\uff10\uff10\uff10\uff10\uff10\uff11"),  # fullwidth digits
+        ("chip", "156" + "\u0661" * 12),
+        ("born", "\u0662\u0660\u0662\u0666-03-15"),
+    ],
+)
+def test_only_ascii_digits(field: str, value: str) -> None:
+    with pytest.raises(Rejected) as e:
+        check(KINDS["lamb.tag"].body, {**_TAG_BODY, field: value})
+    assert (e.value.code, e.value.details.get("field")) == ("bad_field", f"body.{field}")
+
+
+def test_tag_range_first_must_be_ascii() -> None:
+    body = {"to": "coop", "first": "3152523000000\u0660\u0661", "count": 5, "year": 2026}
+    with pytest.raises(Rejected) as e:
+        check(KINDS["tags.issue"].body, body)
+    assert e.value.code == "bad_field"
+    check(KINDS["tags.issue"].body, {**body, "first": "315252300000001"})  # the ASCII form passes
+
+
 # -- the compiled predicate never accepts what the walk refuses ---------------------------
 
 from typing import Any  # noqa: E402
