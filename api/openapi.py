@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 from typing import Any
 
 from ledger.events import KINDS, ROLES
@@ -19,6 +20,16 @@ from ledger.schema import ID_RE, TAG_RE, describe
 from .submit import DEFAULT_WAIT_MS, MAX_WAIT_MS
 
 VERSION = "0.1.0"
+
+
+def _ecma(rx: re.Pattern[str]) -> str:
+    """``rx`` as a JSON Schema ``pattern``: ECMA-262, where ``\\Z`` is no anchor (it matches a
+    literal ``Z``, or is a syntax error under the ``u`` flag) and ``$`` ends the input."""
+    return rx.pattern.replace("\\Z", "$")
+
+
+_ID = _ecma(ID_RE)
+_TAG = _ecma(TAG_RE)
 
 _HEX = {"type": "string", "pattern": "^([0-9a-f]{2})*$", "description": "bytes as lowercase hex"}
 _HASH = {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "32 bytes as lowercase hex"}
@@ -72,7 +83,7 @@ def _kind_schemas() -> dict[str, Any]:
                 "v": {"const": 1},
                 "chain": {"type": "string"},
                 "kind": {"const": name},
-                "actor": {"type": "string", "pattern": ID_RE.pattern},
+                "actor": {"type": "string", "pattern": _ID},
                 "time": {"type": "integer", "minimum": 0, "description": "ms since the Unix epoch, UTC"},
                 "body": describe(kind.body),
             },
@@ -230,7 +241,7 @@ def _components() -> dict[str, Any]:
             "type": "object",
             "required": ["tag", "status"],
             "properties": {
-                "tag": {"type": "string", "pattern": TAG_RE.pattern},
+                "tag": {"type": "string", "pattern": _TAG},
                 "status": {"enum": ["issued", "held", "in_transit", "slaughtered", "labelled"]},
                 "banner": {"type": "string"},
                 "banner_name": {"type": ["string", "null"]},
@@ -439,7 +450,7 @@ def _components() -> dict[str, Any]:
 
 def _label_check_paths() -> dict[str, Any]:
     """Scan counts and check-code verification (api/routes/checks.py): node-local records."""
-    label = [_path_param("label", {"type": "string", "pattern": ID_RE.pattern}, "label id")]
+    label = [_path_param("label", {"type": "string", "pattern": _ID}, "label id")]
     place = {"type": "string", "maxLength": 64, "description": "coarse place (region or city) the consumer gives"}
     stats: dict[str, Any] = {
         "type": "object",
@@ -689,7 +700,7 @@ def _paths() -> dict[str, Any]:
             },
             {"400": "bad_id, bad_param"},
             [
-                _query("to", {"type": "string", "pattern": ID_RE.pattern}, "only ranges issued to this actor"),
+                _query("to", {"type": "string", "pattern": _ID}, "only ranges issued to this actor"),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": 10_000}, "at most this many (1000)"),
             ],
             "trace",
@@ -698,14 +709,14 @@ def _paths() -> dict[str, Any]:
             "A lamb's lifecycle and its committed events",
             _ref("TagLifecycle"),
             {"400": "bad_tag", "404": "not_found"},
-            [_path_param("tag", {"type": "string", "pattern": TAG_RE.pattern}, "15-digit ear tag")],
+            [_path_param("tag", {"type": "string", "pattern": _TAG}, "15-digit ear tag")],
             "trace",
         ),
         "/v1/labels/{label}": _get(
             "Label summary for consumers",
             _ref("LabelSummary"),
             {"400": "bad_label", "404": "not_found"},
-            [_path_param("label", {"type": "string", "pattern": ID_RE.pattern}, "label id")],
+            [_path_param("label", {"type": "string", "pattern": _ID}, "label id")],
             "trace",
         ),
         "/v1/labels/{label}/proof": _get(
@@ -713,7 +724,7 @@ def _paths() -> dict[str, Any]:
             _ref("LabelProof"),
             {"400": "bad_label, bad_param", "404": "not_found"},
             [
-                _path_param("label", {"type": "string", "pattern": ID_RE.pattern}, "label id"),
+                _path_param("label", {"type": "string", "pattern": _ID}, "label id"),
                 _query("genesis", {"enum": ["0", "1", "true", "false"]},
                        "embed the genesis document (a self-contained archive); by default the bundle "
                        "references it by genesis_hash"),
@@ -771,7 +782,7 @@ def _paths() -> dict[str, Any]:
             "Membership record with keys and terminals",
             _ref("Actor"),
             {"400": "bad_id", "404": "not_found"},
-            [_path_param("actor_id", {"type": "string", "pattern": ID_RE.pattern}, "actor id")],
+            [_path_param("actor_id", {"type": "string", "pattern": _ID}, "actor id")],
             "members",
         ),
         "/v1/stats": _get("Counts by banner, cooperative and plant", _ref("Stats"), {}, None, "members"),
@@ -804,7 +815,7 @@ def _paths() -> dict[str, Any]:
                 },
             },
             {"400": "bad_label", "404": "not_found"},
-            [_path_param("label", {"type": "string", "pattern": ID_RE.pattern}, "label id")],
+            [_path_param("label", {"type": "string", "pattern": _ID}, "label id")],
             "trace",
         ),
         **_dashboard_paths(),

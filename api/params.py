@@ -11,8 +11,9 @@ from ledger.schema import COUNTIES, ID_RE, TAG_RE
 
 from .errors import ApiError
 
-_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
-_UINT = re.compile(r"^[0-9]{1,19}$")
+# ``\Z``, not ``$``: Python's ``$`` also matches before a trailing newline ("1\n" is no height)
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}\Z")
+_UINT = re.compile(r"^[0-9]{1,19}\Z")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 
@@ -25,7 +26,7 @@ def event_id(text: str) -> bytes:
 
 
 def tag(text: str) -> str:
-    """A 15-digit ear tag of the league (``3`` + county + serial); raises ``bad_tag``."""
+    """A 15-digit ear tag of the league (``3`` + county + serial, ASCII digits); raises ``bad_tag``."""
     if not TAG_RE.match(text) or text[1:7] not in COUNTIES:
         raise ApiError("bad_tag", "an ear tag is 15 digits: 3, a county code of the league, an 8-digit serial")
     return text
