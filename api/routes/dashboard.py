@@ -50,7 +50,8 @@ if TYPE_CHECKING:  # pragma: no cover
 bp = Blueprint("dashboard", __name__)
 
 HUB_EXTENSION = "lambtrace.dashboard"
-HEARTBEAT_S = 15.0
+HEARTBEAT_S = 5.0
+"""Also how soon a gone client is noticed and its slot freed: a write or a few after it left."""
 QUEUE_SIZE = 4
 MAX_STREAMS = 4
 """Default bound on open streams: each holds a server thread (waitress runs 8)."""
