@@ -191,3 +191,14 @@ class ApiWorld:
         heads.append(self.commit())
         ids["headers"] = heads
         return ids
+
+
+def error_of(r: Any, status: int, code: str) -> dict[str, Any]:
+    """The error of an answer that must be ``status`` with ``code`` in the API's error shape."""
+    assert r.status_code == status, (r.status_code, r.get_data(as_text=True))
+    body = r.get_json()
+    assert set(body) == {"error"}, body
+    assert body["error"]["code"] == code, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    err: dict[str, Any] = body["error"]
+    return err

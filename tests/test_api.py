@@ -36,6 +36,7 @@ from helpers_api import (
     TAG_B,
     VALIDATOR,
     ApiWorld,
+    error_of,
 )
 from ledger import codec, merkle, schema
 from ledger.blocks.certificate import CommitCertificate, verify_commit
@@ -61,15 +62,6 @@ def seasoned() -> tuple[ApiWorld, dict[str, Any]]:
     """One world through a whole season (memory KV), shared by read-only tests."""
     w = ApiWorld(MemoryKV())
     return w, w.season()
-
-
-def error_of(r: Any, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, (r.status_code, r.get_data(as_text=True))
-    body = r.get_json()
-    assert set(body) == {"error"}, body
-    assert body["error"]["code"] == code, body
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    return body["error"]
 
 
 # -- status, submission, events ---------------------------------------------------------

@@ -28,7 +28,7 @@ from urllib.parse import quote
 import pytest
 
 from api import openapi
-from helpers_api import AGENT, COOP, PLANT, TAG_A, ApiWorld
+from helpers_api import AGENT, COOP, PLANT, TAG_A, ApiWorld, error_of
 from node.kv import MemoryKV
 
 PYTHON_ONLY = re.compile(r"\\[AZz]|\(\?P[<=]|\(\?[aiLmsux]")
@@ -42,16 +42,6 @@ def seasoned() -> Iterator[tuple[ApiWorld, dict[str, Any]]]:
     yield w, ids
     w.node.stop()
     w.store.close()
-
-
-def error_of(r: Any, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, (r.status_code, r.get_data(as_text=True))
-    body = r.get_json()
-    assert set(body) == {"error"}, body
-    assert body["error"]["code"] == code, body
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    err: dict[str, Any] = body["error"]
-    return err
 
 
 def patterns(node: Any, where: str = "#") -> Iterator[tuple[str, str]]:
