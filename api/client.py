@@ -103,10 +103,17 @@ class Client:
 
     @staticmethod
     def _error(resp: requests.Response) -> ClientError:
-        try:
-            body = resp.json()
-        except ValueError:
-            body = None
+        body: Any = None
+        if resp.headers.get("Content-Type", "").split(";")[0].strip() == MSGPACK:
+            try:  # an error answer to a msgpack request (label proofs, block leaves)
+                body = codec.decode(resp.content)
+            except LedgerError:  # an undecodable body: reported by its status below
+                body = None
+        else:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = None
         err = body.get("error") if isinstance(body, dict) else None
         if isinstance(err, dict) and isinstance(err.get("code"), str):
             details = {k: v for k, v in err.items() if k not in ("code", "message")}
@@ -115,7 +122,12 @@ class Client:
 
     def _json(self, path: str, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
         resp = self._send("GET", path, params=params, headers={"Accept": "application/json"}, timeout=timeout)
-        return self._parse(resp)
+        answer = self._parse(resp)
+        if not isinstance(answer, dict):
+            # every GET route answers a JSON object: anything else is not a LambTrace node
+            raise ClientError("bad_response", f"the server's answer to GET {path} is not a JSON object "
+                              f"(got {type(answer).__name__}); is {self.url} a LambTrace node?", resp.status_code)
+        return answer
 
     @staticmethod
     def _parse(resp: requests.Response) -> Any:
@@ -155,7 +167,12 @@ class Client:
             headers={"Content-Type": MSGPACK, "Accept": "application/json"},
             timeout=http_timeout,
         )
-        results: list[dict[str, Any]] = self._parse(resp)["results"]
+        answer = self._parse(resp)
+        results = answer.get("results") if isinstance(answer, dict) else None
+        if (not isinstance(results, list) or len(results) != len(items)
+                or not all(isinstance(r, dict) for r in results)):
+            raise ClientError("bad_response", f"the server's answer to POST /v1/events has no result per event; "
+                              f"is {self.url} a LambTrace node?", resp.status_code)
         return results
 
     def event(self, event_id: str | bytes) -> dict[str, Any]:

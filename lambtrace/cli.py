@@ -45,7 +45,11 @@ def _passphrase(args: argparse.Namespace, *, confirm: bool = False) -> str | Non
         return env
     pfile = os.environ.get("LAMBTRACE_KEY_PASSPHRASE_FILE")
     if pfile:
-        return Path(pfile).read_text(encoding="utf-8").rstrip("\n")
+        try:
+            return Path(pfile).read_text(encoding="utf-8").rstrip("\n")
+        except (OSError, ValueError) as exc:
+            raise LedgerError(f"cannot read LAMBTRACE_KEY_PASSPHRASE_FILE {pfile}: {exc}",
+                              code="passphrase_file") from exc
     if not sys.stdin.isatty():
         return None
     first = getpass.getpass("passphrase for the key file: ")
@@ -57,8 +61,13 @@ def _passphrase(args: argparse.Namespace, *, confirm: bool = False) -> str | Non
 def cmd_keygen(args: argparse.Namespace) -> int:
     from signer import generate, save_key_file
 
+    if Path(args.out).exists():
+        raise LedgerError(f"{args.out} exists: keygen never overwrites a key file", code="exists")
     signer = generate(args.alg)
     passphrase = None if args.insecure_plain else _passphrase(args, confirm=True)
+    if passphrase is None and not args.insecure_plain:
+        raise LedgerError("no passphrase: set LAMBTRACE_KEY_PASSPHRASE or LAMBTRACE_KEY_PASSPHRASE_FILE, type one "
+                          "at a terminal, or pass --insecure-plain (demos only)", code="passphrase_required")
     save_key_file(signer, args.out, passphrase=passphrase, insecure_plain=args.insecure_plain)
     print(json.dumps({"key_file": str(args.out), "alg": signer.alg, "key_id": signer.key_id,
                       "public_key": signer.public_key.hex(), "encrypted": passphrase is not None}))
@@ -90,6 +99,9 @@ def cmd_genesis(args: argparse.Namespace) -> int:
     quotas = {}
     for q in args.quota or []:
         banner, _, n = q.partition("=")
+        if not banner or not (n.strip().isascii() and n.strip().isdigit()):
+            raise LedgerError(f"--quota takes BANNER=TAGS (a county code and a count), not {q!r}",
+                              code="bad_argument")
         quotas[banner] = int(n)
     g = Genesis.from_dict(
         Genesis(
@@ -147,7 +159,10 @@ def sign_and_submit(args: argparse.Namespace, kind: str, body: dict[str, Any], s
     from api.client import Client
 
     client = Client(args.url)
-    chain = args.chain or client.status()["chain"]
+    chain = args.chain or client.status().get("chain")
+    if not isinstance(chain, str):
+        raise LedgerError(f"{args.url} names no chain in its status; is it a LambTrace node? (or give --chain)",
+                          code="bad_response")
     key = signer()
     t = getattr(args, "time", None)
     t = int(time.time() * 1000) if t is None else int(t)
@@ -240,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        # Ctrl-C (README "Commands"): stopped cleanly, nothing half-written kept
+        print("error: interrupted: stopped by Ctrl-C", file=sys.stderr)
         return 130
     except (OSError, ValueError) as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -11,6 +11,8 @@ import datetime as dt
 import json
 from typing import Any
 
+from .config import answer_of
+
 
 def _when(ms: int | None) -> str:
     if ms is None:
@@ -30,15 +32,18 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(answer, ensure_ascii=False, indent=2))
         return 0
-    counts = ", ".join(f"{k} {n}" for k, n in answer["counts"].items() if n)
-    print(f"height {answer['height']}: {answer['total']} alert(s){' — ' + counts if counts else ''}")
-    for a in answer["alerts"]:
-        ev = a["evidence"]
-        ids = [ev["rejected"]["id"]] if "rejected" in ev else []
-        ids += ev.get("events", [])
-        print(f"{_when(a['time'])}  {a['kind']:<26} {a['message']}")
-        if ids:
-            print(f"{'':21}evidence: {', '.join(i[:16] for i in ids[:6])}{' ...' if len(ids) > 6 else ''}")
+    with answer_of(args.url):
+        counts = ", ".join(f"{k} {n}" for k, n in answer["counts"].items() if n)
+        lines = [f"height {answer['height']}: {answer['total']} alert(s){' — ' + counts if counts else ''}"]
+        for a in answer["alerts"]:
+            ev = a["evidence"]
+            ids = [ev["rejected"]["id"]] if "rejected" in ev else []
+            ids += ev.get("events", [])
+            lines.append(f"{_when(a['time'])}  {a['kind']:<26} {a['message']}")
+            if ids:
+                lines.append(f"{'':21}evidence: {', '.join(i[:16] for i in ids[:6])}"
+                             f"{' ...' if len(ids) > 6 else ''}")
+    print("\n".join(lines))
     return 0
 
 

@@ -31,6 +31,7 @@ from ledger.errors import LedgerError, Rejected
 from ledger.events import parse_leaf
 
 from . import epcis, premium
+from .config import answer_of
 from .epcis import Committed
 
 EXIT_OK = 0
@@ -99,9 +100,11 @@ class ApiSource:
         from api.client import Client
 
         self.client = Client(url, timeout=60)
-        st = self.client.status()
-        self.chain = str(st["chain"])
-        self.tip = int(st["height"])
+        with answer_of(url):
+            st = self.client.status()
+            self.chain = str(st["chain"])
+            self.tip = int(st["height"])
+        self.url = url
 
     def blocks(self) -> Iterator[tuple[int, int, int, list[bytes]]]:
         with ThreadPoolExecutor(4) as pool:
@@ -112,7 +115,9 @@ class ApiSource:
                     queue.append(pool.submit(self.client.block_leaves, nxt))
                     nxt += 1
                 d = queue.pop(0).result()
-                yield int(d["height"]), int(d["header"]["time"]), int(d["log_range"][0]), list(d["leaves"])
+                with answer_of(self.url):
+                    block = int(d["height"]), int(d["header"]["time"]), int(d["log_range"][0]), list(d["leaves"])
+                yield block
 
     def close(self) -> None:
         self.client.session.close()

@@ -17,9 +17,11 @@ from typing import Any
 
 from ledger.errors import LedgerError, TransportError
 
+from .config import answer_of
 from .labels import A4_H_MM, A4_W_MM, LABEL_H_MM, LABEL_W_MM, LabelInfo, label_png, label_svg, sheet_pdf
 
 FORMATS = ("svg", "png", "pdf")
+MAX_PNG_SCALE = 100
 FINGERPRINT_HEX = 32
 """The QR link carries the first 32 hex chars (128 bits) of the genesis hash."""
 
@@ -40,7 +42,8 @@ def register(sub: Any) -> None:
     p.add_argument("--format", default="svg,png,pdf", help="comma-separated subset of svg,png,pdf (default all)")
     p.add_argument("--columns", type=int, default=2, help="labels across an A4 sheet (default 2)")
     p.add_argument("--rows", type=int, default=5, help="labels down an A4 sheet (default 5)")
-    p.add_argument("--png-scale", type=int, default=10, help="pixels per QR module in the PNG (default 10)")
+    p.add_argument("--png-scale", type=int, default=10,
+                   help=f"pixels per QR module in the PNG (default 10, at most {MAX_PNG_SCALE})")
     p.set_defaults(func=cmd_labels_print)
 
 
@@ -104,21 +107,25 @@ def cmd_labels_print(args: argparse.Namespace) -> int:
         if not _LABEL_ID.fullmatch(lab):
             raise LedgerError(f"not a label id: {lab!r}", code="bad_label")
     if not (args.columns >= 1 and args.columns * LABEL_W_MM <= A4_W_MM and args.rows >= 1
-            and args.rows * LABEL_H_MM <= A4_H_MM and args.png_scale >= 1):
+            and args.rows * LABEL_H_MM <= A4_H_MM):
         raise LedgerError(f"an A4 sheet takes 1–{int(A4_W_MM // LABEL_W_MM)} columns and "
-                          f"1–{int(A4_H_MM // LABEL_H_MM)} rows of labels; --png-scale is at least 1",
+                          f"1–{int(A4_H_MM // LABEL_H_MM)} rows of labels", code="bad_argument")
+    if not 1 <= args.png_scale <= MAX_PNG_SCALE:
+        # a QR code is at most 177 modules across: 100 px a module is already a 17700 px PNG
+        raise LedgerError(f"--png-scale takes 1 to {MAX_PNG_SCALE} pixels per QR module, not {args.png_scale}",
                           code="bad_argument")
     if not re.match(r"https?://[^/\s]+", args.site):
         raise LedgerError(f"--site must be an http(s) URL, not {args.site!r}", code="bad_argument")
 
     client = Client(url, retries=2)
     try:
-        genesis_hash = str(client.status()["genesis_hash"]).lower()
-        if expected_genesis and expected_genesis.lower() != genesis_hash:
-            raise LedgerError(f"the node at {url} serves genesis {genesis_hash[:16]}…, the demo's is "
-                              f"{expected_genesis[:16]}…", code="genesis_mismatch")
-        fingerprint = genesis_hash[:FINGERPRINT_HEX]
-        infos = [label_info(client.label(lab), site=args.site, fingerprint=fingerprint) for lab in labels]
+        with answer_of(url):
+            genesis_hash = str(client.status()["genesis_hash"]).lower()
+            if expected_genesis and expected_genesis.lower() != genesis_hash:
+                raise LedgerError(f"the node at {url} serves genesis {genesis_hash[:16]}…, the demo's is "
+                                  f"{expected_genesis[:16]}…", code="genesis_mismatch")
+            fingerprint = genesis_hash[:FINGERPRINT_HEX]
+            infos = [label_info(client.label(lab), site=args.site, fingerprint=fingerprint) for lab in labels]
     except TransportError as exc:
         raise LedgerError(f"cannot reach the node at {url}: {exc.message}", code="unreachable") from exc
 

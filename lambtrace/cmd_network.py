@@ -21,8 +21,9 @@ from typing import Any
 from ledger.errors import LedgerError
 from ledger.genesis import Genesis, Params, Validator
 
-from .config import NodeConfig, genesis_to_json
+from .config import NodeConfig, check_port, genesis_to_json
 
+MAX_OBSERVERS = 16
 PILOT_BANNERS = ("152523", "152524", "152526", "152522", "152525", "152502", "152529")
 
 
@@ -44,7 +45,8 @@ def init_network(args: argparse.Namespace) -> dict[str, Any]:
         raise LedgerError(f"{d} already holds a network (genesis.json exists)", code="exists")
     if not 1 <= args.validators <= len(PILOT_BANNERS) + 1:
         raise LedgerError(f"--validators takes 1 to {len(PILOT_BANNERS) + 1}", code="bad_argument")
-    (d / "keys").mkdir(parents=True, exist_ok=True)
+    if not 0 <= args.observers <= MAX_OBSERVERS:
+        raise LedgerError(f"--observers takes 0 to {MAX_OBSERVERS}", code="bad_argument")
     passphrase = _passphrase(args)
     names = [("league", "152500")] + [(f"banner-{b}", b) for b in PILOT_BANNERS[: args.validators - 1]]
     observers = [f"observer-{i + 1}" for i in range(args.observers)]
@@ -57,14 +59,21 @@ def init_network(args: argparse.Namespace) -> dict[str, Any]:
     def port(base: int, i: int) -> int:
         return base + i if fixed_host else base
 
-    keys = {}
-    for name in everyone:
-        k = generate("ed25519")
-        keys[name] = k
-        save_key_file(k, d / "keys" / f"node-{name}.json", passphrase=passphrase,
-                      insecure_plain=args.insecure_plain)
+    # Check every argument before the first file is written: a half-written directory
+    # (genesis.json present) would refuse the corrected command.
+    try:
+        hosts = {host(n) for n in everyone}
+    except (KeyError, IndexError, ValueError) as exc:
+        raise LedgerError(f"--host is a host name, or a template whose only field is {{name}}, not "
+                          f"{args.host!r} ({type(exc).__name__}: {exc})", code="bad_argument") from None
+    if any(not h or any(c in h for c in " /@:") for h in hosts):
+        raise LedgerError(f"--host {args.host!r} does not make a host name for every node", code="bad_argument")
+    for opt, base in (("--api-port", args.api_port), ("--p2p-port", args.p2p_port)):
+        check_port(base, opt)
+        check_port(port(base, len(everyone) - 1), f"{opt} + {len(everyone) - 1} (one port per node)")
+
+    keys = {name: generate("ed25519") for name in everyone}
     office = generate("ed25519")
-    save_key_file(office, d / "keys" / "trace-office.json", passphrase=passphrase, insecure_plain=args.insecure_plain)
     genesis = Genesis(
         chain=args.chain,
         time=int(time.time() * 1000),
@@ -73,6 +82,12 @@ def init_network(args: argparse.Namespace) -> dict[str, Any]:
                       "keys": [public_key_record(office)]},
         params=Params(slaughter_requires_hsm=args.slaughter_requires_hsm),
     )
+    Genesis.from_dict(genesis.to_dict())  # raises Rejected (bad_genesis, ...) on a bad --chain
+    (d / "keys").mkdir(parents=True, exist_ok=True)
+    for name in everyone:
+        save_key_file(keys[name], d / "keys" / f"node-{name}.json", passphrase=passphrase,
+                      insecure_plain=args.insecure_plain)
+    save_key_file(office, d / "keys" / "trace-office.json", passphrase=passphrase, insecure_plain=args.insecure_plain)
     (d / "genesis.json").write_text(genesis_to_json(genesis), encoding="utf-8")
     p2p = {n: f"{host(n)}:{port(args.p2p_port, i)}" for i, n in enumerate(everyone)}
     obs = [{"name": n, "alg": "ed25519", "pub": keys[n].public_key.hex()} for n in observers]

@@ -36,7 +36,7 @@ from ledger.errors import LedgerError, StorageError, VerificationError
 from ledger.genesis import Genesis
 from ledger.state import STATE_HASH_TAG
 
-from .config import load_genesis, write_json
+from .config import answer_of, load_genesis, write_json
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ALARM = 0, 1, 2, 3
 
@@ -119,6 +119,9 @@ def cmd_verify_label(args: argparse.Namespace) -> int:
     from verify import verify_label
     from verify.errors import WrongGenesis
 
+    if args.max_age_s is not None and not 0 <= args.max_age_s <= 10 * 365 * 86_400:
+        raise LedgerError(f"--max-age-s takes 0 to {10 * 365 * 86_400} seconds, not {args.max_age_s}",
+                          code="bad_argument")
     genesis = load_genesis(args.genesis)
     label: str | None = args.label
     fingerprint: str | None = None
@@ -264,10 +267,12 @@ class ApiSource:
         from verify.errors import WrongGenesis
 
         self.client = Client(url, timeout=60)
+        self.url = url
         st = self.client.status()
         if st.get("genesis_hash") != genesis.hash.hex():
             raise WrongGenesis(f"{url} serves a chain of another genesis ({st.get('genesis_hash')})", height=0)
-        self.tip = int(st["height"])
+        with answer_of(url):
+            self.tip = int(st["height"])
         self._node_hash: tuple[int, bytes] | None = None
 
     def blocks(self) -> Iterator[Any]:
@@ -286,12 +291,15 @@ class ApiSource:
                     # The tip is reached: ask for the state hash, and follow the chain to the
                     # height it belongs to (the node may have committed more meanwhile).
                     d = self.client.state_hash()
-                    self._node_hash = (int(d["height"]), bytes.fromhex(d["state_hash"]))
+                    with answer_of(self.url):
+                        self._node_hash = (int(d["height"]), bytes.fromhex(d["state_hash"]))
                     top = max(top, self._node_hash[0])
                     self.tip = top
                     continue
                 d = queue.pop(0).result()
-                yield RawBlock(h, d["header"], d["certificate"], list(d["leaves"]))
+                with answer_of(self.url):
+                    raw = RawBlock(h, d["header"], d["certificate"], list(d["leaves"]))
+                yield raw
                 h += 1
 
     def state_hash(self, height: int) -> bytes | None:
@@ -417,6 +425,8 @@ def _load_state(path: Path, genesis: Genesis) -> Any:
         return None
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict):
+            raise ValueError(f"not a JSON object (got {type(doc).__name__})")
         if doc.get("format") != STATE_FORMAT or doc.get("genesis_hash") != genesis.hash.hex():
             raise ValueError("not a witness state file of this genesis")
         hdr, cert = _values(doc["checkpoint"])
@@ -449,8 +459,10 @@ def _witness_once(args: argparse.Namespace, genesis: Genesis, state: Path) -> in
 
     trusted = _load_state(state, genesis)
     client = Client(args.url)
+    with answer_of(args.url):
+        latest = _values(client.block("latest"))
     try:
-        new = verify_checkpoint(*_values(client.block("latest")), genesis)
+        new = verify_checkpoint(*latest, genesis)
     except VerificationError as exc:
         return _fail(exc, {"status": "untrusted"})
     if trusted is None:
@@ -461,13 +473,15 @@ def _witness_once(args: argparse.Namespace, genesis: Genesis, state: Path) -> in
     proof: list[bytes] = []
     if new.log_size > trusted.log_size:
         answer = client.consistency(trusted.log_size, new.log_size)
-        proof = [bytes.fromhex(x) for x in answer["proof"]] if isinstance(answer.get("proof"), list) else []
+        with answer_of(args.url):
+            proof = [bytes.fromhex(x) for x in answer["proof"]] if isinstance(answer.get("proof"), list) else []
     served_old: bytes | None = None
     if new.height >= trusted.height:
         from api.client import ClientError
 
         try:
-            served_old = bytes.fromhex(client.block(trusted.height)["hash"])
+            with answer_of(args.url):
+                served_old = bytes.fromhex(client.block(trusted.height)["hash"])
         except ClientError as exc:
             if exc.code != "not_found":
                 raise
@@ -489,6 +503,8 @@ def _witness_once(args: argparse.Namespace, genesis: Genesis, state: Path) -> in
 def cmd_witness(args: argparse.Namespace) -> int:
     """Check the node's latest checkpoint against the trusted one; exit 0 consistent,
     1 the new checkpoint does not verify (state kept), 2 usage/IO, 3 ALARM."""
+    if args.every is not None and not 0 <= args.every <= 86_400:
+        raise LedgerError(f"--every takes 0 to 86400 seconds, not {args.every}", code="bad_argument")
     genesis = load_genesis(args.genesis)
     state = Path(args.state)
     looks = 0

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,6 +152,8 @@ class NodeConfig:
             d = json.loads(p.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise LedgerError(f"cannot read node config {path}: {exc}", code="bad_config") from exc
+        if not isinstance(d, dict):
+            raise LedgerError(f"node config {path} is not a JSON object (got {type(d).__name__})", code="bad_config")
         base = p.parent
 
         def path_of(v: Any) -> Path | None:
@@ -164,7 +168,7 @@ class NodeConfig:
             data = path_of(d["data"])
             if genesis is None or data is None:
                 raise KeyError("genesis/data")
-            return cls(
+            cfg = cls(
                 name=d["name"],
                 genesis=genesis,
                 data=data,
@@ -180,8 +184,42 @@ class NodeConfig:
                 observers=list(d.get("observers", [])),
                 path=p,
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise LedgerError(f"node config {path} lacks or mistypes {exc}", code="bad_config") from exc
+        for name, value in (("listen", cfg.listen), ("p2p_listen", cfg.p2p_listen)):
+            if value or name == "listen":
+                check_host_port(value, f"node config {path}: {name}", code="bad_config")
+        return cfg
+
+
+@contextmanager
+def answer_of(url: str) -> Iterator[None]:
+    """Read a node's answers inside this block: a missing or ill-typed field (``KeyError``,
+    ``TypeError``, ``ValueError``, ``AttributeError`` while picking the answer apart)
+    becomes ``LedgerError`` ``bad_response`` naming the server, not a traceback."""
+    try:
+        yield
+    except LedgerError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        what = f"no field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+        raise LedgerError(f"{url} gave an answer a LambTrace node does not give ({what}); is it a LambTrace node?",
+                          code="bad_response") from exc
+
+
+def check_port(port: int, what: str, *, code: str = "bad_argument", lowest: int = 1) -> None:
+    """Raise ``LedgerError`` unless ``port`` is a TCP port (``lowest`` to 65535)."""
+    if not lowest <= port <= 65535:
+        raise LedgerError(f"{what} must be a TCP port from {lowest} to 65535, not {port}", code=code)
+
+
+def check_host_port(value: Any, what: str, *, code: str = "bad_argument") -> None:
+    """Raise ``LedgerError`` unless ``value`` is ``host:port`` with a port from 0 (any free
+    port) to 65535."""
+    host, _, port = str(value).rpartition(":")
+    if not isinstance(value, str) or not host or not port.isdigit():
+        raise LedgerError(f"{what} must be host:port, not {value!r}", code=code)
+    check_port(int(port), what, code=code, lowest=0)
 
 
 def open_stopped_store(data: str | Path, verb: str) -> tuple[Any, Path]:
@@ -201,6 +239,10 @@ def open_stopped_store(data: str | Path, verb: str) -> tuple[Any, Path]:
     try:
         return LevelKV(str(path), create=False), path
     except StorageError as exc:
+        if exc.code == "storage_unavailable" and "permission denied" in exc.message.lower():
+            # LevelDB takes its LOCK file even to read: not a running node, a permission
+            raise LedgerError(f"no permission to open {path} (LevelDB needs write access to its LOCK file, "
+                              f"even to read): {exc.message}", code="storage_unavailable") from exc
         if exc.code == "storage_unavailable" and "lock" in exc.message.lower():
             raise LedgerError(f"a running node holds the LevelDB lock of {path}; stop it, or {verb} over HTTP "
                               "with --url <its API>", code="store_locked") from exc

@@ -29,13 +29,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ledger.errors import LedgerError, TransportError
 from ledger.genesis import DAY_MS, Genesis, Params, Validator
 
-from .config import NodeConfig, genesis_to_json, load_genesis, write_json
+from .config import NodeConfig, check_port, genesis_to_json, load_genesis, write_json
 
 PILOT_BANNERS = ("152523", "152524", "152526", "152522", "152525", "152502", "152529")
 STATE_FILE = "demo-state.json"
@@ -241,17 +242,33 @@ def _start_node(cfg_path: str, log_dir: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0, *,
+                  genesis_hash: str | None = None, stopping: Callable[[], bool] = lambda: False) -> None:
+    """Wait until the node ``proc`` answers at ``url``.  With ``genesis_hash``, the answer
+    must come from a node of that chain (not from another program holding the port).
+    Raises ``KeyboardInterrupt`` once ``stopping()`` (Ctrl-C, SIGTERM)."""
     import requests
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if stopping():
+            raise KeyboardInterrupt
         if proc.poll() is not None:
             raise LedgerError(f"node at {url} exited with code {proc.returncode}; see its log", code="node_failed")
         try:
             if requests.get(url + "/healthz", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
+                if genesis_hash is None:
+                    return
+                served = requests.get(url + "/v1/status", timeout=2).json().get("genesis_hash")
+                if served == genesis_hash:
+                    return
+                time.sleep(0.5)  # our node may just have died on the taken port: say so if it did
+                if proc.poll() is not None:
+                    raise LedgerError(f"node at {url} exited with code {proc.returncode}; see its log",
+                                      code="node_failed")
+                raise LedgerError(f"{url} is taken by another program (it serves genesis {served!r}, not this "
+                                  f"demo's chain); stop it or pick another --port", code="port_in_use")
+        except (requests.RequestException, ValueError, AttributeError):
             pass
         time.sleep(0.2)
     raise LedgerError(f"node at {url} did not become healthy in {timeout_s:.0f} s", code="node_timeout")
@@ -278,7 +295,11 @@ def _cast_with_saved_keys(d: Path, state: dict[str, Any], genesis: Genesis) -> A
     return cast, rng
 
 
-def _drive_season(d: Path, state: dict[str, Any], genesis: Genesis, url: str) -> tuple[Any, list[str]]:
+def _drive_season(d: Path, state: dict[str, Any], genesis: Genesis, url: str,
+                  stopping: Callable[[], bool] = lambda: False) -> tuple[Any, list[str]]:
+    """Submit the season (batches of 500); raises ``KeyboardInterrupt`` between batches once
+    ``stopping()``: the season is not marked done, so the next run resumes it (events
+    already in answer "duplicate")."""
     from tqdm import tqdm
 
     from api.client import Client
@@ -293,6 +314,8 @@ def _drive_season(d: Path, state: dict[str, Any], genesis: Genesis, url: str) ->
     last_ids: list[str] = []
     with tqdm(desc="season", unit="ev", disable=not sys.stderr.isatty(), mininterval=0.5) as bar:
         for batch in season.batches(max_batch=500):
+            if stopping():
+                raise KeyboardInterrupt
             results = client.submit(batch)
             for r in results:
                 counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -348,7 +371,23 @@ def _demo_json(d: Path, state: dict[str, Any], genesis: Genesis, procs: list[sub
     }
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuse bad numbers before anything is created or started."""
+    if not 1 <= args.nodes <= len(PILOT_BANNERS) + 1:
+        raise LedgerError(f"--nodes takes 1 to {len(PILOT_BANNERS) + 1} (the league and its pilot banners)",
+                          code="bad_argument")
+    check_port(args.port, "--port")
+    # node i serves PORT+i and (with several nodes) talks to its peers on PORT+100+i
+    top = args.port + args.nodes - 1 + (100 if args.nodes > 1 else 0)
+    check_port(top, f"--port {args.port} with {args.nodes} node(s) needs up to port {top}, which")
+    if args.lambs < 0:
+        raise LedgerError(f"--lambs takes 0 or more, not {args.lambs}", code="bad_argument")
+    if not 0 <= args.rate <= 1_000_000:
+        raise LedgerError(f"--rate takes 0 to 1000000 events/s, not {args.rate}", code="bad_argument")
+
+
 def run_demo(args: argparse.Namespace) -> int:
+    _check_args(args)
     d = Path(args.dir).resolve()
     d.mkdir(parents=True, exist_ok=True)
     resuming = (d / STATE_FILE).exists()
@@ -374,11 +413,11 @@ def run_demo(args: argparse.Namespace) -> int:
             procs.append(_start_node(cfg_path, d / "logs"))
         urls = [f"http://{NodeConfig.load(c).listen}" for c in state["nodes"]]
         for url, proc in zip(urls, procs):
-            _wait_healthy(url, proc)
+            _wait_healthy(url, proc, genesis_hash=genesis.hash.hex(), stopping=lambda: stopping)
         _say(f"{len(procs)} node(s) up: {', '.join(urls)}")
         labels: list[str] = state.get("labels", [])
         if not state["season_done"]:
-            season, _rejects = _drive_season(d, state, genesis, urls[0])
+            season, _rejects = _drive_season(d, state, genesis, urls[0], lambda: stopping)
             labels = list(season.labels[:20])
             state["labels"] = labels
             state["roles"] = {m.id: m.role for m in season.cast.members} | {season.cast.trace_office.id: "trace_office"}

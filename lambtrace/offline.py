@@ -231,10 +231,13 @@ def sync(
     ``ClientError``) after recording the batches already answered.
     """
     if batch < 1:
-        raise ValueError("batch must be at least 1")
+        raise LedgerError(f"--batch takes 1 or more events per request, not {batch}", code="bad_argument")
     q = Path(queue_dir)
     if not q.is_dir():
         raise LedgerError(f"no queue directory {str(q)!r}", code="not_found")
+    if not (q / META).is_file():
+        raise LedgerError(f"{str(q)!r} is not a terminal's queue (no {META}; `lambtrace device record` makes one)",
+                          code="not_found")
     todo = pending(q, retry_rejected=retry_rejected)
     log_path = q / RESULTS
     if log_path.exists() and log_path.stat().st_size:
