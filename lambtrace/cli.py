@@ -84,12 +84,18 @@ def _load_public(path: str) -> tuple[str, bytes, str]:
 def cmd_genesis(args: argparse.Namespace) -> int:
     from .config import genesis_to_json
 
+    if Path(args.out).exists() and not args.force:
+        raise LedgerError(f"{args.out} exists: a chain's genesis is not replaced by accident (--force replaces it)",
+                          code="exists")
     validators = []
     for spec in args.validator:
         try:
             name, banner, keyfile = spec.split(":", 2)
         except ValueError:
             raise LedgerError(f"--validator takes NAME:BANNER:KEYFILE, not {spec!r}", code="bad_argument") from None
+        if banner not in schema.COUNTIES:
+            raise LedgerError(f"--validator {spec!r}: {banner!r} is not a county code of the league "
+                              f"({', '.join(sorted(schema.COUNTIES))})", code="bad_argument")
         alg, pub, _storage = _load_public(keyfile)
         validators.append(Validator(name, banner, alg, pub, 1))
     keys = []
@@ -219,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quota", action="append", metavar="BANNER=TAGS", help="yearly ear-tag quota of a banner")
     s.add_argument("--time", type=int, help="genesis time (ms since the epoch; default now)")
     s.add_argument("--out", default="genesis.json")
+    s.add_argument("--force", action="store_true", help="replace an existing --out file")
     s.set_defaults(func=cmd_genesis)
 
     s = sub.add_parser("status", help="a node's status")

@@ -339,6 +339,17 @@ def _worth_workers(source: StoreSource | ApiSource) -> bool:
     return False
 
 
+def _check_writable(path: Path, what: str) -> None:
+    """Refuse an output file that cannot be written before a long run, not after it."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise LedgerError(f"{what} {path} is a directory", code="bad_argument")
+    if not parent.is_dir():
+        raise LedgerError(f"{what} {path}: no directory {parent}", code="bad_argument")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise LedgerError(f"{what} {path} cannot be written (permission denied)", code="bad_argument")
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     """Replay the chain; exit 0 intact, 1 broken (where and why), 2 usage/IO."""
     from tqdm import tqdm
@@ -350,6 +361,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     genesis = load_genesis(args.genesis)
     trusted = _trusted_checkpoints(args.trusted)
+    if args.json_out:
+        _check_writable(Path(args.json_out), "--json")
     source: StoreSource | ApiSource
     try:
         source = StoreSource(args.data, genesis) if args.data else ApiSource(args.url, genesis)

@@ -345,3 +345,36 @@ def test_device_sync_batch(batch: str, files: dict[str, Path], tmp_path: Path,
     q = _queue(tmp_path, files, capsys)
     rc, _, err = run(capsys, "device", "sync", "--queue", q, "--url", "http://127.0.0.1:1", "--batch", batch)
     assert rc == 2 and "bad_argument" in err and "--batch" in err
+
+
+# --------------------------------------------------------------------------- genesis, audit --json
+
+
+def test_genesis_does_not_replace_a_file_unless_forced(files: dict[str, Path],
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    before = files["genesis"].read_bytes()
+    argv = ["genesis", "--chain", "other", "--validator", f"league:152500:{files['key']}",
+            "--trace-office-key", str(files["key"]), "--out", str(files["genesis"])]
+    rc, _, err = run(capsys, *argv)
+    assert rc == 2 and "exists" in err and "--force" in err
+    assert files["genesis"].read_bytes() == before
+    rc, out, _ = run(capsys, *argv, "--force")
+    assert rc == 0 and json.loads(out)["chain"] == "other"
+
+
+@pytest.mark.parametrize("banner", ["bad", "152599", "１５２５００"])
+def test_genesis_validator_banner_is_a_county(banner: str, files: dict[str, Path], tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = run(capsys, "genesis", "--chain", "c1", "--validator", f"league:{banner}:{files['key']}",
+                     "--trace-office-key", str(files["key"]), "--out", str(tmp_path / "g.json"))
+    assert rc == 2 and "bad_argument" in err and "county code" in err and not (tmp_path / "g.json").exists()
+
+
+@pytest.mark.parametrize("where", ["missing/report.json", "."])
+def test_audit_json_that_cannot_be_written_is_refused_before_the_audit(
+        where: str, files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / where
+    # --data names nothing: the refusal must come first, naming --json
+    rc, out, err = run(capsys, "audit", "--data", str(tmp_path / "no-such-node"), "--genesis", str(files["genesis"]),
+                       "--json", str(target), "--quiet")
+    assert rc == 2 and "bad_argument" in err and "--json" in err and out == ""
