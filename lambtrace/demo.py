@@ -327,7 +327,7 @@ def _drive_season(d: Path, state: dict[str, Any], genesis: Genesis, url: str,
          f"{counts['rejected']} rejected")
     for line in first_rejects:
         _say(f"  rejected: {line}")
-    client.wait_committed(last_ids, timeout_s=120)
+    _wait_committed(client, last_ids, stopping)
     attempts = season.dishonest_attempts()  # refused by the rules, recorded as alerts (GET /v1/alerts)
     if attempts:
         refused = sum(r["status"] == "rejected" for r in client.submit([a.event for a in attempts]))
@@ -335,13 +335,34 @@ def _drive_season(d: Path, state: dict[str, Any], genesis: Genesis, url: str,
     return season, first_rejects
 
 
-def _wait_replicated(urls: list[str], timeout_s: float = 120.0) -> dict[str, Any]:
-    """Wait until every node reports the first node's log; returns the first node's status."""
+def _wait_committed(client: Any, ids: list[str], stopping: Callable[[], bool], timeout_s: float = 120.0) -> None:
+    """``client.wait_committed`` in one-second slices, so that Ctrl-C (``stopping()``)
+    stops it at once (``KeyboardInterrupt``) instead of after up to ``timeout_s``."""
+    from api.client import WaitTimeout
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if stopping():
+            raise KeyboardInterrupt
+        try:
+            client.wait_committed(ids, timeout_s=min(1.0, max(0.0, deadline - time.monotonic())))
+            return
+        except WaitTimeout:
+            if time.monotonic() >= deadline:
+                raise
+
+
+def _wait_replicated(urls: list[str], timeout_s: float = 120.0,
+                     stopping: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+    """Wait until every node reports the first node's log; returns the first node's status.
+    Raises ``KeyboardInterrupt`` once ``stopping()``."""
     from api.client import Client
 
     deadline = time.monotonic() + timeout_s
     clients = [Client(u) for u in urls]
     while True:
+        if stopping():
+            raise KeyboardInterrupt
         sts = [c.status() for c in clients]
         if len({s["log_size"] for s in sts}) == 1 or time.monotonic() > deadline:
             if len({s["log_size"] for s in sts}) != 1:
@@ -429,7 +450,7 @@ def run_demo(args: argparse.Namespace) -> int:
         info = _demo_json(d, state, genesis, procs, labels)
         write_json(d / "demo.json", info)
 
-        st = _wait_replicated(urls)
+        st = _wait_replicated(urls, stopping=lambda: stopping)
         _say(f"chain {genesis.chain} at height {st['height']}, {st['log_size']} events in the log")
         _say(f"demo.json: {d / 'demo.json'}")
         if labels:

@@ -285,6 +285,33 @@ def test_demo_wait_stops_on_ctrl_c(sleeper: subprocess.Popen[bytes]) -> None:
         demo._wait_healthy("http://127.0.0.1:1", sleeper, timeout_s=60, stopping=lambda: True)
 
 
+class _NeverCommits:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def wait_committed(self, ids: list[str], timeout_s: float) -> None:
+        from api.client import WaitTimeout
+
+        self.calls += 1
+        raise WaitTimeout("still pending", pending=ids)
+
+
+def test_demo_waits_for_commits_and_replication_stop_on_ctrl_c() -> None:
+    client = _NeverCommits()
+    with pytest.raises(KeyboardInterrupt):  # the 3rd slice sees Ctrl-C, not the 120 s deadline
+        demo._wait_committed(client, ["e1"], stopping=lambda: client.calls >= 2, timeout_s=120)
+    assert client.calls == 2
+    with pytest.raises(KeyboardInterrupt):
+        demo._wait_replicated(["http://127.0.0.1:1"], timeout_s=60, stopping=lambda: True)
+
+
+def test_demo_wait_for_commits_still_times_out() -> None:
+    from api.client import WaitTimeout
+
+    with pytest.raises(WaitTimeout):
+        demo._wait_committed(_NeverCommits(), ["e1"], stopping=lambda: False, timeout_s=0.0)
+
+
 # --------------------------------------------------------------------------- a store this user may not open
 
 
