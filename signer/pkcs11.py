@@ -241,7 +241,8 @@ class PinSource:
             path = env.get(ENV_PIN_FILE) or None
             if path is None:
                 raise HsmError(
-                    f"no PIN source: add pin-env=NAME or pin-file=PATH to the spec, or set {ENV_PIN_FILE}",
+                    f"no user PIN source: give --pin-file PATH or --pin-env NAME (pin-file= or pin-env= in a "
+                    f"pkcs11: spec), or set {ENV_PIN} or {ENV_PIN_FILE}",
                     code=HSM_PIN_MISSING,
                 )
         return _read_pin_file(path)

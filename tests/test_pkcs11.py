@@ -418,6 +418,11 @@ def test_hsm_commands(hsm: Hsm, tmp_path: Path, capsys: pytest.CaptureFixture[st
                         "--so-pin-file", str(hsm.so_pin_file))
     assert rc == 2 and "error: hsm_token_exists:" in err
 
+    # no user PIN given at all: the message names the command's options, not only a spec's
+    rc, out, err = _cli(capsys, "hsm", "init-token", *mod, "--label", "lt-nopin", "--so-pin-file",
+                        str(hsm.so_pin_file))
+    assert rc == 2 and "error: hsm_pin_missing:" in err and "--pin-file" in err
+
     key_file = tmp_path / "plant.pub.json"
     rc, out, err = _cli(capsys, "hsm", "keygen", *mod, "--token", "lt-cli", "--label", "slaughter-key", *pin,
                         "--out", str(key_file))
