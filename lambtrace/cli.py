@@ -253,7 +253,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _not_text(argv: list[str], exc: UnicodeEncodeError) -> str:
+    """Which option's value is not UTF-8 text (bytes a terminal or script passed as they are)."""
+    bad = exc.object if isinstance(exc.object, str) else ""
+    for i, a in enumerate(argv):
+        if any("\udc80" <= c <= "\udcff" for c in a) and (a in bad or bad in a):
+            if a.startswith("--"):
+                return f"the value of {a.split('=', 1)[0]} is not UTF-8 text"
+            if i and argv[i - 1].startswith("-"):
+                return f"the value of {argv[i - 1]} is not UTF-8 text"
+            return f"the argument {a!r} is not UTF-8 text"
+    return f"an argument is not UTF-8 text ({exc.reason})"
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:
         rc: int = args.func(args)
@@ -265,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         # Ctrl-C (README "Commands"): stopped cleanly, nothing half-written kept
         print("error: interrupted: stopped by Ctrl-C", file=sys.stderr)
         return 130
+    except UnicodeEncodeError as exc:  # a value with undecodable bytes where text is needed (ids, URLs, kinds)
+        print(f"error: bad_argument: {_not_text(argv, exc)}", file=sys.stderr)
+        return 2
     except (OSError, ValueError) as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

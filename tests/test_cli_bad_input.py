@@ -405,3 +405,11 @@ def test_audit_json_that_cannot_be_written_is_refused_before_the_audit(
     rc, out, err = run(capsys, "audit", "--data", str(tmp_path / "no-such-node"), "--genesis", str(files["genesis"]),
                        "--json", str(target), "--quiet")
     assert rc == 2 and "bad_argument" in err and "--json" in err and out == ""
+
+
+def test_an_option_value_that_is_not_utf8_is_named(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    # what Python makes of the bytes b"a\xff" on a command line (surrogateescape)
+    actor = b"a\xff".decode("utf-8", "surrogateescape")
+    rc, _, err = run(capsys, "submit", "--url", "http://127.0.0.1:1", "--chain", "c1", "--key", str(files["key"]),
+                     "--actor", actor, "--kind", "lamb.tag", "--body", "{}")
+    assert rc == 2 and err.strip() == "error: bad_argument: the value of --actor is not UTF-8 text"
