@@ -343,10 +343,15 @@ class ConsensusDriver:
         if t == "_poke":
             self._carry_out(self.replica.poke(now))
         elif t == "events":
-            if msg.get("chain") == self.node.genesis.chain and type(msg.get("events")) is list:
+            if msg.get("chain") != self.node.genesis.chain:
+                self.replica.stats.drop("wrong_chain")
+            elif type(msg.get("events")) is not list:
+                self.replica.stats.drop("malformed")
+            else:
                 try:
                     self._events_q.put_nowait(msg["events"])
                 except queue.Full:
                     self.dropped_inbox += 1
+                    self.replica.stats.drop("events_queue_full")
         else:
             self._carry_out(self.replica.on_message(sender, msg, now))

@@ -500,9 +500,17 @@ def _abort(writer: asyncio.StreamWriter) -> None:
 
 
 def _close_gracefully(writer: asyncio.StreamWriter) -> None:
-    """Close after what is buffered has been sent (for duplicates of a healthy link)."""
+    """Close after what is buffered has been sent (for duplicates of a healthy link), but
+    reset it if that has not happened within ``_CLOSE_TIMEOUT_S``.
+
+    asyncio keeps a closing socket open until its buffer drains, with no time limit: a
+    peer that stops reading and reconnects again and again would otherwise leave one
+    open descriptor (and its unsent frames) behind per connection.
+    """
     with contextlib.suppress(Exception):
         writer.close()
+    with contextlib.suppress(Exception):
+        asyncio.get_running_loop().call_later(_CLOSE_TIMEOUT_S, _abort, writer)
 
 
 class Transport:
@@ -593,7 +601,8 @@ class Transport:
         self._server: asyncio.Server | None = None
         self._listen_address: tuple[str, int] | None = None
         self._pending = 0
-        self._handshake_tasks: set[asyncio.Task[Any]] = set()
+        self._handshake_tasks: dict[asyncio.Task[Any], None] = {}
+        """Inbound handshakes in progress, oldest first (see :meth:`_on_inbound`)."""
         self._started = False
         self._closing = False
 
@@ -755,12 +764,26 @@ class Transport:
 
     async def _on_inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        if self._closing or self._pending >= self._max_pending:
+        if self._closing:
             self._count("handshake_failed")
             _abort(writer)
             return
+        if self._pending >= self._max_pending:
+            # Full of unfinished handshakes: end the oldest rather than refuse the newcomer.
+            # Refusing would let anyone who merely opens ``max_pending`` idle connections
+            # (and reopens them every ``handshake_timeout_s``) lock every peer out; an honest
+            # handshake takes a few round trips, so evicting the oldest costs an attacker a
+            # connection rate of ``max_pending`` per handshake time instead.
+            oldest = next(iter(self._handshake_tasks), None)
+            if oldest is None:
+                self._count("handshake_failed")
+                _abort(writer)
+                return
+            del self._handshake_tasks[oldest]
+            self._count("handshake_failed")
+            oldest.cancel()
         if task is not None:
-            self._handshake_tasks.add(task)
+            self._handshake_tasks[task] = None
         self._pending += 1
         try:
             _tune_socket(writer)
@@ -780,7 +803,7 @@ class Transport:
         finally:
             self._pending -= 1
             if task is not None:
-                self._handshake_tasks.discard(task)
+                self._handshake_tasks.pop(task, None)
         self._count("handshakes_ok")
         self._adopt(res, reader, writer)
 

@@ -28,7 +28,7 @@ from ..blocks.certificate import CommitCertificate, verify_commit, vote_bytes
 from ..errors import LedgerError
 from ..genesis import Genesis
 from ..hashing import TAG_VOTE, signing_message
-from ..sigs import verify_signature
+from ..sigs import SIGNATURE_SIZE, verify_signature
 from .machine import (
     PRECOMMIT,
     PREVOTE,
@@ -338,12 +338,16 @@ class Replica:
             return
         sig = msg.get("sig")
         if type(sig) is bytes and sig in self._bad_sigs:
+            self.stats.drop("bad_signature")
             return
         if h == self.height and msg["t"] == "vote" and not self._vote_wanted(msg):
             return  # not now; gossip brings it again when it can count
         if not self._check_signature(msg):
             self.stats.drop("bad_signature")
-            if type(sig) is bytes and len(self._bad_sigs) < 10_000:
+            # Only well-sized signatures are remembered: any other length is refused
+            # without a verification anyway, and remembering frame-sized junk would let
+            # a peer pin 10_000 frames of memory until the next commit.
+            if type(sig) is bytes and len(sig) == SIGNATURE_SIZE and len(self._bad_sigs) < 10_000:
                 self._bad_sigs.add(sig)
             return
         if h == self.height:
@@ -512,7 +516,11 @@ class Replica:
 
     def _on_status(self, sender: str, msg: dict[str, Any], out: list[Out]) -> None:
         h = msg["height"]
-        if msg.get("chain") != self.chain or type(h) is not int:
+        if msg.get("chain") != self.chain:
+            self.stats.drop("wrong_chain")
+            return
+        if type(h) is not int or h < 0:
+            self.stats.drop("malformed")
             return
         self._peer_heights[sender] = h
         if h > self.app.committed_height():
@@ -520,7 +528,11 @@ class Replica:
 
     def _on_sync_req(self, sender: str, msg: dict[str, Any], out: list[Out]) -> None:
         h = msg["height"]
-        if msg.get("chain") != self.chain or type(h) is not int or h < 1:
+        if msg.get("chain") != self.chain:
+            self.stats.drop("wrong_chain")
+            return
+        if type(h) is not int or h < 1:
+            self.stats.drop("malformed")
             return
         for k in range(h, min(h + MAX_SYNC_BATCH, self.app.committed_height() + 1)):
             found = self.app.committed(k)
@@ -533,8 +545,14 @@ class Replica:
     def _on_commit(self, msg: dict[str, Any], now_ms: int, out: list[Out]) -> None:
         """A committed block from a peer: check its certificate and contents, then apply."""
         h = msg["height"]
-        if msg.get("chain") != self.chain or h != self.height:
+        if msg.get("chain") != self.chain:
+            self.stats.drop("wrong_chain")
             return
+        if type(h) is not int:
+            self.stats.drop("malformed")
+            return
+        if h != self.height:
+            return  # a block we have, or one we cannot check yet: not the sender's fault
         cert = CommitCertificate.from_dict(msg["cert"])
         value, valid = self.app.validate(h, msg["block"], "", now_ms)
         if value is None or not valid:

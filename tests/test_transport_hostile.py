@@ -1,0 +1,422 @@
+"""A hostile peer against a real node process's peer port (127.0.0.1, real sockets).
+
+The node ``league`` (voting power 100) shares its genesis with ``mallory`` (power 1,
+whose key this test holds) and accepts the observer ``obs`` (key held here too), so the
+test can complete the handshake and then misbehave; ``league`` commits on its own.
+After each attack the node must answer ``GET /v1/status``, still commit a submitted
+event, count what it dropped, and give back the file descriptors it used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import requests
+
+from api.client import Client
+from helpers import OFFICE, World, free_ports, wait_until
+from lambtrace.config import NodeConfig, genesis_to_json
+from ledger import codec
+from ledger.blocks.certificate import vote_bytes
+from ledger.genesis import Genesis, Params, Validator
+from node.transport import hello_message, initiator_handshake
+from signer import SoftwareSigner, generate, public_key_record, save_key_file
+from test_rejections_http import base
+
+pytestmark = pytest.mark.cluster
+
+
+def frame(msg: dict[str, Any]) -> bytes:
+    body = codec.encode(msg)
+    return struct.pack(">I", len(body)) + body
+
+
+def raw_frame(body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + body
+
+
+class HostileNet:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.w = w = World(now=int(time.time() * 1000))
+        self.league = generate("ed25519")
+        self.keys: dict[str, SoftwareSigner] = {"mallory": generate("ed25519"), "obs": generate("ed25519")}
+        g = Genesis(
+            chain=w.chain, time=w.now - 60_000,
+            validators=(Validator("league", "152500", "ed25519", self.league.public_key, 100),
+                        Validator("mallory", "152500", "ed25519", self.keys["mallory"].public_key, 1)),
+            trace_office={"id": OFFICE, "banner": "152500", "keys": [public_key_record(w.keys[OFFICE])]},
+            params=Params(tag_quotas={"152523": 100_000, "152524": 1000}, timeout_propose_ms=600,
+                          timeout_prevote_ms=300, timeout_precommit_ms=300, timeout_delta_ms=200),
+        )
+        w.genesis = self.genesis = Genesis.from_dict(g.to_dict())
+        (tmp / "genesis.json").write_text(genesis_to_json(w.genesis))
+        self.api, self.p2p = free_ports(2)
+        save_key_file(self.league, tmp / "league.key", passphrase=None, insecure_plain=True)
+        cfg = NodeConfig(name="league", genesis=tmp / "genesis.json", data=tmp / "league",
+                         listen=f"127.0.0.1:{self.api}", key=tmp / "league.key", p2p_listen=f"127.0.0.1:{self.p2p}",
+                         verify_processes=0,
+                         observers=[{"name": "obs", "alg": "ed25519", "pub": self.keys["obs"].public_key.hex()}])
+        cfg.save(tmp / "league.json")
+        self.url = f"http://127.0.0.1:{self.api}"
+        with open(tmp / "league.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "lambtrace", "node", "--config", str(tmp / "league.json")],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.serial = 1000
+        try:
+            assert wait_until(self.healthy, 30), self.log()
+            setup = [*base(w), w.issue("coop", "315252300001000", 20_000)]
+            res = Client(self.url).submit(setup, wait=True, timeout_ms=30_000)
+            assert all(r.get("state") == "committed" for r in res), res
+        except BaseException:
+            self.close()
+            raise
+
+    def log(self) -> str:
+        return (self.tmp / "league.log").read_text()[-3000:]
+
+    def healthy(self) -> bool:
+        try:
+            return requests.get(self.url + "/healthz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def status(self) -> dict[str, Any]:
+        return requests.get(self.url + "/v1/status", timeout=5).json()
+
+    def transport(self) -> dict[str, int]:
+        return dict(self.status()["transport"])
+
+    def dropped(self) -> dict[str, int]:
+        return dict(self.status()["replica"]["dropped"])
+
+    def fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def threads(self) -> int:
+        return len(os.listdir(f"/proc/{self.proc.pid}/task"))
+
+    def rss_mb(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+        raise AssertionError("no VmRSS")
+
+    def commits(self) -> bool:
+        ev = self.w.tag("agent", f"31525230{self.serial:07d}")
+        self.serial += 1
+        res = Client(self.url, timeout=30).submit([ev], wait=True, timeout_ms=10_000)
+        return res[0].get("state") == "committed"
+
+    def assert_healthy(self, fds: int, threads: int) -> None:
+        """Alive, answering, committing, and back to its file descriptors and threads."""
+        assert self.proc.poll() is None, self.log()
+        assert self.status()["height"] >= 1
+        assert self.commits(), self.log()
+        assert wait_until(lambda: self.fds() <= fds and self.threads() <= threads, 10), \
+            (self.fds(), fds, self.threads(), threads)
+
+    async def handshake(self, name: str = "mallory") -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.p2p)
+        await initiator_handshake(reader, writer, name=name, signer=self.keys[name], chain=self.genesis.chain,
+                                  genesis_hash=self.genesis.hash, expected_peer="league",
+                                  peer_key=("ed25519", self.league.public_key))
+        return reader, writer
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileNet]:
+    n = HostileNet(tmp_path_factory.mktemp("hostile"))
+    yield n
+    n.close()
+
+
+async def closed_by_peer(reader: asyncio.StreamReader, timeout: float = 3.0) -> bool:
+    """Whether the node closes the stream within ``timeout`` (frames it sends first are skipped)."""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not await asyncio.wait_for(reader.read(65536), max(0.01, deadline - time.monotonic())):
+                return True
+    except ConnectionError:
+        return True
+    except TimeoutError:
+        return False
+    return False
+
+
+def delta(after: dict[str, int], before: dict[str, int], key: str) -> int:
+    return after.get(key, 0) - before.get(key, 0)
+
+
+def test_garbage_before_the_handshake_is_refused_and_counted(net: HostileNet) -> None:
+    fds, threads = net.fds(), net.threads()
+    chain, genesis = net.genesis.chain, net.genesis.hash
+
+    def hello(name: str, **kw: Any) -> bytes:
+        return frame({**hello_message(chain=chain, genesis_hash=genesis, name=name, nonce=os.urandom(32)), **kw})
+
+    inputs = [
+        os.urandom(4096),
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"\xff\xff\xff\xff",
+        b"\x00\x00\x00\x00",
+        raw_frame(codec.encode([1, 2])),
+        hello("stranger"),
+        hello("league"),
+        hello("mallory", chain="another-chain"),
+        hello("mallory", genesis=b"\x00" * 32),
+        hello("mallory") + frame({"type": "auth", "sig": b"\x00" * 64}),
+    ]
+
+    async def main() -> list[bool]:
+        out = []
+        for data in inputs:
+            reader, writer = await asyncio.open_connection("127.0.0.1", net.p2p)
+            writer.write(data)
+            await writer.drain()
+            out.append(await closed_by_peer(reader))
+            writer.close()
+        return out
+
+    before = net.transport()
+    assert all(asyncio.run(main()))
+    after = net.transport()
+    assert delta(after, before, "handshake_failed") == len(inputs)
+    assert delta(after, before, "handshakes_ok") == 0
+    net.assert_healthy(fds, threads)
+
+
+def test_bad_frames_after_the_handshake_are_dropped_counted_and_cut(net: HostileNet) -> None:
+    fds, threads = net.fds(), net.threads()
+    oversized = [struct.pack(">I", 16 * 1024 * 1024 + 1)]
+    malformed = [
+        b"\x00\x00\x00\x00",  # a zero length prefix: an empty body is not a map
+        raw_frame(b"\x81\xa1t\xd9\x04vote"),  # str8 where fixstr is canonical
+        raw_frame(msgpack.packb({"z": 1, "a": 2})),  # keys out of order
+        raw_frame(msgpack.packb({"t": 1.5})),  # a float
+        raw_frame(b"\x91" * 100_000 + b"\xc0"),  # nested far too deep
+        raw_frame(b"\x81\xa1t\xd4\x01\x00"),  # an ext type
+        raw_frame(codec.encode({"t": "x"}) + b"\x00"),  # trailing byte
+        raw_frame(b"\xdf\xff\xff\xff\xff"),  # a map claiming 2**32-1 entries
+        raw_frame(codec.encode([1])),  # not a map
+    ]
+
+    async def main() -> list[bool]:
+        out = []
+        for data in oversized + malformed:
+            reader, writer = await net.handshake()
+            writer.write(data)
+            await writer.drain()
+            out.append(await closed_by_peer(reader))
+            writer.close()
+        return out
+
+    before = net.transport()
+    assert all(asyncio.run(main()))
+    after = net.transport()
+    assert delta(after, before, "dropped_oversized") == len(oversized)
+    assert delta(after, before, "dropped_malformed") == len(malformed)
+    net.assert_healthy(fds, threads)
+
+
+def test_idle_connections_cannot_lock_peers_out(net: HostileNet) -> None:
+    """More idle unauthenticated connections than handshake slots: a peer still gets in.
+
+    Regression: at ``max_pending_handshakes`` (64) open handshakes every further
+    connection was refused, so anyone able to reach the port could keep every validator
+    and observer out by holding 64 idle sockets (reopened every 5 s)."""
+    fds, threads = net.fds(), net.threads()
+
+    async def main() -> None:
+        idle = [await asyncio.open_connection("127.0.0.1", net.p2p) for _ in range(100)]
+        try:
+            await asyncio.sleep(0.3)
+            _reader, writer = await asyncio.wait_for(net.handshake("mallory"), 5)  # refused before the fix
+            writer.close()
+        finally:
+            for _r, w in idle:
+                w.transport.abort()
+
+    before = net.transport()
+    asyncio.run(main())
+    # the node counts a handshake just after sending its auth: let it catch up
+    assert wait_until(lambda: delta(net.transport(), before, "handshakes_ok") == 1, 5), net.transport()
+    assert delta(net.transport(), before, "handshake_failed") >= 100 - 64
+    net.assert_healthy(fds, threads)
+
+
+def test_votes_with_huge_signatures_are_counted_and_not_kept(net: HostileNet) -> None:
+    """Regression: the replica remembered every bad signature (up to 10_000 of them, until
+    the next commit) whatever its size, so a peer could pin 10_000 frames of memory."""
+    fds, threads = net.fds(), net.threads()
+    chain = net.genesis.chain
+    height = net.status()["height"] + 1
+    count, size = 24, 12 * 1024 * 1024
+
+    async def main() -> None:
+        reader, writer = await net.handshake("obs")
+        for i in range(count):
+            vote = {"t": "vote", "type": "prevote", "chain": chain, "height": height, "round": 0, "value": None,
+                    "from": "league", "sig": bytes([i]) * size}
+            writer.write(frame(vote))
+            await writer.drain()
+        # the same badly signed vote, well sized, again and again: each one counted
+        sig = net.keys["obs"].sign(vote_bytes("prevote", chain, height, 0, None))
+        for _ in range(5):
+            writer.write(frame({"t": "vote", "type": "prevote", "chain": chain, "height": height, "round": 0,
+                                "value": None, "from": "league", "sig": sig}))
+        await writer.drain()
+        await asyncio.sleep(0.5)
+        writer.close()
+
+    rss = net.rss_mb()
+    before = net.dropped()
+    asyncio.run(main())
+    assert wait_until(lambda: delta(net.dropped(), before, "bad_signature") == count + 5, 15), net.dropped()
+    assert net.status()["height"] == height - 1  # nothing committed: nothing cleared the replica's caches
+    grown = net.rss_mb() - rss
+    assert grown < count * size / 2**20 / 2, f"RSS grew {grown} MB"  # kept, it was ~290 MB
+    net.assert_healthy(fds, threads)
+
+
+def test_many_connections_and_fast_reconnects_from_one_key(net: HostileNet) -> None:
+    fds, threads = net.fds(), net.threads()
+
+    async def main() -> int:
+        held = [await net.handshake("mallory") for _ in range(150)]
+        during = net.fds()
+        for _r, w in held:
+            w.close()
+        for _ in range(150):
+            _r, w = await net.handshake("obs")
+            w.transport.abort()
+        return during
+
+    before = net.transport()
+    during = asyncio.run(main())
+    assert during < fds + 10  # a newer connection from the same key replaces the older
+    assert wait_until(lambda: delta(net.transport(), before, "handshakes_ok") == 300, 5), net.transport()
+    after = net.transport()
+    assert delta(after, before, "duplicate_closed") >= 149
+    net.assert_healthy(fds, threads)
+
+
+def test_junk_consensus_messages_are_dropped_and_counted(net: HostileNet) -> None:
+    fds, threads = net.fds(), net.threads()
+    chain = net.genesis.chain
+    height = net.status()["height"] + 1
+    odd: list[Any] = [None, -1, 2**63, -(2**63), "x", b"x", [], {}, [1] * 500, True]
+    msgs: list[dict[str, Any]] = [{"t": "weird"}, {"t": 5}, {"x": 1}]
+    for field in ("height", "round", "chain", "from", "sig", "value", "type", "valid_round", "block"):
+        for value in odd:
+            msgs.append({"t": "vote", "chain": chain, "height": height, "round": 0, "type": "prevote",
+                         "value": None, "from": "league", "sig": os.urandom(64), field: value})
+            msgs.append({"t": "proposal", "chain": chain, "height": height, "round": 0, "value": os.urandom(32),
+                         "valid_round": -1, "block": {"header": {}, "events": [b"junk"] * 50}, "from": "league",
+                         "sig": os.urandom(64), field: value})
+    for value in odd:
+        msgs.append({"t": "status", "chain": chain, "height": value})
+        msgs.append({"t": "sync_req", "chain": chain, "height": value})
+        msgs.append({"t": "commit", "chain": chain, "height": height, "block": value, "cert": value})
+        msgs.append({"t": "events", "chain": chain, "events": value})
+
+    async def main() -> None:
+        reader, writer = await net.handshake("obs")
+        for m in msgs:
+            writer.write(frame(m))
+        await writer.drain()
+        await asyncio.sleep(0.5)
+        assert not await closed_by_peer(reader, 0.5)  # well-formed frames do not cut the link
+        writer.close()
+
+    before_t, before_d = net.transport(), net.dropped()
+    asyncio.run(main())
+    after_t = net.transport()
+    assert delta(after_t, before_t, "frames_in") == len(msgs)
+    assert wait_until(lambda: sum(net.dropped().values()) - sum(before_d.values()) >= 100, 10), net.dropped()
+    # status and sync_req with a height that is not a height (9 of the 10 odd values each)
+    assert delta(net.dropped(), before_d, "malformed") >= 18, net.dropped()
+    net.assert_healthy(fds, threads)
+
+
+def test_a_replaced_connection_that_stops_reading_is_closed_in_time(net: HostileNet) -> None:
+    """Regression: a connection replaced by a newer one from the same key was closed
+    "gracefully" (after its unsent frames), which asyncio waits for without a limit: a
+    peer that stops reading (and asks for blocks so the node has plenty to send), then
+    reconnects, left one open descriptor and its buffers behind per connection, for ever."""
+    fds, threads = net.fds(), net.threads()
+    chain = net.genesis.chain
+    stuck = 5
+
+    async def main() -> tuple[int, int]:
+        held = []
+        try:
+            for _ in range(stuck):
+                reader, writer = await net.handshake("obs")
+                reader._transport.pause_reading()  # type: ignore[attr-defined]
+                writer.write(b"".join(frame({"t": "sync_req", "chain": chain, "height": 1}) for _ in range(3000)))
+                await writer.drain()
+                held.append(writer)
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(1)
+            during = net.fds()
+            # the replaced connections are reset within the close timeout (5 s), not when we let go
+            assert await asyncio.to_thread(wait_until, lambda: net.fds() <= fds + 1, 10)
+            return during, net.fds()
+        finally:
+            for w in held:
+                w.transport.abort()
+
+    before = net.transport()
+    during, after_timeout = asyncio.run(main())
+    assert during >= fds + stuck - 1, (during, fds)  # they really were stuck (the test did its job)
+    assert after_timeout <= fds + 1
+    assert delta(net.transport(), before, "duplicate_closed") == stuck - 1
+    net.assert_healthy(fds, threads)
+
+
+def test_relayed_junk_events_are_not_kept(net: HostileNet) -> None:
+    """Regression: each refused relayed leaf was kept in a reference cycle (the refusal's
+    traceback → the admitting frame → the list holding the refusal), which only the cyclic
+    collector frees and the node runs it rarely: ~760 MB RSS kept per 800 MB of junk."""
+    fds, threads = net.fds(), net.threads()
+    chain = net.genesis.chain
+    count, size = 60, 8 * 1024 * 1024
+
+    async def main() -> None:
+        _reader, writer = await net.handshake("obs")
+        for i in range(count):
+            writer.write(frame({"t": "events", "chain": chain, "events": [bytes([i]) * size]}))
+            await writer.drain()
+        await asyncio.sleep(1.0)
+        writer.close()
+
+    rss = net.rss_mb()
+    before = net.transport()
+    asyncio.run(main())
+    assert delta(net.transport(), before, "frames_in") == count
+    grown = net.rss_mb() - rss
+    assert grown < count * size / 2**20 / 2, f"RSS grew {grown} MB"
+    net.assert_healthy(fds, threads)
