@@ -66,7 +66,7 @@ def build_block(
         try:
             applied.append(apply_event(view, ev, ctx))
         except Rejected as exc:
-            rejected.append((ev, exc))
+            rejected.append((ev, exc.untraced()))
             continue
         events.append(ev)
         size += len(ev.leaf)
