@@ -118,7 +118,7 @@ async def closed_by_peer(reader: asyncio.StreamReader, timeout: float = 2.0) -> 
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            data = await asyncio.wait_for(reader.read(65536), deadline - time.monotonic())
+            data = await asyncio.wait_for(reader.read(65536), max(0.01, deadline - time.monotonic()))
             if not data:
                 return True
     except ConnectionError:

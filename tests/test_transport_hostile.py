@@ -33,6 +33,7 @@ from ledger.genesis import Genesis, Params, Validator
 from node.transport import hello_message, initiator_handshake
 from signer import SoftwareSigner, generate, public_key_record, save_key_file
 from test_rejections_http import base
+from test_transport import closed_by_peer
 
 pytestmark = pytest.mark.cluster
 
@@ -152,18 +153,17 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileNet]:
     n.close()
 
 
-async def closed_by_peer(reader: asyncio.StreamReader, timeout: float = 3.0) -> bool:
-    """Whether the node closes the stream within ``timeout`` (frames it sends first are skipped)."""
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if not await asyncio.wait_for(reader.read(65536), max(0.01, deadline - time.monotonic())):
-                return True
-    except ConnectionError:
-        return True
-    except TimeoutError:
-        return False
-    return False
+async def each_closed(inputs: list[bytes], connect: Any) -> list[bool]:
+    """For each input, a new connection (``await connect()``) that sends it: whether the node
+    then closed it within the time :func:`closed_by_peer` allows."""
+    out = []
+    for data in inputs:
+        reader, writer = await connect()
+        writer.write(data)
+        await writer.drain()
+        out.append(await closed_by_peer(reader, 3.0))
+        writer.close()
+    return out
 
 
 def delta(after: dict[str, int], before: dict[str, int], key: str) -> int:
@@ -190,18 +190,8 @@ def test_garbage_before_the_handshake_is_refused_and_counted(net: HostileNet) ->
         hello("mallory") + frame({"type": "auth", "sig": b"\x00" * 64}),
     ]
 
-    async def main() -> list[bool]:
-        out = []
-        for data in inputs:
-            reader, writer = await asyncio.open_connection("127.0.0.1", net.p2p)
-            writer.write(data)
-            await writer.drain()
-            out.append(await closed_by_peer(reader))
-            writer.close()
-        return out
-
     before = net.transport()
-    assert all(asyncio.run(main()))
+    assert all(asyncio.run(each_closed(inputs, lambda: asyncio.open_connection("127.0.0.1", net.p2p))))
     after = net.transport()
     assert delta(after, before, "handshake_failed") == len(inputs)
     assert delta(after, before, "handshakes_ok") == 0
@@ -223,18 +213,8 @@ def test_bad_frames_after_the_handshake_are_dropped_counted_and_cut(net: Hostile
         raw_frame(codec.encode([1])),  # not a map
     ]
 
-    async def main() -> list[bool]:
-        out = []
-        for data in oversized + malformed:
-            reader, writer = await net.handshake()
-            writer.write(data)
-            await writer.drain()
-            out.append(await closed_by_peer(reader))
-            writer.close()
-        return out
-
     before = net.transport()
-    assert all(asyncio.run(main()))
+    assert all(asyncio.run(each_closed(oversized + malformed, net.handshake)))
     after = net.transport()
     assert delta(after, before, "dropped_oversized") == len(oversized)
     assert delta(after, before, "dropped_malformed") == len(malformed)
