@@ -8,7 +8,7 @@ Counters come from the node's :class:`~node.node.Metrics` and the signature cach
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from node.node import Node
@@ -35,8 +35,9 @@ def _family(name: str, kind: str, help_text: str, samples: Iterable[Sample]) -> 
     return lines
 
 
-def render(node: Node, http: HttpCounters, role: str) -> str:
-    """The whole exposition text (ends with a newline)."""
+def render(node: Node, http: HttpCounters, role: str, consensus: dict[str, Any] | None = None) -> str:
+    """The whole exposition text (ends with a newline).  ``consensus`` is a networked
+    node's consensus status (``/v1/status``'s ``transport``, ``replica``, ``connected``)."""
     m = node.metrics
     header = node.store.last_header
     out: list[str] = []
@@ -80,4 +81,24 @@ def render(node: Node, http: HttpCounters, role: str) -> str:
             for (route, method, status), n in sorted(http.snapshot().items())
         ],
     )
+    if consensus is not None:
+        out += _consensus(consensus)
     return "\n".join(out) + "\n"
+
+
+def _consensus(st: dict[str, Any]) -> list[str]:
+    """The peer transport's and the replica's counters (what ``/v1/status`` shows)."""
+    replica = st.get("replica") or {}
+    out = _family("lambtrace_peers_connected", "gauge", "Peers with an authenticated link to this node.",
+                  [({}, len(st.get("connected") or ()))])
+    out += _family("lambtrace_transport_total", "counter",
+                   "Peer transport counters: frames and bytes, handshakes, reconnects and drops, by stat.",
+                   [({"stat": k}, n) for k, n in sorted((st.get("transport") or {}).items())])
+    out += _family("lambtrace_consensus_dropped_total", "counter",
+                   "Consensus messages dropped, by reason (bad_signature, malformed, wrong_chain, ...).",
+                   [({"reason": k}, n) for k, n in sorted((replica.get("dropped") or {}).items())])
+    out += _family("lambtrace_consensus_late_rounds_total", "counter", "Consensus rounds beyond the first.",
+                   [({}, replica.get("late_rounds", 0))])
+    out += _family("lambtrace_blocks_synced_total", "counter", "Blocks applied from peers by block sync.",
+                   [({}, replica.get("synced", 0))])
+    return out

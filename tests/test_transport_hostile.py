@@ -400,3 +400,29 @@ def test_relayed_junk_events_are_not_kept(net: HostileNet) -> None:
     grown = net.rss_mb() - rss
     assert grown < count * size / 2**20 / 2, f"RSS grew {grown} MB"
     net.assert_healthy(fds, threads)
+
+
+def test_metrics_expose_the_transport_and_replica_counters(net: HostileNet) -> None:
+    """What /v1/status counts for the peer port is on /metrics too (after the attacks above,
+    or at least one refused handshake if this test runs alone)."""
+
+    async def refused() -> list[bool]:
+        return await each_closed([b"GET / HTTP/1.1\r\n\r\n"], lambda: asyncio.open_connection("127.0.0.1", net.p2p))
+
+    assert all(asyncio.run(refused()))
+    status = net.status()
+    text = requests.get(net.url + "/metrics", timeout=5).text
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    transport, replica = status["transport"], status["replica"]
+    assert transport["handshake_failed"] >= 1
+    for stat in ("handshake_failed", "handshakes_ok", "frames_in"):
+        # the counters only grow: /metrics was read after /v1/status
+        assert samples[f'lambtrace_transport_total{{stat="{stat}"}}'] >= transport[stat]
+    for reason, n in replica["dropped"].items():
+        assert samples[f'lambtrace_consensus_dropped_total{{reason="{reason}"}}'] >= n
+    assert samples["lambtrace_peers_connected"] == len(status["peers_connected"])
+    assert samples["lambtrace_consensus_late_rounds_total"] >= replica["late_rounds"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, current_app
 
 from .. import metrics, openapi
 from ..encoding import respond
@@ -22,7 +22,9 @@ def get_health() -> Response:
 @bp.get("/metrics")
 def get_metrics() -> Response:
     rt = runtime()
-    return Response(metrics.render(rt.node, rt.http, rt.role), mimetype=None, content_type=metrics.CONTENT_TYPE)
+    status = current_app.config.get("consensus_status")
+    text = metrics.render(rt.node, rt.http, rt.role, status() if status is not None else None)
+    return Response(text, mimetype=None, content_type=metrics.CONTENT_TYPE)
 
 
 @bp.get("/openapi.json")
