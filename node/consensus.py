@@ -68,6 +68,14 @@ class NodeApp:
         self._keep(built)
         return built.header.hash, {"header": built.header.to_dict(), "events": [ev.leaf for ev in built.events]}
 
+    def value_of(self, payload: Any) -> bytes | None:
+        if type(payload) is not dict or set(payload) != {"header", "events"}:
+            return None
+        try:
+            return Header.from_dict(payload["header"]).hash
+        except Rejected:
+            return None
+
     def validate(self, height: int, payload: Any, proposer: str, now_ms: int) -> tuple[bytes | None, bool]:
         if type(payload) is not dict or set(payload) != {"header", "events"}:
             return None, False

@@ -8,6 +8,8 @@ seed replays with ``python -m tests.sim.run --seed N``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from ledger.consensus.machine import (
@@ -23,7 +25,8 @@ from ledger.consensus.machine import (
     ValidatorSet,
     VoteIn,
 )
-from sim.sim import Faults, Sim, SimFailure, run_seed
+from ledger.consensus.replica import MemoryWAL, Replica
+from sim.sim import Faults, Sim, SimApp, SimFailure, run_seed
 
 CI_SEEDS = 500
 
@@ -172,3 +175,42 @@ def test_junk_votes_cannot_crowd_out_a_real_one() -> None:
     assert m.wants(VoteIn(PREVOTE, 1, 0, V, "d", b"v"))
     out = votes(m, PREVOTE, 0, V, "abd")
     assert BroadcastVote(PRECOMMIT, 1, 0, V) in out  # a, b and d prevoted V
+
+
+# -- block sync -------------------------------------------------------------------------
+
+
+class CountingApp(SimApp):
+    """A sim chain that counts how often a block is executed."""
+
+    def __init__(self, genesis_hash: bytes) -> None:
+        super().__init__(genesis_hash)
+        self.executed = 0
+
+    def validate(self, height: int, payload: Any, proposer: str, now_ms: int) -> tuple[bytes | None, bool]:
+        self.executed += 1
+        return super().validate(height, payload, proposer, now_ms)
+
+
+def test_a_synced_block_is_executed_only_once_its_certificate_holds() -> None:
+    sim = Sim(1, heights=1)
+    sim.run()
+    block, cert = sim.nodes["v0"].app.blocks[0]
+    app = CountingApp(sim.genesis.hash)
+    late = Replica(name="observer", genesis=sim.genesis, app=app, wal=MemoryWAL())
+    late.start(0)
+
+    def commit(cert_d: Any, payload: Any = block) -> None:
+        late.on_message("v1", {"t": "commit", "chain": "sim", "height": 1, "block": payload, "cert": cert_d}, 1)
+
+    forged = cert.to_dict()
+    forged["precommits"] = [{"validator": n, "sig": bytes(64)} for n, _sig in cert.precommits]
+    commit(forged)
+    too_few = cert.to_dict()
+    too_few["precommits"] = too_few["precommits"][:2]
+    commit(too_few)
+    commit(cert.to_dict(), dict(block, data=b"other"))  # a genuine certificate for another block
+    assert app.executed == 0 and app.committed_height() == 0
+    assert late.stats.dropped == {"bad_sync_certificate": 3}
+    commit(cert.to_dict())
+    assert app.executed == 1 and app.committed_height() == 1 and late.stats.synced == 1

@@ -92,6 +92,11 @@ class App(Protocol):
         """Build a block for ``height`` from the mempool: ``(block hash, payload)``."""
         ...
 
+    def value_of(self, payload: Any) -> bytes | None:
+        """The block hash ``payload`` claims, found without executing it (None when it
+        does not parse): a synced block's certificate is checked against it first."""
+        ...
+
     def validate(self, height: int, payload: Any, proposer: str, now_ms: int) -> tuple[bytes | None, bool]:
         """``(block hash, valid)`` of a proposed payload; hash None when it does not even parse.
 
@@ -554,14 +559,19 @@ class Replica:
         if h != self.height:
             return  # a block we have, or one we cannot check yet: not the sender's fault
         cert = CommitCertificate.from_dict(msg["cert"])
-        value, valid = self.app.validate(h, msg["block"], "", now_ms)
-        if value is None or not valid:
+        claimed = self.app.value_of(msg["block"])
+        if claimed is None:
             self.stats.drop("bad_sync_block")
             return
+        # the certificate first: a few signatures, where executing a block costs one per event
         try:
-            verify_commit(cert, self.chain, h, value, self.validators)
+            verify_commit(cert, self.chain, h, claimed, self.validators)
         except LedgerError:
             self.stats.drop("bad_sync_certificate")
+            return
+        value, valid = self.app.validate(h, msg["block"], "", now_ms)
+        if value != claimed or not valid:
+            self.stats.drop("bad_sync_block")
             return
         self.stats.synced += 1
         self._commit(h, msg["block"], cert, now_ms, out)

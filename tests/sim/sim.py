@@ -47,10 +47,16 @@ class SimApp:
             payload["prev"] = b"\x00" * 32
         return block_hash(payload), payload
 
-    def validate(self, height: int, payload: Any, proposer: str, now_ms: int) -> tuple[bytes | None, bool]:
+    def value_of(self, payload: Any) -> bytes | None:
         if type(payload) is not dict or set(payload) != {"height", "prev", "time", "data"}:
+            return None
+        return block_hash(payload)
+
+    def validate(self, height: int, payload: Any, proposer: str, now_ms: int) -> tuple[bytes | None, bool]:
+        value = self.value_of(payload)
+        if value is None:
             return None, False
-        return block_hash(payload), payload["height"] == height and payload["prev"] == self.hashes[-1]
+        return value, payload["height"] == height and payload["prev"] == self.hashes[-1]
 
     def commit(self, height: int, payload: Any, cert: CommitCertificate) -> None:
         if height != len(self.blocks) + 1:
@@ -176,9 +182,9 @@ class Sim:
             return [(p, msg) for p in peers[:half]] + [(p, forged) for p in peers[half:]]
         if msg.get("t") == "vote" and rng.random() < 0.7:
             # vote for an unknown block (or nil) to some, honestly to others
-            value = rng.choice([None, rng.randbytes(32)])
-            forged = dict(msg, value=value,
-                          sig=node.signer.sign(vote_bytes(msg["type"], "sim", msg["height"], msg["round"], value)))
+            voted: bytes | None = rng.choice([None, rng.randbytes(32)])
+            forged = dict(msg, value=voted,
+                          sig=node.signer.sign(vote_bytes(msg["type"], "sim", msg["height"], msg["round"], voted)))
             return [(None, msg)] if rng.random() < 0.3 else [(None, forged)]
         return [(o.to, msg)]
 
