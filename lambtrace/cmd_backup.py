@@ -7,7 +7,8 @@ back before it gets its name.  ``restore`` writes a fresh ``chain.ldb`` and chec
 (:func:`node.backup.restore`).
 
 Exit codes: 0 done; 1 the backup is refused (corrupt, another genesis, inconsistent);
-2 usage, file, network or storage errors.
+2 usage, file, network or storage errors (e.g. a ``--data`` directory that cannot be
+created or written: ``target_unwritable``, naming the path and the cause).
 """
 
 from __future__ import annotations
@@ -108,14 +109,27 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_readable(src: Path) -> None:
+    """Refuse a backup file that is not there or cannot be read, naming the cause, before
+    anything is created in the target."""
+    try:
+        if src.is_dir():
+            raise LedgerError(f"cannot read {src}: it is a directory, not a backup file", code="backup_missing")
+        with open(src, "rb"):
+            pass
+    except FileNotFoundError as exc:
+        raise LedgerError(f"cannot read {src}: {exc.strerror}", code="backup_missing") from exc
+    except OSError as exc:
+        raise LedgerError(f"cannot read {src}: {exc.strerror or exc}", code="backup_unreadable") from exc
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from node.backup import BackupError, restore
 
     src = Path(args.src)
-    if not src.is_file():
-        raise LedgerError(f"cannot read {src}", code="backup_missing")
+    _check_readable(src)
     genesis = load_genesis(args.genesis) if args.genesis else None
     bar = tqdm(total=src.stat().st_size, unit="B", unit_scale=True, file=sys.stderr, disable=args.quiet,
                dynamic_ncols=True, desc="restore")

@@ -21,7 +21,8 @@ checks and reads it back, :func:`restore` writes a fresh LevelDB from it and ope
 result with :class:`~node.store.ChainStore` to check it.  Errors carry stable codes:
 ``backup_format`` (not a backup, or another version), ``backup_corrupt`` (truncated,
 badly framed, or the hash does not match), ``backup_inconsistent`` (the records do not
-make the chain the header names), ``genesis_mismatch``, ``target_not_empty``.
+make the chain the header names), ``genesis_mismatch``, ``target_not_empty``,
+``target_unwritable``, ``target_unreadable``.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ MAX_FIELD = 64 * 1024 * 1024
 """No key, value or header is larger than this; a longer length means a corrupt file."""
 KEEP_ON_RESTORE = frozenset({"sign-guard.json"})
 """Files a restore target may already hold: a validator keeps its own sign guard."""
+RESTORING = "chain.ldb.restoring"
+"""Where a restore writes the LevelDB before renaming it to ``chain.ldb``."""
 
 
 class BackupError(LedgerError):
@@ -283,14 +286,73 @@ def read_backup(f: BinaryIO, on_record: Callable[[bytes, bytes], None] | None = 
 
 def check_target(data: Path) -> None:
     """Refuse a data directory that holds anything but :data:`KEEP_ON_RESTORE`."""
-    if not data.exists():
-        return
-    if not data.is_dir():
-        raise LedgerError(f"{data} is not a directory", code="target_not_empty")
-    other = sorted(p.name for p in data.iterdir() if p.name not in KEEP_ON_RESTORE)
+    try:
+        if not data.exists():
+            return
+        if not data.is_dir():
+            raise LedgerError(f"{data} is not a directory", code="target_not_empty")
+        # a restore killed half-way leaves its scratch copy: the next one replaces it
+        other = sorted(p.name for p in data.iterdir() if p.name not in KEEP_ON_RESTORE | {RESTORING})
+    except OSError as exc:  # e.g. a directory on the way this user may not search or list
+        raise LedgerError(f"cannot read {data}: {_why(exc)}", code="target_unreadable") from exc
     if other:
         raise LedgerError(f"{data} is not empty ({', '.join(other[:5])}{', ...' if len(other) > 5 else ''}); "
                           "restore needs an empty data directory", code="target_not_empty")
+
+
+def _why(exc: OSError) -> str:
+    """The cause of ``exc`` in words ("Permission denied"), without Python's decoration."""
+    return exc.strerror or str(exc)
+
+
+def _prepare_target(data: Path, tmp: Path) -> list[Path]:
+    """Create ``data`` (and its missing parents) and the empty directory ``tmp`` in it, and
+    check a file can be written there, before LevelDB is asked to (whose own answer to an
+    unwritable directory is a puzzling "LOCK: No such file or directory").  Returns the
+    directories it created, parents first: the caller removes them again on failure.
+    Raises :class:`LedgerError` ``target_unwritable`` naming the path and the cause."""
+    missing: list[Path] = []
+    p = data
+    try:
+        while not p.exists() and not p.is_symlink() and p != p.parent:
+            missing.append(p)
+            p = p.parent
+        if not p.is_dir():  # e.g. --data /srv/backup.ltb/node: a file where a directory must be
+            what = ("a file" if p.is_file() else "a broken symbolic link" if p.is_symlink() and not p.exists()
+                    else "not a directory")
+            raise LedgerError(f"cannot create {data}: Not a directory ({p} is {what})", code="target_unwritable")
+    except OSError as exc:
+        raise LedgerError(f"cannot create {data}: {_why(exc)}", code="target_unwritable") from exc
+    created: list[Path] = []
+    try:
+        for d in reversed(missing):
+            try:
+                os.mkdir(d)
+            except OSError as exc:
+                where = "" if d == data else f" (creating {d})"
+                raise LedgerError(f"cannot create {data}: {_why(exc)}{where}", code="target_unwritable") from exc
+            created.append(d)
+        try:
+            os.mkdir(tmp)
+            probe = tmp / "probe"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise LedgerError(f"cannot write {data}: {_why(exc)}", code="target_unwritable") from exc
+    except BaseException:
+        _remove_created(tmp, created)
+        raise
+    return created
+
+
+def _remove_created(tmp: Path, created: list[Path]) -> None:
+    """Undo :func:`_prepare_target` and whatever was written into ``tmp``: nothing is left."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    for d in reversed(created):
+        try:
+            d.rmdir()  # only if still empty: never anything the user put there meanwhile
+        except OSError:
+            break
 
 
 def restore(src: Path, data: Path, *, genesis: Genesis | None = None,
@@ -300,17 +362,23 @@ def restore(src: Path, data: Path, *, genesis: Genesis | None = None,
     The LevelDB is written beside its final place and renamed in only once the hash,
     the genesis (against ``genesis`` if given) and the chain (opened with
     :class:`~node.store.ChainStore`: height, log size and Merkle frontier against the
-    backup's header) all check out; on any failure nothing is left behind.
+    backup's header) all check out; on any failure nothing is left behind (not even the
+    data directory, if this call created it).  A data directory that cannot be created or
+    written is refused up front (``target_unwritable``, naming the path and the cause).
     """
     from .store import ChainStore
 
     check_target(data)
-    data.mkdir(parents=True, exist_ok=True)
     final = data / "chain.ldb"
-    tmp = data / "chain.ldb.restoring"
+    tmp = data / RESTORING
     if tmp.exists():
         shutil.rmtree(tmp)
-    kv = LevelKV(str(tmp))
+    created = _prepare_target(data, tmp)
+    try:
+        kv = LevelKV(str(tmp))
+    except BaseException:
+        _remove_created(tmp, created)
+        raise
     closed = False
     try:
         puts: dict[bytes, bytes] = {}
@@ -355,7 +423,7 @@ def restore(src: Path, data: Path, *, genesis: Genesis | None = None,
     except BaseException:
         if not closed:
             kv.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_created(tmp, created)
         raise
     return {"restored": True, "data": str(data), "records": records, **header.to_json()}
 

@@ -274,3 +274,13 @@ def test_restored_validator_rejoins_the_network(tmp_path: Path) -> None:
             assert Client(c.url(victim)).event(eid)["state"] == "committed"
     finally:
         c.close()
+
+
+def test_restore_replaces_the_scratch_copy_a_killed_restore_left(chain: Any) -> None:
+    w, tmp = chain
+    write_backup(iter(snapshot_stream(w.store.kv)), tmp / "b.ltb")
+    left = tmp / "dst" / "chain.ldb.restoring"
+    left.mkdir(parents=True)
+    (left / "000003.log").write_bytes(b"half of a LevelDB")
+    assert restore(tmp / "b.ltb", tmp / "dst", genesis=w.genesis)["height"] == 4
+    assert sorted(p.name for p in (tmp / "dst").iterdir()) == ["chain.ldb"]

@@ -3,7 +3,9 @@ traceback, a hang or a half-written directory (README "Commands")."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -413,3 +415,139 @@ def test_an_option_value_that_is_not_utf8_is_named(files: dict[str, Path], capsy
     rc, _, err = run(capsys, "submit", "--url", "http://127.0.0.1:1", "--chain", "c1", "--key", str(files["key"]),
                      "--actor", actor, "--kind", "lamb.tag", "--body", "{}")
     assert rc == 2 and err.strip() == "error: bad_argument: the value of --actor is not UTF-8 text"
+
+
+# --------------------------------------------------------------------------- restore
+
+
+@pytest.fixture(scope="module")
+def backup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A good backup of a small chain, its genesis, another chain's genesis, and broken copies."""
+    from helpers import World
+    from helpers_api import COOP, ApiWorld
+    from lambtrace.config import genesis_to_json
+    from node.backup import snapshot_stream, write_backup
+
+    d = tmp_path_factory.mktemp("backup")
+    w = ApiWorld()
+    for i in range(2):
+        w.submit([w.enroll(f"{COOP}-{i}", "cooperative", "152523")])
+        w.commit()
+    write_backup(iter(snapshot_stream(w.store.kv)), d / "b.ltb")
+    (d / "genesis.json").write_text(genesis_to_json(w.genesis))
+    (d / "other.json").write_text(genesis_to_json(World().genesis))
+    raw = (d / "b.ltb").read_bytes()
+    (d / "junk.ltb").write_bytes(bytes(range(256)) * 4)
+    (d / "empty.ltb").write_bytes(b"")
+    (d / "short.ltb").write_bytes(raw[: len(raw) // 2])
+    (d / "no-hash.ltb").write_bytes(raw[:-32])
+    return {"good": d / "b.ltb", "genesis": d / "genesis.json", "other": d / "other.json", "junk": d / "junk.ltb",
+            "empty": d / "empty.ltb", "short": d / "short.ltb", "no-hash": d / "no-hash.ltb", "dir": d}
+
+
+def _one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "LOCK" not in err and "Error:" not in err and "Errno" not in err, err  # no raw OSError / LevelDB text
+    return lines[0]
+
+
+def test_restore_below_a_file_names_the_path_and_the_cause(backup: dict[str, Path], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    # fails for root as well as for anyone else: a regular file where a directory must be
+    (tmp_path / "file").write_text("precious\n")
+    for target in (tmp_path / "file" / "sub", tmp_path / "file" / "sub" / "deeper"):
+        rc, out, err = run(capsys, "restore", "--in", str(backup["good"]), "--data", str(target), "--quiet")
+        line = _one_line(err)
+        assert rc == 2 and out == ""
+        assert line.startswith("error: target_unwritable: ") and str(target) in line and "Not a directory" in line
+        assert f"{tmp_path / 'file'} is a file" in line
+    assert (tmp_path / "file").read_text() == "precious\n" and sorted(tmp_path.iterdir()) == [tmp_path / "file"]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="permissions do not stop root")
+@pytest.mark.parametrize("sub", ["", "new", "new/deeper"])
+def test_restore_into_a_read_only_directory(sub: str, backup: dict[str, Path], tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        target = ro / sub if sub else ro
+        rc, out, err = run(capsys, "restore", "--in", str(backup["good"]), "--data", str(target), "--quiet")
+        line = _one_line(err)
+        assert rc == 2 and out == ""
+        assert line.startswith("error: target_unwritable: ") and str(target) in line and "Permission denied" in line
+        assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o755)
+
+
+def test_restore_into_a_directory_where_nothing_may_be_created(backup: dict[str, Path], tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tests run as root, where chmod 0555 does not bite: the kernel's answer to a user without
+    # write access is simulated. It used to reach LevelDB, which reported a missing LOCK file.
+    import node.backup
+
+    target = tmp_path / "data"
+    target.mkdir()
+    real_mkdir = os.mkdir
+
+    def denied(path: Any, *a: Any, **kw: Any) -> None:
+        if Path(path).parent == target:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        real_mkdir(path, *a, **kw)
+
+    monkeypatch.setattr(node.backup.os, "mkdir", denied)
+    rc, out, err = run(capsys, "restore", "--in", str(backup["good"]), "--data", str(target), "--quiet")
+    monkeypatch.undo()
+    line = _one_line(err)
+    assert rc == 2 and out == "" and line == f"error: target_unwritable: cannot write {target}: Permission denied"
+    assert list(target.iterdir()) == []
+
+
+@pytest.mark.parametrize(("src", "rc", "code", "words"), [
+    ("missing", 2, "backup_missing", "No such file or directory"),
+    ("dir", 2, "backup_missing", "is a directory"),
+    ("junk", 1, "backup_format", "not a LambTrace backup"),
+    ("empty", 1, "backup_format", "not a LambTrace backup"),
+    ("short", 1, "backup_corrupt", "truncated"),
+    ("no-hash", 1, "backup_corrupt", "truncated"),
+])
+def test_restore_of_a_bad_backup_file(src: str, rc: int, code: str, words: str, backup: dict[str, Path],
+                                      tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = backup["dir"] / "no-such.ltb" if src == "missing" else backup[src]
+    target = tmp_path / "new" / "data"  # parents restore would create: none may be left behind
+    got, out, err = run(capsys, "restore", "--in", str(path), "--data", str(target), "--quiet")
+    line = _one_line(err)
+    assert got == rc and line.startswith(f"error: {code}: ") and words in line
+    if rc == 2:
+        assert str(path) in line and out == ""
+    else:
+        assert json.loads(out) == {"restored": False, "code": code, "message": line.split(": ", 2)[2]}
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_restore_into_a_non_empty_directory_or_of_another_chain(backup: dict[str, Path], tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "notes.txt").write_text("mine\n")
+    rc, out, err = run(capsys, "restore", "--in", str(backup["good"]), "--data", str(full), "--quiet")
+    line = _one_line(err)
+    assert rc == 2 and line.startswith("error: target_not_empty: ") and str(full) in line and "notes.txt" in line
+    assert sorted(p.name for p in full.iterdir()) == ["notes.txt"] and (full / "notes.txt").read_text() == "mine\n"
+
+    target = tmp_path / "new" / "data"
+    rc, out, err = run(capsys, "restore", "--in", str(backup["good"]), "--data", str(target), "--quiet",
+                       "--genesis", str(backup["other"]))
+    line = _one_line(err)
+    assert rc == 1 and line.startswith("error: genesis_mismatch: ") and json.loads(out)["code"] == "genesis_mismatch"
+    assert not (tmp_path / "new").exists()
+
+    # nothing half-written stands in the way of the corrected command
+    rc, out, err = run(capsys, "restore", "--in", str(backup["good"]), "--data", str(target), "--quiet",
+                       "--genesis", str(backup["genesis"]))
+    assert rc == 0, err
+    assert json.loads(out)["restored"] is True and sorted(p.name for p in target.iterdir()) == ["chain.ldb"]
