@@ -37,7 +37,13 @@ the canonical msgpack encoding of a map.  The length is checked against
 costs nothing; the body is decoded with :func:`ledger.codec.decode`, which refuses
 anything non-canonical.  An oversized, malformed or non-canonical frame is counted and
 the connection closed: a peer that sends garbage is cut (it may reconnect and handshake
-again).
+again).  Waiting for the first byte of a frame has no deadline (an idle link stays up),
+but once it has arrived the rest of the frame must follow within
+``frame_complete_timeout_s`` (default :data:`FRAME_COMPLETE_TIMEOUT_S`, or the
+``LAMBTRACE_FRAME_COMPLETE_TIMEOUT_S`` environment variable); otherwise the connection is
+closed and counted in ``dropped_stalled``, so a peer cannot hold a link (and its buffer)
+open by sending half a frame and going silent.  One lazily re-armed timer per connection
+enforces this, not a timeout per frame, so the cost per frame is a clock read.
 
 **Sending.**  :meth:`Transport.send` and :meth:`Transport.broadcast` encode at once (in
 the caller's thread for :class:`TransportThread`) and never block: each peer has a
@@ -61,6 +67,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import math
 import os
 import random
 import socket
@@ -82,6 +89,8 @@ from signer import Signer
 __all__ = [
     "BACKOFF_INITIAL_S",
     "BACKOFF_MAX_S",
+    "FRAME_COMPLETE_TIMEOUT_ENV",
+    "FRAME_COMPLETE_TIMEOUT_S",
     "FRAME_HEADER_BYTES",
     "HANDSHAKE_MAX_FRAME_BYTES",
     "HANDSHAKE_TIMEOUT_S",
@@ -117,6 +126,13 @@ FRAME_HEADER_BYTES: Final = 4
 HANDSHAKE_MAX_FRAME_BYTES: Final = 1024
 """Largest hello or auth frame accepted; both are well under 200 bytes."""
 HANDSHAKE_TIMEOUT_S: Final = 5.0
+FRAME_COMPLETE_TIMEOUT_S: Final = 30.0
+"""Once the first byte of a frame has arrived, the rest of it (header and body) must
+arrive within this many seconds or the connection is closed (``dropped_stalled``).  At
+the 16 MiB frame limit that asks for about 4.5 Mbit/s from the peer."""
+FRAME_COMPLETE_TIMEOUT_ENV: Final = "LAMBTRACE_FRAME_COMPLETE_TIMEOUT_S"
+"""Environment variable that overrides :data:`FRAME_COMPLETE_TIMEOUT_S` for a transport
+built without ``frame_complete_timeout_s`` (e.g. a node process under test)."""
 BACKOFF_INITIAL_S: Final = 0.1
 BACKOFF_MAX_S: Final = 5.0
 MAX_NAME_CHARS: Final = 128
@@ -141,6 +157,7 @@ STAT_NAMES: Final = (
     "dropped_oversized",
     "dropped_malformed",
     "dropped_queue_full",
+    "dropped_stalled",
     "handshake_failed",
     "handshakes_ok",
     "reconnects",
@@ -185,20 +202,34 @@ def encode_frame(msg: Mapping[str, Any], *, max_bytes: int | None = None) -> byt
 
 
 async def read_frame(
-    reader: asyncio.StreamReader, *, max_bytes: int, limits: Limits = DEFAULT_LIMITS
+    reader: asyncio.StreamReader,
+    *,
+    max_bytes: int,
+    limits: Limits = DEFAULT_LIMITS,
+    on_start: Callable[[], None] | None = None,
 ) -> tuple[dict[str, Any], int]:
     """Read one frame from an untrusted peer; return ``(message, frame_bytes)``.
 
     The length prefix is checked against ``max_bytes`` before any of the body is read,
     so an oversized frame is refused without reading or allocating it.  The body must be
     canonical msgpack (:func:`ledger.codec.decode` under ``limits``) of a map.
+    ``on_start`` (if given) is called as soon as the first byte of the frame has arrived,
+    before the rest of it is awaited: the transport starts the frame's deadline there.
 
     Raises :class:`TransportError` with code ``closed`` (end of stream, also mid-frame),
     ``oversized`` (prefix over ``max_bytes``) or ``malformed`` (not msgpack, not canonical,
     too deep, or not a map; ``reason`` holds the codec's code).
     """
     try:
-        head = await reader.readexactly(FRAME_HEADER_BYTES)
+        if on_start is None:
+            head = await reader.readexactly(FRAME_HEADER_BYTES)
+        else:
+            head = await reader.read(FRAME_HEADER_BYTES)  # whatever has arrived, at least a byte
+            if not head:
+                raise asyncio.IncompleteReadError(head, FRAME_HEADER_BYTES)
+            on_start()
+            if len(head) < FRAME_HEADER_BYTES:
+                head += await reader.readexactly(FRAME_HEADER_BYTES - len(head))
     except asyncio.IncompleteReadError:
         raise TransportError("the peer closed the connection", code="closed") from None
     (size,) = _LEN.unpack(head)
@@ -438,7 +469,8 @@ class PeerInfo:
 class _Conn:
     """One authenticated connection and its reader and writer tasks."""
 
-    __slots__ = ("closed", "established_at", "initiator", "peer", "reader", "reader_task", "writer", "writer_task")
+    __slots__ = ("closed", "established_at", "frame_deadline", "initiator", "peer", "reader", "reader_task",
+                 "watchdog", "writer", "writer_task")
 
     def __init__(
         self, peer: str, initiator: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, now: float
@@ -451,6 +483,10 @@ class _Conn:
         self.closed = False
         self.reader_task: asyncio.Task[None] | None = None
         self.writer_task: asyncio.Task[None] | None = None
+        self.frame_deadline: float | None = None
+        """Loop time by which the frame being read must be complete; ``None`` between frames."""
+        self.watchdog: asyncio.TimerHandle | None = None
+        """The timer that checks ``frame_deadline`` (see :meth:`Transport._check_stalled`)."""
 
 
 class _Peer:
@@ -479,6 +515,22 @@ def _normalize_peers(
     if isinstance(peers, Mapping):
         return {str(n): (str(a[0]), int(a[1])) for n, a in peers.items()}
     return {p.name: (p.host, p.port) for p in peers}
+
+
+def _frame_complete_timeout_from_env() -> float:
+    """:data:`FRAME_COMPLETE_TIMEOUT_S`, or the positive number of seconds in
+    :data:`FRAME_COMPLETE_TIMEOUT_ENV` if that is set (an unusable value is logged and ignored)."""
+    raw = os.environ.get(FRAME_COMPLETE_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return FRAME_COMPLETE_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        log.warning("ignoring %s=%r: not a positive number of seconds", FRAME_COMPLETE_TIMEOUT_ENV, raw)
+        return FRAME_COMPLETE_TIMEOUT_S
+    return value
 
 
 def _tune_socket(writer: asyncio.StreamWriter) -> None:
@@ -528,10 +580,15 @@ class Transport:
     or ``None`` to only dial.  ``on_message(peer, msg)`` is called on the loop for every
     frame, in order per connection.  ``clock`` stamps :meth:`peer_status` and decides
     whether a lost connection had been stable (resetting the backoff).
+    ``frame_complete_timeout_s``: how long the rest of a frame may take once its first
+    byte has arrived (``None``: :data:`FRAME_COMPLETE_TIMEOUT_ENV` if set, else
+    :data:`FRAME_COMPLETE_TIMEOUT_S`); a connection that misses it is closed and counted
+    in ``dropped_stalled``.  Waiting for a frame to start has no deadline.
 
     Raises ``ValueError`` for an inconsistent configuration: a malformed key in
     ``known_keys``, a signer whose key is not the one ``known_keys`` holds for ``me``, a
-    dialled peer without a known key, a genesis hash that is not 32 bytes.
+    dialled peer without a known key, a genesis hash that is not 32 bytes, a
+    ``frame_complete_timeout_s`` that is not a positive number.
     """
 
     def __init__(
@@ -548,6 +605,7 @@ class Transport:
         on_message: MessageHandler,
         clock: Callable[[], float] = time.monotonic,
         handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
+        frame_complete_timeout_s: float | None = None,
         backoff_initial_s: float = BACKOFF_INITIAL_S,
         backoff_max_s: float = BACKOFF_MAX_S,
         max_queue_frames: int = DEFAULT_MAX_QUEUE_FRAMES,
@@ -576,6 +634,10 @@ class Transport:
                 raise ValueError(f"peer {name!r} has no known key")
         if min(max_queue_frames, max_queue_bytes, max_pending_handshakes) < 1:
             raise ValueError("queue and handshake bounds must be positive")
+        if frame_complete_timeout_s is None:
+            frame_complete_timeout_s = _frame_complete_timeout_from_env()
+        elif not 0 < frame_complete_timeout_s < math.inf:
+            raise ValueError("frame_complete_timeout_s must be a positive number of seconds")
         self.me = me
         self._signer = signer
         self._keys = keys
@@ -588,6 +650,7 @@ class Transport:
         self._on_message = on_message
         self._clock = clock
         self._hs_timeout = handshake_timeout_s
+        self._frame_timeout = float(frame_complete_timeout_s)
         self._backoff_initial = backoff_initial_s
         self._backoff_max = backoff_max_s
         self._max_queue_frames = max_queue_frames
@@ -899,6 +962,9 @@ class Transport:
         if conn.closed:
             return
         conn.closed = True
+        if conn.watchdog is not None:
+            conn.watchdog.cancel()
+            conn.watchdog = None
         current = asyncio.current_task()
         for t in (conn.reader_task, conn.writer_task):
             if t is not None and t is not current:
@@ -917,9 +983,23 @@ class Transport:
         self._connected = frozenset(n for n, p in self._peers.items() if p.conn is not None)
 
     async def _read_loop(self, conn: _Conn, p: _Peer) -> None:
+        loop = asyncio.get_running_loop()
+        now, timeout = loop.time, self._frame_timeout
+
+        def frame_started() -> None:
+            # The first byte of a frame is in: the rest is due by the deadline.  The
+            # watchdog is armed only if none is pending; it re-arms itself for a later
+            # deadline, so a busy link costs one timer per ``timeout``, not one per frame.
+            conn.frame_deadline = deadline = now() + timeout
+            if conn.watchdog is None:
+                conn.watchdog = loop.call_at(deadline, self._check_stalled, conn)
+
         try:
             while True:
-                msg, size = await read_frame(conn.reader, max_bytes=self._max_frame, limits=self._decode_limits)
+                msg, size = await read_frame(
+                    conn.reader, max_bytes=self._max_frame, limits=self._decode_limits, on_start=frame_started
+                )
+                conn.frame_deadline = None  # between frames, and while delivering: no deadline
                 with self._stats_lock:
                     self._stats["frames_in"] += 1
                     self._stats["bytes_in"] += size
@@ -938,6 +1018,22 @@ class Transport:
             log.debug("%s: connection with %s failed: %r", self.me, conn.peer, exc)
         finally:
             self._drop(conn)
+
+    def _check_stalled(self, conn: _Conn) -> None:
+        """The watchdog of ``conn``: close it if the frame being read is past its deadline,
+        wait for the deadline of a frame that is still in time, stop if it is between frames."""
+        conn.watchdog = None
+        deadline = conn.frame_deadline
+        if conn.closed or deadline is None:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < deadline:
+            conn.watchdog = loop.call_at(deadline, self._check_stalled, conn)
+            return
+        self._count("dropped_stalled")
+        log.debug("%s: closing the connection with %s: a frame not complete within %.3g s",
+                  self.me, conn.peer, self._frame_timeout)
+        self._drop(conn)
 
     async def _deliver(self, peer: str, msg: dict[str, Any]) -> None:
         try:

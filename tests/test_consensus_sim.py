@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from ledger.consensus import replica
 from ledger.consensus.machine import (
     PRECOMMIT,
     PREVOTE,
@@ -25,7 +26,7 @@ from ledger.consensus.machine import (
     ValidatorSet,
     VoteIn,
 )
-from ledger.consensus.replica import MemoryWAL, Replica
+from ledger.consensus.replica import SYNC_IN_FLIGHT_MS, MemoryWAL, Replica, Send
 from sim.sim import Faults, Sim, SimApp, SimFailure, run_seed
 
 CI_SEEDS = 500
@@ -214,3 +215,39 @@ def test_a_synced_block_is_executed_only_once_its_certificate_holds() -> None:
     assert late.stats.dropped == {"bad_sync_certificate": 3}
     commit(cert.to_dict())
     assert app.executed == 1 and app.committed_height() == 1 and late.stats.synced == 1
+
+
+def _server(heights: int) -> Replica:
+    sim = Sim(2, heights=heights)
+    sim.run()
+    server = Replica(name="observer", genesis=sim.genesis, app=sim.nodes["v0"].app, wal=MemoryWAL())
+    server.start(0)
+    return server
+
+
+def _sent(server: Replica, height: int, now_ms: int) -> list[int]:
+    out = server.on_message("v1", {"t": "sync_req", "chain": "sim", "height": height}, now_ms)
+    return [o.msg["height"] for o in out if isinstance(o, Send) and o.msg.get("t") == "commit"]
+
+
+def test_sync_does_not_resend_blocks_that_are_on_their_way() -> None:
+    server = _server(3)
+    assert _sent(server, 1, 1_000) == [1, 2, 3]
+    for t in range(1_001, 1_000 + SYNC_IN_FLIGHT_MS, 7):
+        assert _sent(server, 1, t) == []  # a flood of repeats is answered once
+    assert server.stats.dropped["sync_in_flight"] > 60
+    assert _sent(server, 1, 1_000 + SYNC_IN_FLIGHT_MS) == [1, 2, 3]  # lost after all: sent again
+
+
+def test_sync_replies_to_one_peer_are_bounded_by_its_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replica, "SYNC_BURST_BYTES", 1)
+    monkeypatch.setattr(replica, "SYNC_BYTES_PER_S", 1_000)  # a byte per ms; a block is a few hundred
+    monkeypatch.setattr(replica, "SYNC_IN_FLIGHT_MS", 0)
+    server = _server(3)
+    assert _sent(server, 1, 0) == [1]  # the budget lets one block through, then runs dry
+    assert _sent(server, 1, 1) == []
+    assert server.stats.dropped["sync_rate_limited"] == 2
+    assert _sent(server, 2, 10_000) == [2]  # it refills with time, never beyond the burst
+    # another peer has its own budget
+    out = server.on_message("v2", {"t": "sync_req", "chain": "sim", "height": 1}, 10_000)
+    assert [o.msg["height"] for o in out if isinstance(o, Send)] == [1]

@@ -4,7 +4,9 @@ The node ``league`` (voting power 100) shares its genesis with ``mallory`` (powe
 whose key this test holds) and accepts the observer ``obs`` (key held here too), so the
 test can complete the handshake and then misbehave; ``league`` commits on its own.
 After each attack the node must answer ``GET /v1/status``, still commit a submitted
-event, count what it dropped, and give back the file descriptors it used.
+event, count what it dropped, and give back the file descriptors it used.  The node runs
+with a short frame deadline (``STALL_S``, through the environment) so that a peer stalling
+mid-frame is cut within the test.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -29,13 +32,18 @@ from helpers import OFFICE, World, free_ports, wait_until
 from lambtrace.config import NodeConfig, genesis_to_json
 from ledger import codec
 from ledger.blocks.certificate import vote_bytes
+from ledger.consensus.replica import MAX_SYNC_BATCH, SYNC_IN_FLIGHT_MS
 from ledger.genesis import Genesis, Params, Validator
-from node.transport import hello_message, initiator_handshake
+from node.transport import FRAME_COMPLETE_TIMEOUT_ENV, hello_message, initiator_handshake
 from signer import SoftwareSigner, generate, public_key_record, save_key_file
 from test_rejections_http import base
-from test_transport import closed_by_peer
+from test_transport import Node, close, closed_by_peer, raw_handshake, start, until
 
 pytestmark = pytest.mark.cluster
+
+STALL_S = 2.0
+"""The node's ``frame_complete_timeout_s``: short for the test, long enough for the 12 MiB
+frames the other attacks send on a busy machine."""
 
 
 def frame(msg: dict[str, Any]) -> bytes:
@@ -74,7 +82,8 @@ class HostileNet:
         with open(tmp / "league.log", "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "lambtrace", "node", "--config", str(tmp / "league.json")],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, FRAME_COMPLETE_TIMEOUT_ENV: str(STALL_S)})
         self.serial = 1000
         try:
             assert wait_until(self.healthy, 30), self.log()
@@ -129,8 +138,17 @@ class HostileNet:
         assert wait_until(lambda: self.fds() <= fds and self.threads() <= threads, 10), \
             (self.fds(), fds, self.threads(), threads)
 
-    async def handshake(self, name: str = "mallory") -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.p2p)
+    async def handshake(self, name: str = "mallory", *, rcvbuf: int | None = None
+                        ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection that has passed the handshake as ``name``; ``rcvbuf`` sets the
+        socket's receive buffer first (a small one makes a peer that stops reading stall
+        the node's sends sooner)."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", self.p2p))
+        reader, writer = await asyncio.open_connection(sock=sock)
         await initiator_handshake(reader, writer, name=name, signer=self.keys[name], chain=self.genesis.chain,
                                   genesis_hash=self.genesis.hash, expected_peer="league",
                                   peer_key=("ed25519", self.league.public_key))
@@ -281,6 +299,84 @@ def test_votes_with_huge_signatures_are_counted_and_not_kept(net: HostileNet) ->
     net.assert_healthy(fds, threads)
 
 
+def test_a_peer_that_stalls_mid_frame_is_cut_after_the_deadline(net: HostileNet) -> None:
+    """Regression: a peer that sent part of a frame (a length prefix and half its body, or
+    half a prefix) and went silent kept its link open, and the node's buffer, for ever.
+    Now the rest of a frame is due ``STALL_S`` after its first byte; an idle link between
+    frames has no deadline and stays up."""
+    fds, threads = net.fds(), net.threads()
+    chain = net.genesis.chain
+    whole = frame({"t": "events", "chain": chain, "events": [b"x" * 1000]})
+
+    async def main() -> tuple[list[bool], list[float], bool]:
+        idle_reader, idle_writer = await net.handshake("obs")
+        idle_writer.write(frame({"t": "status", "chain": chain, "height": net.status()["height"]}))
+        await idle_writer.drain()  # a complete frame, then nothing
+        cut, took = [], []
+        for part in (whole[: len(whole) // 2], whole[:2]):
+            reader, writer = await net.handshake("mallory")
+            began = time.monotonic()
+            writer.write(part)
+            await writer.drain()
+            cut.append(await closed_by_peer(reader, STALL_S + 5))
+            took.append(time.monotonic() - began)
+            writer.close()
+        # idle for two deadlines by now (data the node sends meanwhile is skipped)
+        idle_kept = not await closed_by_peer(idle_reader, 0.5)
+        idle_writer.close()
+        return cut, took, idle_kept
+
+    before = net.transport()
+    cut, took, idle_kept = asyncio.run(main())
+    assert cut == [True, True], (cut, took)
+    assert all(STALL_S - 0.5 < t < STALL_S + 5 for t in took), took  # cut by the deadline, not before
+    assert idle_kept, "an idle link between frames was closed"
+    assert wait_until(lambda: delta(net.transport(), before, "dropped_stalled") == 2, 5), net.transport()
+    net.assert_healthy(fds, threads)
+
+
+def test_the_frame_deadline_spares_slow_but_timely_frames_and_idle_links() -> None:
+    """In process, through the ``frame_complete_timeout_s`` keyword: a frame trickled in
+    pieces that ends in time is delivered; one that does not is cut and counted; a link
+    idle between frames for several deadlines stays up."""
+
+    async def main() -> None:
+        a = Node("a", frame_complete_timeout_s=0.4)
+        await start(a)
+        try:
+            idle_reader, idle_writer, _ = await raw_handshake(a.port, "obs")
+            idle_writer.write(encode(0))
+            await until(lambda: len(a.got("obs")) == 1, "the idle link's frame")
+
+            reader, writer, _ = await raw_handshake(a.port, "c")
+            slow = encode(1)
+            for piece in (slow[:1], slow[1:3], slow[3:10], slow[10:]):  # 0.15 s in all
+                await asyncio.sleep(0.05)
+                writer.write(piece)
+            await until(lambda: msg(1) in a.got("c"), "the slow frame")
+            writer.write(encode(2)[:-1])  # all but its last byte
+            assert await closed_by_peer(reader, 2.0)
+            assert a.t.stats["dropped_stalled"] == 1
+            assert a.got("c") == [msg(1)]
+
+            await asyncio.sleep(1.2)  # three deadlines
+            assert "obs" in a.t.connected()
+            assert not await closed_by_peer(idle_reader, 0.1)
+            idle_writer.write(encode(3))
+            await until(lambda: len(a.got("obs")) == 2, "a frame after the idle time")
+            assert a.t.stats["dropped_stalled"] == 1
+        finally:
+            await close(a)
+
+    def msg(n: int) -> dict[str, Any]:
+        return {"n": n, "pad": b"p" * 100}
+
+    def encode(n: int) -> bytes:
+        return frame(msg(n))
+
+    asyncio.run(main())
+
+
 def test_many_connections_and_fast_reconnects_from_one_key(net: HostileNet) -> None:
     fds, threads = net.fds(), net.threads()
 
@@ -346,21 +442,30 @@ def test_a_replaced_connection_that_stops_reading_is_closed_in_time(net: Hostile
     "gracefully" (after its unsent frames), which asyncio waits for without a limit: a
     peer that stops reading (and asks for blocks so the node has plenty to send), then
     reconnects, left one open descriptor and its buffers behind per connection, for ever."""
-    fds, threads = net.fds(), net.threads()
     chain = net.genesis.chain
     stuck = 5
+    # a chain worth several MB, so one copy of it fills the socket buffers of a peer that
+    # does not read (block sync sends a peer each block once per SYNC_IN_FLIGHT_MS)
+    events = [net.w.tag("agent", f"31525230{net.serial + i:07d}") for i in range(8000)]
+    net.serial += len(events)
+    for i in range(0, len(events), 2000):
+        res = Client(net.url, timeout=60).submit(events[i:i + 2000], wait=True, timeout_ms=30_000)
+        assert all(r.get("state") == "committed" for r in res), res[:3]
+    top = net.status()["height"]
+    fds, threads = net.fds(), net.threads()
 
     async def main() -> tuple[int, int]:
         held = []
         try:
             for _ in range(stuck):
-                reader, writer = await net.handshake("obs")
+                reader, writer = await net.handshake("obs", rcvbuf=4096)
                 reader._transport.pause_reading()  # type: ignore[attr-defined]
-                writer.write(b"".join(frame({"t": "sync_req", "chain": chain, "height": 1}) for _ in range(3000)))
-                await writer.drain()
                 held.append(writer)
-                await asyncio.sleep(0.5)
-            await asyncio.sleep(1)
+                for _copy in range(2):
+                    writer.write(b"".join(frame({"t": "sync_req", "chain": chain, "height": h})
+                                         for h in range(1, top + 1, MAX_SYNC_BATCH)))
+                    await writer.drain()
+                    await asyncio.sleep(SYNC_IN_FLIGHT_MS / 1000 + 0.05)
             during = net.fds()
             # the replaced connections are reset within the close timeout (5 s), not when we let go
             assert await asyncio.to_thread(wait_until, lambda: net.fds() <= fds + 1, 10)
@@ -375,6 +480,53 @@ def test_a_replaced_connection_that_stops_reading_is_closed_in_time(net: Hostile
     assert after_timeout <= fds + 1
     assert delta(net.transport(), before, "duplicate_closed") == stuck - 1
     net.assert_healthy(fds, threads)
+
+
+def test_a_flood_of_sync_requests_gets_each_block_once_per_window(net: HostileNet) -> None:
+    """Regression: each request for blocks was answered in full, so an observer that sent
+    3 MB of requests drew 2.4 GB of replies (more than the node could send)."""
+    chain = net.genesis.chain
+    top = net.status()["height"]
+    one_copy = 0  # bytes of the first answer: every block the chain holds (up to 16)
+
+    async def main() -> tuple[int, float]:
+        nonlocal one_copy
+        reader, writer = await net.handshake("obs")
+        received = 0
+        done = asyncio.Event()
+
+        async def read() -> None:
+            nonlocal received
+            while not done.is_set():
+                try:
+                    received += len(await asyncio.wait_for(reader.read(1 << 20), 0.5))
+                except TimeoutError:
+                    continue
+
+        task = asyncio.create_task(read())
+        start = time.monotonic()
+        request = frame({"t": "sync_req", "chain": chain, "height": 1})
+        writer.write(request)
+        await asyncio.sleep(0.3)
+        one_copy = received
+        while time.monotonic() - start < 3:
+            writer.write(request * 1000)
+            await writer.drain()
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.5)
+        done.set()
+        await task
+        writer.close()
+        return received, time.monotonic() - start
+
+    before, drops = net.transport(), net.dropped()
+    received, seconds = asyncio.run(main())
+    asked = delta(net.transport(), before, "frames_in")
+    assert asked > 50_000 and top >= 1 and one_copy > 0
+    # at most one copy per SYNC_IN_FLIGHT_MS (and the gossip besides), not one per request
+    copies = received / one_copy
+    assert copies <= seconds * 1000 / SYNC_IN_FLIGHT_MS + 2, (copies, received, one_copy, asked)
+    assert delta(net.dropped(), drops, "sync_in_flight") >= asked - copies - 10, net.dropped()
 
 
 def test_relayed_junk_events_are_not_kept(net: HostileNet) -> None:
@@ -419,7 +571,7 @@ def test_metrics_expose_the_transport_and_replica_counters(net: HostileNet) -> N
             samples[name] = float(value)
     transport, replica = status["transport"], status["replica"]
     assert transport["handshake_failed"] >= 1
-    for stat in ("handshake_failed", "handshakes_ok", "frames_in"):
+    for stat in ("handshake_failed", "handshakes_ok", "frames_in", "dropped_stalled"):
         # the counters only grow: /metrics was read after /v1/status
         assert samples[f'lambtrace_transport_total{{stat="{stat}"}}'] >= transport[stat]
     for reason, n in replica["dropped"].items():

@@ -53,6 +53,35 @@ if TYPE_CHECKING:  # pragma: no cover
 
 STEP_RANK = {PROPOSE: 1, PREVOTE: 2, PRECOMMIT: 3}
 MAX_SYNC_BATCH = 16
+SYNC_BYTES_PER_S = 8 << 20
+"""Block-sync replies one peer may draw, per second of the local clock (about 20,000
+events/s: faster than a chain commits, so a node that is behind still catches up)."""
+SYNC_BURST_BYTES = 32 << 20
+"""How much of that budget one peer may save up."""
+SYNC_IN_FLIGHT_MS = 500
+"""A block sent to a peer this recently is not sent to it again: it is on its way (a
+node that is behind asks every peer that reports a greater height, and asks again)."""
+
+
+@dataclass
+class _SyncBudget:
+    """What one peer may still draw from block sync, and what it was last sent."""
+
+    tokens: float
+    at_ms: int
+    sent_up_to: int = 0
+    sent_at_ms: int = 0
+
+
+def _approx_size(x: Any) -> int:
+    """Roughly the encoded size of a payload (bytes, strings, containers)."""
+    if isinstance(x, bytes | str):
+        return len(x) + 2
+    if isinstance(x, dict):
+        return sum(_approx_size(k) + _approx_size(v) for k, v in x.items()) + 2
+    if isinstance(x, list | tuple):
+        return sum(_approx_size(v) for v in x) + 2
+    return 9
 
 
 # -- outputs ----------------------------------------------------------------------------
@@ -224,6 +253,7 @@ class Replica:
         self._own: dict[tuple[str, int], dict[str, Any]] = {}
         """This height's own signed messages by (kind, round), re-sent by gossip."""
         self._peer_heights: dict[str, int] = {}
+        self._sync_budgets: dict[str, _SyncBudget] = {}
         self._bad_sigs: set[bytes] = set()
         self._seen: dict[tuple[Any, ...], dict[str, Any]] = {}
         """Consensus messages of this height already logged and stepped, by key; gossip
@@ -297,7 +327,7 @@ class Replica:
             elif kind == "status":
                 self._on_status(sender, msg, out)
             elif kind == "sync_req":
-                self._on_sync_req(sender, msg, out)
+                self._on_sync_req(sender, msg, now_ms, out)
             elif kind == "commit":
                 self._on_commit(msg, now_ms, out)
             else:
@@ -531,7 +561,9 @@ class Replica:
         if h > self.app.committed_height():
             out.append(Send(sender, {"t": "sync_req", "chain": self.chain, "height": self.height}))
 
-    def _on_sync_req(self, sender: str, msg: dict[str, Any], out: list[Out]) -> None:
+    def _on_sync_req(self, sender: str, msg: dict[str, Any], now_ms: int, out: list[Out]) -> None:
+        """Send up to :data:`MAX_SYNC_BATCH` committed blocks from the asked height, within
+        the peer's budget, skipping those it was sent a moment ago."""
         h = msg["height"]
         if msg.get("chain") != self.chain:
             self.stats.drop("wrong_chain")
@@ -539,11 +571,29 @@ class Replica:
         if type(h) is not int or h < 1:
             self.stats.drop("malformed")
             return
-        for k in range(h, min(h + MAX_SYNC_BATCH, self.app.committed_height() + 1)):
+        b = self._sync_budgets.get(sender)
+        if b is None:
+            b = self._sync_budgets[sender] = _SyncBudget(SYNC_BURST_BYTES, now_ms)
+        b.tokens = min(SYNC_BURST_BYTES, b.tokens + max(0, now_ms - b.at_ms) * SYNC_BYTES_PER_S / 1000)
+        b.at_ms = now_ms
+        first = h
+        if h <= b.sent_up_to and now_ms - b.sent_at_ms < SYNC_IN_FLIGHT_MS:
+            first = b.sent_up_to + 1
+        last = min(h + MAX_SYNC_BATCH, self.app.committed_height() + 1)
+        if first >= last:
+            if h < last:
+                self.stats.drop("sync_in_flight")
+            return
+        for k in range(first, last):
+            if b.tokens <= 0:
+                self.stats.drop("sync_rate_limited")
+                break
             found = self.app.committed(k)
             if found is None:
                 break
             payload, cert = found
+            b.tokens -= _approx_size(payload) + 200 * len(cert.precommits)
+            b.sent_up_to, b.sent_at_ms = k, now_ms
             out.append(Send(sender, {"t": "commit", "chain": self.chain, "height": k, "block": payload,
                                      "cert": cert.to_dict()}))
 
