@@ -56,7 +56,7 @@ def load_genesis(path: str | os.PathLike[str]) -> Genesis:
     try:
         return genesis_from_json(Path(path).read_bytes())
     except OSError as exc:
-        raise LedgerError(f"cannot read genesis {path}: {exc}", code="genesis_missing") from exc
+        raise LedgerError(f"cannot read genesis {path}: {exc.strerror or exc}", code="genesis_missing") from exc
 
 
 def write_json(path: str | os.PathLike[str], value: Any, mode: int = 0o644) -> None:

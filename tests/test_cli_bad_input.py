@@ -551,3 +551,11 @@ def test_restore_into_a_non_empty_directory_or_of_another_chain(backup: dict[str
                        "--genesis", str(backup["genesis"]))
     assert rc == 0, err
     assert json.loads(out)["restored"] is True and sorted(p.name for p in target.iterdir()) == ["chain.ldb"]
+
+
+def test_a_genesis_that_cannot_be_read_names_the_cause_in_words(capsys: pytest.CaptureFixture[str],
+                                                                 tmp_path: Path) -> None:
+    rc, _out, err = run(capsys, "audit", "--data", str(tmp_path), "--genesis", str(tmp_path / "nope.json"))
+    assert rc == 2
+    missing = tmp_path / "nope.json"
+    assert err.strip() == f"error: genesis_missing: cannot read genesis {missing}: No such file or directory"
