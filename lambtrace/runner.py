@@ -109,8 +109,41 @@ def _server(cfg: NodeConfig, app: Any) -> Any:
                 threading.Thread(target=wz.shutdown, daemon=True).start()
 
         return _Wz()
-    return waitress.create_server(app, host=cfg.host, port=cfg.port, threads=8, ident="lambtrace",
-                                  recv_bytes=256 * 1024)
+    server = waitress.create_server(app, host=cfg.host, port=cfg.port, threads=8, ident="lambtrace",
+                                    recv_bytes=256 * 1024)
+    server.channel_class = _json_error_channel()
+    return server
+
+
+HTTP_SERVER_CODES = {400: "bad_http", 413: "too_large", 431: "headers_too_large", 500: "internal",
+                     501: "not_implemented"}
+"""Stable codes for what the HTTP server itself refuses before the API sees a request."""
+
+
+def _json_error_channel() -> type:
+    """waitress's connection class, answering what waitress refuses on its own (a request
+    that is not valid HTTP) in the API's JSON error shape instead of plain text."""
+    import json
+
+    from waitress.channel import HTTPChannel
+    from waitress.task import ErrorTask
+
+    class JsonErrorTask(ErrorTask):
+        def execute(self) -> None:
+            e = self.request.error
+            code = HTTP_SERVER_CODES.get(e.code, "bad_http")
+            message = f"{e.reason}: {e.body}" if e.body else e.reason
+            body = json.dumps({"error": {"code": code, "message": message}}).encode()
+            self.status = f"{e.code} {e.reason}"
+            self.response_headers.append(("Content-Type", "application/json"))
+            self.set_close_on_finish()
+            self.content_length = len(body)
+            self.write(body)
+
+    class JsonErrorChannel(HTTPChannel):
+        error_task_class = JsonErrorTask
+
+    return JsonErrorChannel
 
 
 def serve(cfg: NodeConfig, *, ready: threading.Event | None = None) -> int:
