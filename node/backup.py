@@ -290,7 +290,7 @@ def check_target(data: Path) -> None:
         if not data.exists():
             return
         if not data.is_dir():
-            raise LedgerError(f"{data} is not a directory", code="target_not_empty")
+            raise LedgerError(f"cannot restore into {data}: it is a file, not a directory", code="target_unwritable")
         # a restore killed half-way leaves its scratch copy: the next one replaces it
         other = sorted(p.name for p in data.iterdir() if p.name not in KEEP_ON_RESTORE | {RESTORING})
     except OSError as exc:  # e.g. a directory on the way this user may not search or list

@@ -462,6 +462,9 @@ def test_restore_below_a_file_names_the_path_and_the_cause(backup: dict[str, Pat
         assert rc == 2 and out == ""
         assert line.startswith("error: target_unwritable: ") and str(target) in line and "Not a directory" in line
         assert f"{tmp_path / 'file'} is a file" in line
+    rc, out, err = run(capsys, "restore", "--in", str(backup["good"]), "--data", str(tmp_path / "file"), "--quiet")
+    assert rc == 2 and _one_line(err) == f"error: target_unwritable: cannot restore into {tmp_path / 'file'}: " \
+        "it is a file, not a directory"
     assert (tmp_path / "file").read_text() == "precious\n" and sorted(tmp_path.iterdir()) == [tmp_path / "file"]
 
 
