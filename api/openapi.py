@@ -662,6 +662,7 @@ def _paths() -> dict[str, Any]:
                     "413": _err("too_large: body over the node's max_request_bytes"),
                     "415": _err("unsupported_media_type"),
                     "429": _err("mempool_full: retry later (Retry-After)"),
+                    "503": _err("storage_unavailable: the store failed a write (disk full?); nothing admitted"),
                 },
             }
         },
@@ -822,7 +823,7 @@ def _paths() -> dict[str, Any]:
         "/healthz": _get(
             "Liveness",
             {"type": "object", "properties": {"ok": {"const": True}, "height": {"type": "integer"}}},
-            {},
+            {"503": "storage_unavailable: the store failed a write (disk full?); restart once fixed"},
             None,
             "operations",
         ),

@@ -10,6 +10,7 @@ they reach every validator's mempool.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import logging
@@ -152,10 +153,14 @@ class FileWAL:
             f = open(self._path(height), "ab")  # noqa: SIM115 - kept open for the height
             self._files[height] = f
         data = codec.encode(record)
-        f.write(len(data).to_bytes(4, "big") + data)
-        f.flush()
-        if record.get("from") == self.own_name or record.get("t") in ("timeout", "value"):
-            os.fsync(f.fileno())
+        try:
+            f.write(len(data).to_bytes(4, "big") + data)
+            f.flush()
+            if record.get("from") == self.own_name or record.get("t") in ("timeout", "value"):
+                os.fsync(f.fileno())
+        except OSError as exc:  # disk full, I/O error: the input must not be stepped
+            raise StorageError(f"cannot write the consensus log {self._path(height)}: {exc.strerror or exc}",
+                               code="storage_unavailable") from exc
 
     def records(self, height: int) -> Sequence[dict[str, Any]]:
         path = self._path(height)
@@ -175,9 +180,14 @@ class FileWAL:
             pos += 4 + n
         return out
 
+    @staticmethod
+    def _close(f: Any) -> None:
+        with contextlib.suppress(OSError):  # what a failed write left buffered fails again
+            f.close()
+
     def forget_below(self, height: int) -> None:
         for h in [h for h in self._files if h < height]:
-            self._files.pop(h).close()
+            self._close(self._files.pop(h))
         for p in self.dir.glob("*.wal"):
             try:
                 if int(p.stem) < height:
@@ -187,7 +197,7 @@ class FileWAL:
 
     def close(self) -> None:
         for f in self._files.values():
-            f.close()
+            self._close(f)
         self._files.clear()
 
 
@@ -220,11 +230,15 @@ class FileGuard:
         if hrs == self.last:
             return digest == self.last_hash
         tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump({"height": height, "round": round_, "step": step, "sign_bytes_sha256": digest}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "w") as f:
+                json.dump({"height": height, "round": round_, "step": step, "sign_bytes_sha256": digest}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except OSError as exc:  # nothing is signed unless the guard holds it
+            raise StorageError(f"cannot write the sign guard {self.path}: {exc.strerror or exc}",
+                               code="storage_unavailable") from exc
         self.last, self.last_hash = hrs, digest
         return True
 
@@ -341,6 +355,16 @@ class ConsensusDriver:
                 if now >= next_tick:
                     next_tick = now + self.TICK_MS
                     self._carry_out(self.replica.tick(now))
+            except StorageError as exc:
+                if exc.code != "storage_unavailable":
+                    log.exception("consensus step failed")
+                    continue
+                # fail-stop: a validator that cannot log its inputs or store blocks must not
+                # go on voting; the node keeps serving what it committed, /healthz says 503
+                self.node.mark_fault(exc)
+                log.error("consensus stopped at height %d: %s (%s); free space or fix the disk, then restart "
+                          "the node", self.replica.height, exc.message, exc.code)
+                return
             except Exception:  # one bad input never stops consensus
                 log.exception("consensus step failed")
 

@@ -15,6 +15,10 @@ from ledger.errors import StorageError
 
 
 class KV(Protocol):
+    write_fault: StorageError | None
+    """Set once a write failed in a way that makes every later write unsafe; from then
+    on ``write`` raises ``storage_unavailable`` without writing."""
+
     def get(self, key: bytes) -> bytes | None: ...
 
     def write(self, puts: Mapping[bytes, bytes], deletes: tuple[bytes, ...] = (), *, sync: bool = True) -> None:
@@ -36,6 +40,7 @@ class MemoryKV:
     """A sorted in-memory map; same semantics as LevelDB, nothing durable."""
 
     def __init__(self) -> None:
+        self.write_fault: StorageError | None = None  # memory does not fill up; tests may set it
         self._d: dict[bytes, bytes] = {}
         self._keys: list[bytes] = []
 
@@ -43,6 +48,8 @@ class MemoryKV:
         return self._d.get(key)
 
     def write(self, puts: Mapping[bytes, bytes], deletes: tuple[bytes, ...] = (), *, sync: bool = True) -> None:
+        if self.write_fault is not None:
+            raise StorageError(self.write_fault.message, code="storage_unavailable")
         for k in deletes:
             if k in self._d:
                 del self._d[k]
@@ -93,18 +100,37 @@ class LevelKV:
             )
         except Exception as exc:  # plyvel.Error, IOError: another process holds the lock, ...
             raise StorageError(f"cannot open LevelDB at {path}: {exc}", code="storage_unavailable") from exc
+        self.write_fault: StorageError | None = None
+        """The first failed write.  LevelDB may leave part of a failed record in its log
+        file; a later write appended after it (once space is free again) is acknowledged
+        but makes the log unreadable at the next open (``Corruption: checksum mismatch``
+        with ``paranoid_checks``; without them, every later write is lost).  So after one
+        failure this handle refuses every write; reopening (a restart) recovers the log
+        up to the last write that succeeded and starts a new log file."""
 
     def get(self, key: bytes) -> bytes | None:
         return self._db.get(key)
 
     def write(self, puts: Mapping[bytes, bytes], deletes: tuple[bytes, ...] = (), *, sync: bool = True) -> None:
+        """Raises :class:`StorageError` ``storage_unavailable`` when LevelDB fails the write
+        (disk full, I/O error) and for every write after such a failure (see ``write_fault``)."""
+        if self.write_fault is not None:
+            raise StorageError(f"the store refuses writes since one failed ({self.write_fault.message}); "
+                               "free space or fix the disk, then restart the node", code="storage_unavailable")
+        import plyvel
+
         try:
-            with self._db.write_batch(sync=sync) as wb:
+            # transaction: a batch that raises while being filled is not written at all
+            with self._db.write_batch(sync=sync, transaction=True) as wb:
                 for k in deletes:
                     wb.delete(k)
                 for k, v in puts.items():
                     wb.put(k, v)
-        except Exception as exc:
+        except plyvel.Error as exc:
+            message = f"LevelDB write failed: {exc}"
+            self.write_fault = StorageError(message, code="storage_unavailable")
+            raise StorageError(message, code="storage_unavailable") from exc
+        except Exception as exc:  # a key or value of the wrong type: nothing was written
             raise StorageError(f"LevelDB write failed: {exc}") from exc
 
     def floor(self, prefix: bytes, key: bytes) -> tuple[bytes, bytes] | None:

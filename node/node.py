@@ -27,7 +27,7 @@ from typing import Any
 from ledger.blocks.builder import BuiltBlock, assemble_block, build_block
 from ledger.blocks.certificate import CommitCertificate, sign_commit
 from ledger.blocks.header import Header
-from ledger.errors import LedgerError, Rejected
+from ledger.errors import LedgerError, Rejected, StorageError
 from ledger.events import SignedEvent, parse_leaf, parse_unverified
 from ledger.genesis import Genesis
 from ledger.limits import DEFAULT_LIMITS, Limits
@@ -166,6 +166,8 @@ class Node:
         self._recent_rejects: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._fault_logged = False
+        self._fault: StorageError | None = None
         self._thread: threading.Thread | None = None
         self._pool: Executor | None = None
         if verify_processes > 0:
@@ -221,7 +223,10 @@ class Node:
 
     def submit_parsed(self, parsed: list[SignedEvent | Rejected], *, local: bool) -> list[dict[str, Any]]:
         """Admit events parsed by :meth:`submit` or :meth:`submit_leaves` (a :class:`Rejected`
-        stands for one that did not parse)."""
+        stands for one that did not parse).  Raises :class:`StorageError` ``storage_unavailable``
+        (nothing admitted) once the store has failed a write: events admitted then could
+        never be committed."""
+        self.check_writable()
         pending = self._preverify(parsed)
         results = []
         with self._lock:
@@ -254,6 +259,19 @@ class Node:
                     except Exception:  # relaying is best effort; admission stands
                         log.exception("admission listener failed")
         return results
+
+    def mark_fault(self, fault: StorageError) -> None:
+        """Take no more events: a write this node depends on (its consensus log, its sign
+        guard) failed.  :meth:`check_writable` raises from now on."""
+        self._fault = self._fault or fault
+
+    def check_writable(self) -> None:
+        """Raise :class:`StorageError` ``storage_unavailable`` if the store takes no more writes
+        (or :meth:`mark_fault` was called)."""
+        fault = self.store.fault or self._fault
+        if fault is not None:
+            raise StorageError(f"this node cannot store events: {fault.message}; free space or fix the disk, "
+                               "then restart the node", code="storage_unavailable")
 
     def _admit(self, ev: SignedEvent, ctx: Context) -> dict[str, Any]:
         hexid = ev.id.hex()
@@ -414,7 +432,16 @@ class Node:
     def commit_built(self, built: BuiltBlock, cert: CommitCertificate) -> None:
         """Store a decided block with its certificate and bring the mempool up to date."""
         with self._lock:
-            self.store.commit(built, cert)
+            try:
+                self.store.commit(built, cert)
+            except StorageError as exc:
+                if self.store.fault is not None and not self._fault_logged:
+                    self._fault_logged = True
+                    log.error("storage failed while committing block %d: %s (%s); block %d stays the last "
+                              "committed, the node refuses events from now on (storage_unavailable): free "
+                              "space or fix the disk, then restart the node", built.header.height, exc.message,
+                              exc.code, self.store.height)
+                raise
             self.metrics.blocks += 1
             self.metrics.committed_events += len(built.events)
             self._after_commit(built)
@@ -558,6 +585,11 @@ class Node:
                 break
             try:
                 self.produce_block()
+            except StorageError:
+                if self.store.fault is not None:
+                    break  # logged by commit_built; retrying could only fail, or corrupt the store
+                log.exception("block production failed; retrying")
+                time.sleep(interval)
             except Exception:
                 log.exception("block production failed; retrying")
                 time.sleep(interval)

@@ -174,6 +174,12 @@ class ChainStore:
         return state_hash(self.state_items())
 
     # -- writing ----------------------------------------------------------------------
+    @property
+    def fault(self) -> StorageError | None:
+        """The write failure after which the store takes no more writes (disk full, I/O
+        error), or None.  Reads still answer with the chain as committed before it."""
+        return self.kv.write_fault
+
     def commit(self, built: BuiltBlock, cert: CommitCertificate) -> None:
         """Write ``built`` and its certificate in one synced batch, then advance."""
         h = built.header
@@ -201,7 +207,7 @@ class ChainStore:
             writes = built.view.writes
             for k, v in writes.items():
                 puts[b"S" + k.encode()] = codec.encode(v)
-            self.kv.write(puts, sync=True)
+            self.kv.write(puts, sync=True)  # raises (and nothing below runs) if the block is not stored
             if len(self._cache) + len(writes) >= self.CACHE_MAX:
                 self._cache.clear()
             self._cache.update(writes)

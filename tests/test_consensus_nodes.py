@@ -137,3 +137,61 @@ def test_two_of_four_cannot_commit(cluster: Cluster) -> None:
     assert all(h == 0 for h in cluster.heights().values())
     cluster.net.cut.clear()
     assert wait_until(lambda: all(n.store.log_size == 10 for n in cluster.nodes.values()), 30), cluster.heights()
+
+
+def test_a_validator_whose_disk_fails_stops_and_the_rest_go_on(cluster: Cluster,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """Fail-stop: a validator whose store refuses writes (disk full: see test_disk_full.py)
+    leaves consensus with one clear line and refuses events; three of four keep going."""
+    from ledger.errors import StorageError
+
+    w = cluster.world
+    cluster.nodes["n0"].submit(base(w))
+    assert wait_until(lambda: all(n.store.log_size == 10 for n in cluster.nodes.values()), 30)
+    sick = cluster.nodes["n3"]
+    sick.store.kv.write_fault = StorageError("LevelDB write failed: File too large",  # type: ignore[attr-defined]
+                                             code="storage_unavailable")
+    cluster.nodes["n1"].submit([w.tag("agent", f"3152523000000{i:02d}") for i in range(10, 20)])
+    assert wait_until(lambda: all(cluster.nodes[n].store.log_size == 20 for n in ("n0", "n1", "n2")), 30)
+    assert wait_until(lambda: not cluster.net.drivers["n3"]._thread.is_alive(), 10)  # type: ignore[union-attr]
+    assert sick.store.log_size == 10
+    with pytest.raises(StorageError) as refused:
+        sick.submit([w.tag("agent", "315252300000030")])
+    assert refused.value.code == "storage_unavailable"
+    stopped = [r for r in caplog.records if "consensus stopped at height" in r.getMessage()]
+    assert len(stopped) == 1 and "free space" in stopped[0].getMessage()
+    assert not [r for r in caplog.records if r.getMessage() == "consensus step failed"]
+
+
+def test_a_consensus_log_that_cannot_be_written_stops_the_validator(cluster: Cluster) -> None:
+    from ledger.errors import StorageError
+
+    w = cluster.world
+    wal = cluster.net.drivers["n2"].replica.wal
+
+    def full(height: int, record: dict[str, Any]) -> None:
+        raise StorageError("cannot write the consensus log: No space left on device", code="storage_unavailable")
+
+    wal.append = full  # type: ignore[method-assign]
+    cluster.nodes["n0"].submit(base(w))
+    assert wait_until(lambda: all(cluster.nodes[n].store.log_size == 10 for n in ("n0", "n1", "n3")), 30)
+    assert wait_until(lambda: not cluster.net.drivers["n2"]._thread.is_alive(), 10)  # type: ignore[union-attr]
+    with pytest.raises(StorageError):
+        cluster.nodes["n2"].check_writable()
+
+
+def test_a_full_disk_under_the_wal_and_the_sign_guard_is_a_storage_error(tmp_path: Path) -> None:
+    """/dev/full answers every write with ENOSPC, as a full disk does."""
+    from ledger.errors import StorageError
+
+    wal = FileWAL(tmp_path / "wal")
+    (tmp_path / "wal" / f"{7:012d}.wal").symlink_to("/dev/full")
+    with pytest.raises(StorageError) as wal_err:
+        wal.append(7, {"t": "timeout", "step": "propose", "height": 7, "round": 0})
+    assert wal_err.value.code == "storage_unavailable" and "No space left on device" in wal_err.value.message
+    wal.close()  # what the failed write left buffered is dropped, not raised again
+    guard = FileGuard(tmp_path / "guard.json")
+    (tmp_path / "guard.json.tmp").symlink_to("/dev/full")
+    with pytest.raises(StorageError) as guard_err:
+        guard.check_and_record(1, 0, 1, b"vote")
+    assert guard_err.value.code == "storage_unavailable" and guard.last == (0, -1, 0)

@@ -15,8 +15,9 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/healthz")
 def get_health() -> Response:
-    store = runtime().node.store
-    return respond({"ok": True, "height": store.height})
+    node = runtime().node
+    node.check_writable()  # a store that failed a write: 503 storage_unavailable
+    return respond({"ok": True, "height": node.store.height})
 
 
 @bp.get("/metrics")

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import codec
 from ..blocks.certificate import CommitCertificate, verify_commit, vote_bytes
-from ..errors import LedgerError
+from ..errors import LedgerError, StorageError
 from ..genesis import Genesis
 from ..hashing import TAG_VOTE, signing_message
 from ..sigs import SIGNATURE_SIZE, verify_signature
@@ -332,6 +332,8 @@ class Replica:
                 self._on_commit(msg, now_ms, out)
             else:
                 self.stats.drop("unknown_type")
+        except StorageError:
+            raise  # our disk, not the peer's message
         except (KeyError, TypeError, ValueError, LedgerError):
             self.stats.drop("malformed")
         return out
