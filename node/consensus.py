@@ -42,7 +42,9 @@ class NodeApp:
     """The :class:`~ledger.consensus.replica.App` of a node.
 
     A payload is ``{"header": header map, "events": [leaf bytes, ...]}``; its value is
-    the header hash.  Validation re-executes the events on committed state and requires
+    the header hash.  Block times come from the node's wall clock (``node.clock``); the
+    ``now_ms`` the replica passes is the driver's monotonic clock, for timers only (a
+    wall clock stepped back would stall them).  Validation re-executes the events on committed state and requires
     the very same header; executed blocks are kept (bounded) so that commit does not
     execute them again.
     """
@@ -65,7 +67,7 @@ class NodeApp:
             self._built.popitem(last=False)
 
     def propose(self, height: int, now_ms: int) -> tuple[bytes, Any]:
-        built = self.node.propose_block(now_ms)
+        built = self.node.propose_block(self.node.clock())
         self._keep(built)
         return built.header.hash, {"header": built.header.to_dict(), "events": [ev.leaf for ev in built.events]}
 
@@ -99,7 +101,8 @@ class NodeApp:
             and header.validators == g.validators_hash
             and len(leaves) <= self.node.limits.max_events_per_block
             and header.time > (last.time if last else g.time)
-            and (proposer == "" or (header.proposer == proposer and header.time <= now_ms + MAX_CLOCK_DRIFT_MS))
+            and (proposer == ""
+                 or (header.proposer == proposer and header.time <= self.node.clock() + MAX_CLOCK_DRIFT_MS))
         )
         if not ok:
             return value, False
@@ -260,7 +263,7 @@ class ConsensusDriver:
         *,
         send: Callable[[str, dict[str, Any]], None],
         broadcast: Callable[[dict[str, Any]], None],
-        clock: Callable[[], int] = lambda: int(time.time() * 1000),
+        clock: Callable[[], int] = lambda: int(time.monotonic() * 1000),
     ) -> None:
         self.node = node
         self.replica = replica

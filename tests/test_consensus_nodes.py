@@ -195,3 +195,23 @@ def test_a_full_disk_under_the_wal_and_the_sign_guard_is_a_storage_error(tmp_pat
     with pytest.raises(StorageError) as guard_err:
         guard.check_and_record(1, 0, 1, b"vote")
     assert guard_err.value.code == "storage_unavailable" and guard.last == (0, -1, 0)
+
+
+def test_timers_survive_a_wall_clock_stepped_back(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The drivers time rounds on the monotonic clock: with the wall clock stepped back an
+    hour (an NTP step, an operator's date command), timeouts still fire, so heights whose
+    first proposer is down still move on to the next round.  Block times stay on the
+    nodes' own clocks (here left unchanged, as one node's step is what the drift rule
+    tolerates)."""
+    w = cluster.world
+    cluster.nodes["n0"].submit(base(w))
+    assert wait_until(lambda: all(n.store.log_size == 10 for n in cluster.nodes.values()), 30)
+    real = time.time
+    for node in cluster.nodes.values():
+        node.clock = lambda: int(real() * 1000)  # type: ignore[method-assign]
+    monkeypatch.setattr(time, "time", lambda: real() - 3600)
+    cluster.net.cut |= {"n0"}  # the first proposer of every fourth height is gone
+    live = [cluster.nodes[n] for n in ("n1", "n2", "n3")]
+    for k in range(5):
+        cluster.nodes["n1"].submit([w.tag("agent", f"3152523000000{20 + k:02d}")])
+        assert wait_until(lambda k=k: all(n.store.log_size == 11 + k for n in live), 30), cluster.heights()
