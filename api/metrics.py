@@ -71,6 +71,8 @@ def render(node: Node, http: HttpCounters, role: str, consensus: dict[str, Any] 
                    [({}, node.sigcache.misses)])
     out += _family("lambtrace_sig_jobs_total", "counter", "Signatures handed to the verification workers.",
                    [({}, m.sig_jobs)])
+    out += _family("lambtrace_sig_worker_renewals_total", "counter",
+                   "Times the verification workers were replaced after one died.", [({}, node.pool_renewals)])
     out += _family("lambtrace_events_reexecuted_total", "counter",
                    "Events whose rules ran again (a block in another order than this mempool's, a recheck).",
                    [({}, m.reexecuted)])

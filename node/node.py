@@ -20,7 +20,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,11 +170,12 @@ class Node:
         self._fault: StorageError | None = None
         self._thread: threading.Thread | None = None
         self._pool: Executor | None = None
+        self._verify_processes = verify_processes
+        self._pool_lock = threading.Lock()
+        self.pool_renewals = 0
+        """How often a broken pool of verification workers was replaced."""
         if verify_processes > 0:
-            # Worker processes verify with their own interpreter lock, in parallel with
-            # the rules in this process; forkserver keeps them free of this process's threads.
-            self._pool = ProcessPoolExecutor(verify_processes, mp_context=multiprocessing.get_context("forkserver"),
-                                             initializer=_watch_parent, initargs=(os.getpid(),))
+            self._pool = self._new_process_pool()
         elif verify_threads > 0:
             self._pool = ThreadPoolExecutor(max_workers=verify_threads)
         self.commit_listeners: list[Callable[[Header], None]] = []
@@ -238,9 +239,7 @@ class Node:
             ctx = Context(self.genesis, max(self.clock(), self._min_time()), self.sigcache.verify)
             for i, p in enumerate(parsed):
                 while pending and pending[0][0] <= i:
-                    jobs, fut = pending.pop(0)[1:]
-                    for k in fut.result():
-                        self.sigcache.add(jobs[k])
+                    self._collect(*pending.pop(0)[1:])
                 self.metrics.submitted += 1
                 if isinstance(p, Rejected):
                     self.metrics.reject(p.code)
@@ -292,19 +291,22 @@ class Node:
         self.metrics.accepted += 1
         return {"id": hexid, "status": "accepted"}
 
-    def _preverify(self, parsed: list[SignedEvent | Rejected]) -> list[tuple[int, list[_Job], Future[list[int]]]]:
+    def _preverify(
+        self, parsed: list[SignedEvent | Rejected]
+    ) -> list[tuple[int, list[_Job], Future[list[int]], Executor]]:
         """Start verifying signatures on worker threads (libsodium releases the GIL).
 
-        Returns ``(first index, future)`` per chunk of events, in order: admission waits
+        Returns ``(first index, jobs, future, pool)`` per chunk of events, in order: admission waits
         for a chunk's future just before admitting it, so verification of later chunks
         overlaps the rules on earlier ones, and the rules then hit the cache.  Keys not
         known yet (enrolled earlier in the same batch) are left to the rules.
         """
-        if self._pool is None or len(parsed) < 32:
+        pool = self._pool
+        if pool is None or len(parsed) < 32:
             return []
-        out: list[tuple[int, list[_Job], Future[list[int]]]] = []
+        out: list[tuple[int, list[_Job], Future[list[int]], Executor]] = []
         known = self.sigcache  # verified before (an event admitted here, then proposed)
-        chunk = 128 if isinstance(self._pool, ProcessPoolExecutor) else 64  # fewer, larger hand-offs to processes
+        chunk = 128 if isinstance(pool, ProcessPoolExecutor) else 64  # fewer, larger hand-offs to processes
         for start in range(0, len(parsed), chunk):
             jobs: list[_Job] = []
             for ev in parsed[start : start + chunk]:
@@ -318,9 +320,43 @@ class Node:
                         if job not in known:
                             jobs.append(job)
             if jobs:
+                try:
+                    fut = pool.submit(_verify_jobs, jobs)
+                except BrokenExecutor:  # a worker died since the last batch
+                    self._renew_pool(pool)
+                    break  # the rules check the rest inline
                 self.metrics.sig_jobs += len(jobs)
-                out.append((start, jobs, self._pool.submit(_verify_jobs, jobs)))
+                out.append((start, jobs, fut, pool))
         return out
+
+    def _new_process_pool(self) -> ProcessPoolExecutor:
+        # Worker processes verify with their own interpreter lock, in parallel with the
+        # rules in this process; forkserver keeps them free of this process's threads.
+        return ProcessPoolExecutor(self._verify_processes, mp_context=multiprocessing.get_context("forkserver"),
+                                   initializer=_watch_parent, initargs=(os.getpid(),))
+
+    def _renew_pool(self, broken: Executor) -> None:
+        """Replace a pool whose worker died (the OOM killer, a stray kill): a broken
+        ``ProcessPoolExecutor`` refuses all work for ever.  Signatures it did not check
+        are checked inline by the rules meanwhile, so nothing is admitted unchecked."""
+        with self._pool_lock:
+            if self._pool is not broken or self._stop.is_set():
+                return  # another thread renewed it already, or the node is stopping
+            log.warning("a signature verification worker died; starting new workers")
+            self._pool = self._new_process_pool()
+            self.pool_renewals += 1
+        broken.shutdown(wait=False, cancel_futures=True)
+
+    def _collect(self, jobs: list[_Job], fut: Future[list[int]], pool: Executor) -> None:
+        """Cache the signatures a worker found valid; if the worker died, renew the pool and
+        leave them to the rules (which verify anything not cached)."""
+        try:
+            valid = fut.result()
+        except BrokenExecutor:
+            self._renew_pool(pool)
+            return
+        for k in valid:
+            self.sigcache.add(jobs[k])
 
     def _min_time(self) -> int:
         last = self.store.last_header
@@ -416,9 +452,8 @@ class Node:
                 events.append(ev)
             # Events this node has not admitted yet (the proposal outran the relay) have
             # unverified signatures: check them on the workers, not one by one here.
-            for _start, jobs, fut in self._preverify(list(events)):
-                for k in fut.result():
-                    self.sigcache.add(jobs[k])
+            for _start, jobs, fut, pool in self._preverify(list(events)):
+                self._collect(jobs, fut, pool)
             self.metrics.reexecuted += len(events)
             built = build_block(
                 self.store, self.store.frontier, self.genesis, height=header.height, prev=header.prev,

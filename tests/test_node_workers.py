@@ -45,3 +45,41 @@ def test_workers_exit_when_the_node_is_killed() -> None:
         if child.poll() is None:
             child.kill()
     time.sleep(0.1)
+
+
+def test_a_dead_worker_is_replaced_and_nothing_goes_unchecked() -> None:
+    """Regression: a verification worker killed (the OOM killer, a stray kill) broke the
+    pool for good: every later submission and every peer's block failed until a restart."""
+    from helpers import World
+    from node.kv import MemoryKV
+    from node.node import Node
+    from node.store import ChainStore
+    from test_rejections_http import base
+
+    w = World()
+    node = Node(ChainStore(MemoryKV(), w.genesis), w.genesis, name="league", signer=w.validator,
+                clock=lambda: w.now + 1000, verify_threads=0, verify_processes=1)
+    try:
+        node.submit([*base(w), w.issue("coop", "315252300000101", 100)])
+        node.produce_block()
+        assert all(r["status"] == "accepted" for r in node.submit([w.tag("agent", f"3152523000000{i:02d}")
+                                                                     for i in range(10, 50)]))
+        for p in list(node._pool._processes.values()):  # type: ignore[union-attr]
+            os.kill(p.pid, signal.SIGKILL)
+        assert wait_until(lambda: node._pool._broken, 10)  # type: ignore[union-attr]
+        forged = w.tag("agent", "315252300000099")
+        sig = forged["sigs"][0]["sig"]
+        forged["sigs"][0]["sig"] = bytes([sig[0] ^ 1]) + sig[1:]  # the agent's key, a signature it never made
+        batch = [w.tag("agent", f"3152523000000{i:02d}") for i in range(50, 90)] + [forged]
+        results = node.submit(batch)
+        assert [r["status"] for r in results[:-1]] == ["accepted"] * 40
+        assert results[-1]["status"] == "rejected" and results[-1]["code"] == "bad_signature", results[-1]
+        assert node.pool_renewals == 1
+        # the new workers do the work again
+        before = node.metrics.sig_jobs
+        more = node.submit([w.tag("agent", f"3152523000001{i:02d}") for i in range(10, 50)])
+        assert all(r["status"] == "accepted" for r in more) and node.metrics.sig_jobs >= before + 40
+        node.produce_block()
+        assert node.store.log_size == 11 + 40 + 40 + 40
+    finally:
+        node.stop()
