@@ -12,6 +12,8 @@ domain error or an HTTP exception ever becomes a 4xx.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
 from flask import Flask, Response
@@ -87,6 +89,27 @@ def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **details}}
 
 
+LOG_EVERY_S = 60.0
+"""A fault answered again and again (a full disk: every request, every health probe) is
+logged once per code in this many seconds, with how many answers it stood for."""
+_last_logged: dict[str, tuple[float, int]] = {}
+_log_lock = threading.Lock()
+
+
+def _first_in_a_while(code: str) -> bool:
+    """Whether an answer with ``code`` should be logged now (the first in ``LOG_EVERY_S``)."""
+    now = time.monotonic()
+    with _log_lock:
+        at, skipped = _last_logged.get(code, (-LOG_EVERY_S, 0))
+        if now - at < LOG_EVERY_S:
+            _last_logged[code] = (at, skipped + 1)
+            return False
+        _last_logged[code] = (now, 0)
+    if skipped:
+        log.error("%d more answers with %s in the last %.0f s", skipped, code, now - at)
+    return True
+
+
 def register_error_handlers(app: Flask) -> None:
     """Install the handlers on ``app``: domain errors, HTTP exceptions, and the last resort."""
     from .encoding import respond  # encoding imports this module for its errors
@@ -94,7 +117,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(LedgerError)
     def _ledger_error(exc: LedgerError) -> Response:
         status = status_of(exc)
-        if status >= 500:
+        if status >= 500 and _first_in_a_while(exc.code):
             log.error("domain error answered with %d: %s (%s)", status, exc.message, exc.code)
         resp = respond({"error": exc.to_dict()}, status)
         if exc.code == "mempool_full":

@@ -62,3 +62,20 @@ def test_what_the_server_refuses_is_answered_in_json(port: int, raw: bytes, stat
 def test_a_valid_request_still_reaches_the_app(port: int) -> None:
     line, _headers, body = ask(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert line.split()[1] == "200" and json.loads(body) == {"ok": True}
+
+
+def test_a_fault_answered_again_and_again_is_logged_once_a_minute(monkeypatch: pytest.MonkeyPatch,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    from api import errors
+
+    clock = [1000.0]
+    monkeypatch.setattr(errors.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(errors, "_last_logged", {})
+    assert errors._first_in_a_while("storage_unavailable")
+    for _ in range(500):  # every request and health probe while the disk is full
+        clock[0] += 0.1
+        assert not errors._first_in_a_while("storage_unavailable")
+    assert errors._first_in_a_while("corrupt_store")  # another fault is not held back
+    clock[0] += 11
+    assert errors._first_in_a_while("storage_unavailable")
+    assert [r.getMessage() for r in caplog.records] == ["500 more answers with storage_unavailable in the last 61 s"]
