@@ -54,8 +54,13 @@ class Consensus:
         wal = FileWAL(cfg.data / "wal")
         wal.own_name = cfg.name
         validator_signer = node.signer if g.validator(cfg.name) is not None else None
+        guard_path = cfg.data / "sign-guard.json"
+        if validator_signer is not None and node.store.height > 0 and not guard_path.exists():
+            log.warning("no sign guard at %s, though the chain here is at height %d: if this validator "
+                        "signed elsewhere (another machine, an older copy of this directory), stop that "
+                        "instance first, or its votes and these may conflict", guard_path, node.store.height)
         self.replica = Replica(name=cfg.name, genesis=g, app=NodeApp(node), wal=wal, signer=validator_signer,
-                               guard=FileGuard(cfg.data / "sign-guard.json"),
+                               guard=FileGuard(guard_path),
                                min_block_interval_ms=cfg.min_block_interval_ms)
         known = {v.name: (v.alg, v.pub) for v in g.validators}
         for o in cfg.observers:

@@ -215,3 +215,30 @@ def test_timers_survive_a_wall_clock_stepped_back(cluster: Cluster, monkeypatch:
     for k in range(5):
         cluster.nodes["n1"].submit([w.tag("agent", f"3152523000000{20 + k:02d}")])
         assert wait_until(lambda k=k: all(n.store.log_size == 11 + k for n in live), 30), cluster.heights()
+
+
+def test_a_validator_without_its_sign_guard_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The sign guard is what keeps a validator from signing twice at one height; one that
+    starts on a chain it has been part of but without its guard (a copied data directory,
+    a deleted file) says so before it votes."""
+    from helpers import World
+    from lambtrace.config import NodeConfig
+    from lambtrace.runner import Consensus
+
+    w = World()
+    store = ChainStore(LevelKV(str(tmp_path / "chain.ldb")), w.genesis)
+    node = Node(store, w.genesis, name="league", signer=w.validator, clock=lambda: w.now + 1000)
+    try:
+        node.submit(base(w))
+        node.produce_block()
+        cfg = NodeConfig(name="league", genesis=tmp_path / "genesis.json", data=tmp_path)
+        Consensus(cfg, node)
+        warned = [r.getMessage() for r in caplog.records if "no sign guard" in r.getMessage()]
+        assert len(warned) == 1 and "height 1" in warned[0] and "stop that instance first" in warned[0]
+        caplog.clear()
+        (tmp_path / "sign-guard.json").write_text('{"height": 2, "round": 0, "step": 1, "sign_bytes_sha256": ""}')
+        Consensus(cfg, node)
+        assert not [r for r in caplog.records if "no sign guard" in r.getMessage()]
+    finally:
+        node.stop()
+        store.close()
