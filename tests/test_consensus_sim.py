@@ -27,7 +27,7 @@ from ledger.consensus.machine import (
     VoteIn,
 )
 from ledger.consensus.replica import SYNC_IN_FLIGHT_MS, MemoryWAL, Replica, Send
-from sim.sim import Faults, Sim, SimApp, SimFailure, run_seed
+from sim.sim import Faults, Sim, SimApp, SimFailure, block_hash, run_seed
 
 CI_SEEDS = 500
 
@@ -251,3 +251,79 @@ def test_sync_replies_to_one_peer_are_bounded_by_its_budget(monkeypatch: pytest.
     # another peer has its own budget
     out = server.on_message("v2", {"t": "sync_req", "chain": "sim", "height": 1}, 10_000)
     assert [o.msg["height"] for o in out if isinstance(o, Send)] == [1]
+
+
+# -- what one byzantine validator can make the others do ------------------------------------
+
+
+def _signed(sim: Sim, who: str, msg: dict[str, Any]) -> dict[str, Any]:
+    signer = sim.nodes[who].signer
+    if msg["t"] == "proposal":
+        data = replica.proposal_bytes("sim", msg["height"], msg["round"], msg["value"], msg["valid_round"])
+    else:
+        data = replica.vote_bytes(msg["type"], "sim", msg["height"], msg["round"], msg["value"])
+    return dict(msg, chain="sim", sig=signer.sign(data), **{"from": who})
+
+
+def test_messages_for_rounds_the_machine_refuses_cost_no_signature_storage_or_execution(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: votes and proposals for rounds far ahead were signature-checked, kept
+    in memory, written to the WAL and (proposals) executed, and only then refused by the
+    machine: a byzantine validator could fill a node's memory and disk and burn its CPU."""
+    sim = Sim(4, heights=1)
+    sim.run()
+    app = CountingApp(sim.genesis.hash)
+    app.blocks, app.hashes = list(sim.nodes["v0"].app.blocks), list(sim.nodes["v0"].app.hashes)
+    wal = MemoryWAL()
+    victim = Replica(name="v0", genesis=sim.genesis, app=app, wal=wal, signer=sim.nodes["v0"].signer)
+    victim.start(0)
+    h = victim.height
+    victim.on_message("v1", _signed(sim, "v1", {"t": "vote", "type": "prevote", "height": h, "round": 0,
+                                                "value": None}), 1)  # starts the height
+    checked = []
+    real_verify = replica.verify_signature
+    monkeypatch.setattr(replica, "verify_signature", lambda *a: checked.append(1) or real_verify(*a))
+    logged, executed = len(wal.records(h)), app.executed
+    vs = victim.vset
+    far = [r for r in range(1_000, 1_200) if vs.proposer(h, r) == "v1"]
+    for r in far:
+        block = {"height": h, "prev": app.hashes[-1], "time": r, "data": b"junk"}
+        victim.on_message("v1", _signed(sim, "v1", {"t": "proposal", "height": h, "round": r, "valid_round": -1,
+                                                    "value": block_hash(block), "block": block}), 2)
+    for r in range(1_000, 1_200):
+        for kind in ("prevote", "precommit"):
+            victim.on_message("v1", _signed(sim, "v1", {"t": "vote", "type": kind, "height": h, "round": r,
+                                                        "value": None}), 3)
+    # a proposal from a validator whose turn it is not, even in a near round
+    near = next(r for r in range(1, 10) if vs.proposer(h, r) != "v1")
+    block = {"height": h, "prev": app.hashes[-1], "time": 1, "data": b"not yours"}
+    victim.on_message("v1", _signed(sim, "v1", {"t": "proposal", "height": h, "round": near, "valid_round": -1,
+                                                "value": block_hash(block), "block": block}), 4)
+    assert checked == [] and app.executed == executed and len(wal.records(h)) == logged
+    assert len(victim._seen) <= 2 and len(victim._payloads) <= 1
+    # the gossip does not spread them either
+    assert not [o for o in victim.tick(5) if isinstance(o, Send) and o.msg.get("round", 0) >= 1_000]
+
+
+def test_a_proposal_for_the_next_height_that_arrives_early_is_voted_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: a proposal for the next height, arriving while this node still
+    finished the last one, was recorded as invalid (it could not be executed yet), and
+    the node then prevoted nil for it: one node slow to commit cost a round."""
+    sim = Sim(5, heights=2)
+    sim.run()
+    first, cert1 = sim.nodes["v0"].app.blocks[0]
+    second = sim.nodes["v0"].app.blocks[1][0]
+    app = SimApp(sim.genesis.hash)
+    me = next(n for n in ("v0", "v1", "v2", "v3") if Replica(name=n, genesis=sim.genesis, app=app,
+                                                             wal=MemoryWAL()).vset.proposer(2, 0) != n)
+    slow = Replica(name=me, genesis=sim.genesis, app=app, wal=MemoryWAL(), signer=sim.nodes[me].signer)
+    slow.start(0)
+    proposer = slow.vset.proposer(2, 0)
+    early = _signed(sim, proposer, {"t": "proposal", "height": 2, "round": 0, "valid_round": -1,
+                                    "value": block_hash(second), "block": second})
+    slow.on_message(proposer, early, 10)  # still at height 1
+    out = slow.on_message("v1", {"t": "commit", "chain": "sim", "height": 1, "block": first,
+                                 "cert": cert1.to_dict()}, 20)
+    prevotes = [o.msg for o in out if isinstance(o, Send) and o.msg.get("t") == "vote"
+                and o.msg["type"] == "prevote" and o.msg["height"] == 2]
+    assert [v["value"] for v in prevotes] == [block_hash(second)]

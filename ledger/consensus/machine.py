@@ -313,9 +313,15 @@ class Machine:
         """
         if m.height != self.height or self.decided is not None:
             return m.height > self.height
+        if m.round < 0 or m.round > self.round + self.MAX_FUTURE_ROUNDS:
+            return False
         r = self.rounds.get(m.round)
         if isinstance(m, ProposalIn):
-            return r is None or m.value not in r.proposals
+            if m.proposer != self.validators.proposer(m.height, m.round) or not -1 <= m.valid_round < m.round:
+                return False
+            return r is None or (m.value not in r.proposals and len(r.proposals) < self.MAX_PROPOSALS_PER_ROUND)
+        if self.validators.power(m.validator) == 0 or m.type not in (PREVOTE, PRECOMMIT):
+            return False
         box = None if r is None else (r.prevotes if m.type == PREVOTE else r.precommits)
         mine = {} if box is None else box.get(m.validator, {})
         if m.value in mine:

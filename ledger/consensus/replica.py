@@ -53,6 +53,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 STEP_RANK = {PROPOSE: 1, PREVOTE: 2, PRECOMMIT: 3}
 MAX_SYNC_BATCH = 16
+MAX_EARLY_PROPOSALS = 4
+"""Rounds of the next height whose proposal is kept while this height is being committed."""
 SYNC_BYTES_PER_S = 8 << 20
 """Block-sync replies one peer may draw, per second of the local clock (about 20,000
 events/s: faster than a chain commits, so a node that is behind still catches up)."""
@@ -253,6 +255,8 @@ class Replica:
         self._own: dict[tuple[str, int], dict[str, Any]] = {}
         """This height's own signed messages by (kind, round), re-sent by gossip."""
         self._peer_heights: dict[str, int] = {}
+        self._early: dict[int, dict[str, Any]] = {}
+        """Signed proposals for the next height by round, received before this one was committed."""
         self._sync_budgets: dict[str, _SyncBudget] = {}
         self._bad_sigs: set[bytes] = set()
         self._seen: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -377,8 +381,8 @@ class Replica:
         if type(sig) is bytes and sig in self._bad_sigs:
             self.stats.drop("bad_signature")
             return
-        if h == self.height and msg["t"] == "vote" and not self._vote_wanted(msg):
-            return  # not now; gossip brings it again when it can count
+        if h == self.height and not self._wanted(msg):
+            return  # nothing the machine would record now; gossip brings it again if that changes
         if not self._check_signature(msg):
             self.stats.drop("bad_signature")
             # Only well-sized signatures are remembered: any other length is refused
@@ -387,20 +391,36 @@ class Replica:
             if type(sig) is bytes and len(sig) == SIGNATURE_SIZE and len(self._bad_sigs) < 10_000:
                 self._bad_sigs.add(sig)
             return
+        if h > self.height and msg["t"] == "proposal":
+            # The next height's block cannot be executed before this one is committed:
+            # keep the proposal (a few, signed) and take it up when that height starts.
+            r = msg["round"]
+            if type(r) is int and 0 <= r < MAX_EARLY_PROPOSALS and msg.get("from") == self.vset.proposer(h, r):
+                self._early.setdefault(r, msg)  # one per round: the turn's proposer, first come
+            else:
+                self.stats.drop("early_proposal")
+            return
         if h == self.height:
             self._maybe_start(now_ms, out, peer_started=True)
             self._seen[key] = msg
             self.wal.append(h, msg)
         self._apply_record(msg, now_ms, out)
 
-    def _vote_wanted(self, msg: dict[str, Any]) -> bool:
-        value = msg.get("value")
-        if type(msg.get("round")) is not int or (value is not None and type(value) is not bytes):
+    def _wanted(self, msg: dict[str, Any]) -> bool:
+        """Whether the machine would record ``msg`` (of this height) now: checked before
+        its signature, so messages it would refuse (rounds far ahead, a proposal out of
+        turn, one junk value too many) cost neither a verification nor a WAL record."""
+        value, r, vr = msg.get("value"), msg.get("round"), msg.get("valid_round", -1)
+        if type(r) is not int or type(vr) is not int or (value is not None and type(value) is not bytes):
             return True  # let the full checks refuse it
         if self.machine.height != msg["height"]:
             return True  # not started yet: the machine buffers it
-        return self.machine.wants(VoteIn(str(msg.get("type")), msg["height"], msg["round"], value,
-                                         str(msg.get("from")), b""))
+        sender = str(msg.get("from"))
+        if msg["t"] == "proposal":
+            if type(value) is not bytes:
+                return True
+            return self.machine.wants(ProposalIn(msg["height"], r, value, vr, sender, True))
+        return self.machine.wants(VoteIn(str(msg.get("type")), msg["height"], r, value, sender, b""))
 
     def _check_signature(self, msg: dict[str, Any]) -> bool:
         sender = self._by_name.get(msg.get("from"))  # type: ignore[arg-type]
@@ -523,6 +543,10 @@ class Replica:
             out.append(SetTimer(("start", height + 1, 0), now_ms + self.min_block_interval_ms))
         self._maybe_start(now_ms, out)
         out.append(Send(None, self._status()))
+        early, self._early = self._early, {}
+        for msg in early.values():
+            if msg["height"] == self.height:
+                self._consensus_message(msg, now_ms, out)  # checked again, logged, executed
 
     # -- gossip and block sync ----------------------------------------------------------
     def _status(self) -> dict[str, Any]:
