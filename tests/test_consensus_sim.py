@@ -327,3 +327,35 @@ def test_a_proposal_for_the_next_height_that_arrives_early_is_voted_for(monkeypa
     prevotes = [o.msg for o in out if isinstance(o, Send) and o.msg.get("t") == "vote"
                 and o.msg["type"] == "prevote" and o.msg["height"] == 2]
     assert [v["value"] for v in prevotes] == [block_hash(second)]
+
+
+def test_a_peer_sending_bad_signatures_is_not_heard_until_the_next_height(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each bad signature costs a verification, and a junk vote can be made new each time
+    (another signature for the same round): after 64 a peer is ignored for the height.
+    An honest peer sends none: it relays only what it verified."""
+    sim = Sim(6, heights=1)
+    sim.run()
+    block1, cert1 = sim.nodes["v0"].app.blocks[0]
+    victim = Replica(name="v0", genesis=sim.genesis, app=SimApp(sim.genesis.hash), wal=MemoryWAL(),
+                     signer=sim.nodes["v0"].signer)
+    victim.start(0)
+    checked = []
+    real_verify = replica.verify_signature
+    monkeypatch.setattr(replica, "verify_signature", lambda *a: checked.append(1) or real_verify(*a))
+    for i in range(1_000):
+        vote = _signed(sim, "v2", {"t": "vote", "type": "prevote", "height": 1, "round": 0, "value": None})
+        victim.on_message("v1", dict(vote, sig=i.to_bytes(4, "big") * 16), 1)  # v1 relays junk
+    for i in range(200):
+        forged = cert1.to_dict()
+        forged["precommits"] = [{"validator": n, "sig": bytes([i]) * 64} for n, _ in cert1.precommits]
+        victim.on_message("v1", {"t": "commit", "chain": "sim", "height": 1, "block": block1, "cert": forged}, 2)
+    assert len(checked) <= replica.MAX_BAD_SIGNATURES_PER_PEER
+    assert victim.stats.dropped["peer_muted"] == 1_000 + 200 - replica.MAX_BAD_SIGNATURES_PER_PEER
+    # others are still heard: v3 brings the block with its genuine certificate
+    victim.on_message("v3", {"t": "commit", "chain": "sim", "height": 1, "block": block1, "cert": cert1.to_dict()}, 3)
+    assert victim.app.committed_height() == 1
+    # and at the new height v1 is heard again
+    checked.clear()
+    vote = _signed(sim, "v2", {"t": "vote", "type": "prevote", "height": 2, "round": 0, "value": None})
+    victim.on_message("v1", vote, 4)
+    assert checked == [1] and ("vote", "prevote", 0, "v2", None) in victim._seen

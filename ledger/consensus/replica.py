@@ -53,6 +53,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 STEP_RANK = {PROPOSE: 1, PREVOTE: 2, PRECOMMIT: 3}
 MAX_SYNC_BATCH = 16
+MAX_BAD_SIGNATURES_PER_PEER = 64
+"""A peer that sent this many bad signatures or certificates at one height is not heard
+again until the next: each costs a verification, and an honest peer sends none."""
 MAX_EARLY_PROPOSALS = 4
 """Rounds of the next height whose proposal is kept while this height is being committed."""
 SYNC_BYTES_PER_S = 8 << 20
@@ -255,6 +258,8 @@ class Replica:
         self._own: dict[tuple[str, int], dict[str, Any]] = {}
         """This height's own signed messages by (kind, round), re-sent by gossip."""
         self._peer_heights: dict[str, int] = {}
+        self._bad_from: dict[str, int] = {}
+        """Bad signatures (and certificates) each peer sent at this height."""
         self._early: dict[int, dict[str, Any]] = {}
         """Signed proposals for the next height by round, received before this one was committed."""
         self._sync_budgets: dict[str, _SyncBudget] = {}
@@ -327,13 +332,13 @@ class Replica:
         kind = msg.get("t")
         try:
             if kind in ("proposal", "vote"):
-                self._consensus_message(msg, now_ms, out)
+                self._consensus_message(msg, now_ms, out, sender)
             elif kind == "status":
                 self._on_status(sender, msg, out)
             elif kind == "sync_req":
                 self._on_sync_req(sender, msg, now_ms, out)
             elif kind == "commit":
-                self._on_commit(msg, now_ms, out)
+                self._on_commit(sender, msg, now_ms, out)
             else:
                 self.stats.drop("unknown_type")
         except StorageError:
@@ -364,7 +369,20 @@ class Replica:
         return out
 
     # -- consensus messages -------------------------------------------------------------
-    def _consensus_message(self, msg: dict[str, Any], now_ms: int, out: list[Out]) -> None:
+    def _muted(self, sender: str | None) -> bool:
+        """Whether ``sender`` sent too many bad signatures at this height to be heard again
+        before the next one (an honest peer relays only what it verified: it sends none)."""
+        if sender is not None and self._bad_from.get(sender, 0) >= MAX_BAD_SIGNATURES_PER_PEER:
+            self.stats.drop("peer_muted")
+            return True
+        return False
+
+    def _blame(self, sender: str | None) -> None:
+        if sender is not None:
+            self._bad_from[sender] = self._bad_from.get(sender, 0) + 1
+
+    def _consensus_message(self, msg: dict[str, Any], now_ms: int, out: list[Out], sender: str | None = None
+                           ) -> None:
         h = msg["height"]
         if type(h) is not int or msg.get("chain") != self.chain:
             self.stats.drop("wrong_chain")
@@ -383,8 +401,11 @@ class Replica:
             return
         if h == self.height and not self._wanted(msg):
             return  # nothing the machine would record now; gossip brings it again if that changes
+        if self._muted(sender):
+            return
         if not self._check_signature(msg):
             self.stats.drop("bad_signature")
+            self._blame(sender)
             # Only well-sized signatures are remembered: any other length is refused
             # without a verification anyway, and remembering frame-sized junk would let
             # a peer pin 10_000 frames of memory until the next commit.
@@ -538,6 +559,7 @@ class Replica:
         self._own.clear()
         self._seen.clear()
         self._bad_sigs.clear()
+        self._bad_from.clear()
         self._idle_since = now_ms
         if self.min_block_interval_ms:
             out.append(SetTimer(("start", height + 1, 0), now_ms + self.min_block_interval_ms))
@@ -623,7 +645,7 @@ class Replica:
             out.append(Send(sender, {"t": "commit", "chain": self.chain, "height": k, "block": payload,
                                      "cert": cert.to_dict()}))
 
-    def _on_commit(self, msg: dict[str, Any], now_ms: int, out: list[Out]) -> None:
+    def _on_commit(self, sender: str, msg: dict[str, Any], now_ms: int, out: list[Out]) -> None:
         """A committed block from a peer: check its certificate and contents, then apply."""
         h = msg["height"]
         if msg.get("chain") != self.chain:
@@ -634,6 +656,8 @@ class Replica:
             return
         if h != self.height:
             return  # a block we have, or one we cannot check yet: not the sender's fault
+        if self._muted(sender):
+            return
         cert = CommitCertificate.from_dict(msg["cert"])
         claimed = self.app.value_of(msg["block"])
         if claimed is None:
@@ -644,6 +668,7 @@ class Replica:
             verify_commit(cert, self.chain, h, claimed, self.validators)
         except LedgerError:
             self.stats.drop("bad_sync_certificate")
+            self._blame(sender)
             return
         value, valid = self.app.validate(h, msg["block"], "", now_ms)
         if value != claimed or not valid:
