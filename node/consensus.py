@@ -34,6 +34,10 @@ from .node import Node
 
 log = logging.getLogger("lambtrace.consensus")
 
+MAX_FORGED_RELAYED = 64
+"""A peer that relays this many events with bad signatures within ``RELAY_WINDOW_MS`` has
+its relayed events ignored for the rest of that window."""
+RELAY_WINDOW_MS = 60_000
 MAX_CLOCK_DRIFT_MS = 10_000
 """A proposed block's time may be at most this far ahead of the local clock."""
 
@@ -275,7 +279,10 @@ class ConsensusDriver:
         self._seq = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._events_q: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=1_000)
+        self._events_q: queue.Queue[tuple[str, list[bytes]] | None] = queue.Queue(maxsize=1_000)
+        self._relay_lock = threading.Lock()
+        self._relay_bad: dict[str, tuple[int, int]] = {}
+        """Per peer: (start of its window, relayed events with bad signatures in it)."""
         """Relayed events wait here for admission on their own thread, so a big batch
         never holds up consensus messages."""
         self._admitter: threading.Thread | None = None
@@ -314,18 +321,42 @@ class ConsensusDriver:
     def _admit_relayed(self) -> None:
         limits = self.node.limits
         while not self._stop.is_set():
-            leaves = self._events_q.get()
-            if leaves is None:
+            item = self._events_q.get()
+            if item is None:
                 return
+            sender, leaves = item
             values = [leaf for leaf in leaves[: limits.max_events_per_request] if type(leaf) is bytes]
             if values:
                 try:
-                    self.node.submit_leaves(values, local=False)
+                    results = self.node.submit_leaves(values, local=False)
+                    self._count_forged(sender, sum(1 for r in results if r.get("code") == "bad_signature"))
                 except LedgerError as exc:
                     log.debug("relayed events refused: %s", exc.code)
                 except Exception:  # admission of relayed events is best effort
                     log.exception("relayed events failed")
                 self.deliver("", {"t": "_poke"})
+
+    def _count_forged(self, sender: str, n: int) -> None:
+        """Remember that ``sender`` relayed ``n`` events whose signatures do not verify."""
+        if not n:
+            return
+        now = self.clock()
+        with self._relay_lock:
+            start, bad = self._relay_bad.get(sender, (now, 0))
+            if now - start >= RELAY_WINDOW_MS:
+                start, bad = now, 0
+            self._relay_bad[sender] = (start, bad + n)
+            if bad < MAX_FORGED_RELAYED <= bad + n:
+                log.warning("peer %s relayed %d events with bad signatures; its events are ignored for %d s",
+                            sender, bad + n, RELAY_WINDOW_MS // 1000)
+
+    def _relay_muted(self, sender: str) -> bool:
+        """Whether events relayed by ``sender`` are ignored for now.  An honest peer relays
+        only events it admitted, so their signatures verify: a peer whose relayed events do
+        not is faulty, and each of them costs a verification here."""
+        with self._relay_lock:
+            start, bad = self._relay_bad.get(sender, (0, 0))
+            return bad >= MAX_FORGED_RELAYED and self.clock() - start < RELAY_WINDOW_MS
 
     def _carry_out(self, outs: list[Out]) -> None:
         for o in outs:
@@ -382,9 +413,11 @@ class ConsensusDriver:
                 self.replica.stats.drop("wrong_chain")
             elif type(msg.get("events")) is not list:
                 self.replica.stats.drop("malformed")
+            elif self._relay_muted(sender):
+                self.replica.stats.drop("relay_muted")
             else:
                 try:
-                    self._events_q.put_nowait(msg["events"])
+                    self._events_q.put_nowait((sender, msg["events"]))
                 except queue.Full:
                     self.dropped_inbox += 1
                     self.replica.stats.drop("events_queue_full")

@@ -242,3 +242,33 @@ def test_a_validator_without_its_sign_guard_is_warned_about(tmp_path: Path, capl
     finally:
         node.stop()
         store.close()
+
+
+def test_a_peer_relaying_forged_events_is_ignored_for_a_while(cluster: Cluster) -> None:
+    """An honest peer relays only events it admitted, whose signatures verify; each forged
+    one costs a verification here, so a peer that relays 64 is not heard for a minute."""
+    from ledger import codec
+
+    w = cluster.world
+    cluster.nodes["n0"].submit(base(w))
+    assert wait_until(lambda: all(n.store.log_size == 10 for n in cluster.nodes.values()), 30)
+    victim, driver = cluster.nodes["n0"], cluster.net.drivers["n0"]
+
+    def leaf(i: int, forge: bool) -> bytes:
+        ev = w.tag("agent", f"3152523000000{i:02d}")
+        if forge:
+            sig = ev["sigs"][0]["sig"]
+            ev["sigs"][0]["sig"] = bytes([sig[0] ^ 1]) + sig[1:]
+        return codec.encode(ev)
+
+    for b in range(10):
+        driver.deliver("n3", {"t": "events", "chain": w.chain, "events": [leaf(10 + i, True) for i in range(40)]})
+        time.sleep(0.05 if b < 2 else 0)  # the first two batches are judged before the rest arrive
+    assert wait_until(lambda: victim.metrics.rejected.get("bad_signature", 0) >= 80, 10)
+    assert wait_until(lambda: driver.replica.stats.dropped.get("relay_muted", 0) >= 1, 10)
+    time.sleep(0.5)
+    assert victim.metrics.rejected.get("bad_signature", 0) < 400  # not all 400 were verified
+    # the forgeries' genuine twins, relayed by an honest peer, are admitted and committed
+    genuine = [leaf(10 + i, False) for i in range(40)]
+    driver.deliver("n1", {"t": "events", "chain": w.chain, "events": genuine})
+    assert wait_until(lambda: all(n.store.log_size == 50 for n in cluster.nodes.values()), 30), cluster.heights()
