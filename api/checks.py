@@ -219,17 +219,22 @@ class LabelChecks:
         return self.stats(label)
 
     def check_code(self, label: str, commitment: bytes, code: str, now_ms: int, place: str | None,
-                   client: bytes) -> dict[str, Any]:
+                   client: bytes, *, mono_ms: int | None = None) -> dict[str, Any]:
         """Check ``code`` against ``label``'s ``commitment`` from the ledger.
+
+        ``now_ms`` (wall clock) stamps what is recorded; the wrong-code windows run on
+        ``mono_ms`` (a monotonic clock; ``now_ms`` when not given), so a wall clock
+        stepped back does not lock clients out until it catches up.
 
         Raises ``too_many_attempts`` (429) while this client or the label is over its
         wrong-code limit, ``bad_code`` (400) for a malformed or wrong code (a wrong one
         counts against both limits).  On success records the first verification (time,
         place) and the place, and answers ``{"ok": true, "first": ..., **stats}``.
         """
+        t = now_ms if mono_ms is None else mono_ms
         with self._lock:
-            wait = max(self._per_client.retry_after_ms((client, label), now_ms),
-                       self._per_label.retry_after_ms(label, now_ms))
+            wait = max(self._per_client.retry_after_ms((client, label), t),
+                       self._per_label.retry_after_ms(label, t))
             if wait:
                 raise ApiError("too_many_attempts", "too many wrong codes for this label; try again later",
                                status=429, retry_after_s=-(-wait // 1000))
@@ -238,8 +243,8 @@ class LabelChecks:
                 raise ApiError("bad_code", f"a check code is {CHECK_LEN} letters and digits (as printed, "
                                "in three groups of four)", reason="format")
             if not hmac.compare_digest(check_commitment(label, canonical), commitment):
-                left = self._per_client.add((client, label), now_ms)
-                self._per_label.add(label, now_ms)
+                left = self._per_client.add((client, label), t)
+                self._per_label.add(label, t)
                 raise ApiError("bad_code", "the check code does not match this label", reason="mismatch",
                                attempts_left=left)
             first = self.kv.get(self._key(label, b"f")) is None

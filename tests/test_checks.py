@@ -135,6 +135,22 @@ def test_limiter_window_and_bounds() -> None:
     assert store.check_code(LABEL, commitment, CANON, 600_000, None, b"4")["ok"] is True
 
 
+
+def test_a_wall_clock_stepped_back_does_not_prolong_a_lockout() -> None:
+    """The windows run on the monotonic clock; the wall clock only stamps the record."""
+    store = LabelChecks(MemoryKV(), CheckConfig(wrong_per_client=2, wrong_per_label=10))
+    commitment = check_commitment(LABEL, CANON)
+    wall, mono = 1_800_000_000_000, 5_000
+    for _ in range(2):
+        with pytest.raises(Exception, match="does not match"):
+            store.check_code(LABEL, commitment, "AAAAAAAAAAAA", wall, None, b"1", mono_ms=mono)
+    with pytest.raises(Exception, match="too many"):
+        store.check_code(LABEL, commitment, CANON, wall, None, b"1", mono_ms=mono + 1)
+    wall -= 3_600_000  # stepped back an hour
+    window = store.config.window_ms
+    ok = store.check_code(LABEL, commitment, CANON, wall + window, None, b"1", mono_ms=mono + window)
+    assert ok["ok"] is True and ok["first_verified_at"] == wall + window
+
 def test_scans_are_counted_and_flag_a_clone_over_the_threshold(world: World) -> None:
     s = Served(world.new_node(MemoryKV()))
     try:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
@@ -90,4 +91,5 @@ def post_check(label: str) -> Response:
         raise ApiError("bad_code", "code is the scratch-off check code (a string)", reason="format")
     place = normalize_place(body.get("place"))
     store = checks()
-    return respond(store.check_code(lid, lab["check"], code, _now(), place, store.client_key(request.remote_addr)))
+    return respond(store.check_code(lid, lab["check"], code, _now(), place, store.client_key(request.remote_addr),
+                                    mono_ms=int(time.monotonic() * 1000)))
