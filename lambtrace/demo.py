@@ -471,6 +471,8 @@ def run_demo(args: argparse.Namespace) -> int:
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 p.kill()
+        if procs and stopping:
+            _say(f"stopped {len(procs)} node process(es); the chain stays in {d}: run the demo again to resume it")
 
 
 def _run(d: Path, state: dict[str, Any], genesis: Genesis, urls: list[str], procs: list[subprocess.Popen[bytes]],

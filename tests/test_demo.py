@@ -57,6 +57,7 @@ def test_demo_runs_serves_and_resumes(tmp_path: Path) -> None:
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert "consumer page" in out and "demo.json" in out
+    assert "stopped 1 node process(es); the chain stays in" in out  # Ctrl-C says what became of it
     assert wait_until(lambda: not pid_alive(node["pid"]), 20), "the node outlived the demo"
 
     again = demo(tmp_path, port, "--exit-when-ready")
