@@ -100,6 +100,7 @@ class LevelKV:
             )
         except Exception as exc:  # plyvel.Error, IOError: another process holds the lock, ...
             raise StorageError(f"cannot open LevelDB at {path}: {exc}", code="storage_unavailable") from exc
+        self._db_error: type[Exception] = plyvel.Error
         self.write_fault: StorageError | None = None
         """The first failed write.  LevelDB may leave part of a failed record in its log
         file; a later write appended after it (once space is free again) is acknowledged
@@ -117,8 +118,6 @@ class LevelKV:
         if self.write_fault is not None:
             raise StorageError(f"the store refuses writes since one failed ({self.write_fault.message}); "
                                "free space or fix the disk, then restart the node", code="storage_unavailable")
-        import plyvel
-
         try:
             # transaction: a batch that raises while being filled is not written at all
             with self._db.write_batch(sync=sync, transaction=True) as wb:
@@ -126,7 +125,7 @@ class LevelKV:
                     wb.delete(k)
                 for k, v in puts.items():
                     wb.put(k, v)
-        except plyvel.Error as exc:
+        except self._db_error as exc:
             message = f"LevelDB write failed: {exc}"
             self.write_fault = StorageError(message, code="storage_unavailable")
             raise StorageError(message, code="storage_unavailable") from exc
