@@ -192,10 +192,19 @@ def _components() -> dict[str, Any]:
                               "description": "in a network: frames sent, received and dropped, by reason"},
                 "replica": {
                     "type": "object",
-                    "description": "in a network: blocks decided by consensus, fetched by sync, messages dropped",
+                    "description": "in a network: blocks decided by consensus, fetched by sync, messages dropped "
+                                   "(by reason), signatures the sign guard refused",
                     "properties": {"decided": {"type": "integer"}, "late_rounds": {"type": "integer"},
                                    "synced": {"type": "integer"},
-                                   "dropped": {"type": "integer"}},
+                                   "dropped": {"type": "object", "additionalProperties": {"type": "integer"}},
+                                   "refused_to_sign": {"type": "integer"}},
+                },
+                "sign_guard": {
+                    "type": ["object", "null"],
+                    "description": "a validator in a network: the last (height, round, step) it signed, and, while "
+                                   "its lost guard keeps it from signing, the block time (ms) it waits for",
+                    "properties": {"height": {"type": "integer"}, "round": {"type": "integer"},
+                                   "step": {"type": "integer"}, "paused_until": {"type": ["integer", "null"]}},
                 },
             },
         },

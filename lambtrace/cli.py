@@ -132,7 +132,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     from .config import NodeConfig
     from .runner import serve
 
-    return serve(NodeConfig.load(args.config))
+    return serve(NodeConfig.load(args.config), fresh_sign_guard=args.fresh_sign_guard)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -208,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("node", help="run one node")
     s.add_argument("--config", required=True, help="node config JSON")
+    s.add_argument("--fresh-sign-guard", action="store_true",
+                   help="a validator whose sign guard file is lost signs at once with a new one, instead of "
+                        "waiting until its peers commit a block after its start; only when no other instance "
+                        "of it has signed at the network's current height (docs/backup.md)")
     s.set_defaults(func=cmd_node)
 
     s = sub.add_parser("keygen", help="create a key file (encrypted unless --insecure-plain)")

@@ -42,9 +42,9 @@ def open_node(cfg: NodeConfig, *, passphrase: str | None = None) -> Node:
 class Consensus:
     """The replica, its driver and the transport of a multi-validator node."""
 
-    def __init__(self, cfg: NodeConfig, node: Node) -> None:
+    def __init__(self, cfg: NodeConfig, node: Node, *, fresh_sign_guard: bool = False) -> None:
         from ledger.consensus.replica import Replica
-        from node.consensus import ConsensusDriver, FileGuard, FileWAL, NodeApp
+        from node.consensus import ConsensusDriver, FileGuard, FileWAL, NodeApp, open_guard
         from node.transport import TransportThread
 
         g = node.genesis
@@ -55,12 +55,10 @@ class Consensus:
         wal.own_name = cfg.name
         validator_signer = node.signer if g.validator(cfg.name) is not None else None
         guard_path = cfg.data / "sign-guard.json"
-        if validator_signer is not None and node.store.height > 0 and not guard_path.exists():
-            log.warning("no sign guard at %s, though the chain here is at height %d: if this validator "
-                        "signed elsewhere (another machine, an older copy of this directory), stop that "
-                        "instance first, or its votes and these may conflict", guard_path, node.store.height)
+        self.guard = (open_guard(guard_path, node, fresh=fresh_sign_guard) if validator_signer is not None
+                      else None)
         self.replica = Replica(name=cfg.name, genesis=g, app=NodeApp(node), wal=wal, signer=validator_signer,
-                               guard=FileGuard(guard_path),
+                               guard=self.guard if self.guard is not None else FileGuard(guard_path),
                                min_block_interval_ms=cfg.min_block_interval_ms)
         known = {v.name: (v.alg, v.pub) for v in g.validators}
         for o in cfg.observers:
@@ -95,7 +93,9 @@ class Consensus:
                 "transport": self.transport.stats, "replica": {"decided": self.replica.stats.decided,
                                                               "late_rounds": self.replica.stats.late_rounds,
                                                               "synced": self.replica.stats.synced,
-                                                              "dropped": self.replica.stats.dropped}}
+                                                              "dropped": self.replica.stats.dropped,
+                                                              "refused_to_sign": self.replica.stats.refused_to_sign},
+                "sign_guard": self.guard.status() if self.guard is not None else None}
 
 
 def _server(cfg: NodeConfig, app: Any) -> Any:
@@ -151,8 +151,11 @@ def _json_error_channel() -> type:
     return JsonErrorChannel
 
 
-def serve(cfg: NodeConfig, *, ready: threading.Event | None = None) -> int:
-    """Run the node until SIGINT/SIGTERM.  Returns the process exit code."""
+def serve(cfg: NodeConfig, *, ready: threading.Event | None = None, fresh_sign_guard: bool = False) -> int:
+    """Run the node until SIGINT/SIGTERM.  Returns the process exit code.
+
+    ``fresh_sign_guard``: a validator whose sign guard was lost signs at once instead of
+    waiting for its peers to commit a block after its start (:func:`node.consensus.open_guard`)."""
     from api import create_app
 
     from .tuning import tune_process
@@ -163,7 +166,8 @@ def serve(cfg: NodeConfig, *, ready: threading.Event | None = None) -> int:
     )
     try:
         node = open_node(cfg)
-        consensus = Consensus(cfg, node) if len(node.genesis.validators) > 1 or cfg.role == "observer" else None
+        consensus = (Consensus(cfg, node, fresh_sign_guard=fresh_sign_guard)
+                     if len(node.genesis.validators) > 1 or cfg.role == "observer" else None)
     except LedgerError as exc:
         log.error("cannot start: %s (%s)", exc.message, exc.code)
         return 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -76,9 +77,10 @@ class RealCluster:
     def url(self, n: str) -> str:
         return f"http://127.0.0.1:{self.api[n]}"
 
-    def start(self, n: str) -> None:
+    def start(self, n: str, *extra: str) -> None:
         log = open(self.tmp / f"{n}.log", "ab")  # noqa: SIM115
-        self.procs[n] = subprocess.Popen([sys.executable, "-m", "lambtrace", "node", "--config", str(self.configs[n])],
+        self.procs[n] = subprocess.Popen([sys.executable, "-m", "lambtrace", "node", "--config", str(self.configs[n]),
+                                          *extra],
                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         assert wait_until(lambda: self.healthy(n), 30), (self.tmp / f"{n}.log").read_text()[-3000:]
 
@@ -193,6 +195,39 @@ def test_sigkill_one_node_under_load(cluster: RealCluster) -> None:
     for eid in load.committed:  # nothing reported committed is lost, on any node
         for n in NAMES:
             assert Client(cluster.url(n)).event(eid)["state"] == "committed"
+    assert wait_until(lambda: len(set(cluster.heights(NAMES).values())) == 1, 30)
+    same_chain(cluster, NAMES)
+
+
+def test_a_validator_restarted_without_its_sign_guard_follows_but_does_not_sign(cluster: RealCluster) -> None:
+    """Its guard lost (and its WAL), a validator process follows the chain but signs
+    nothing while the other three commit; told ``--fresh-sign-guard``, it signs at once."""
+    victim = "banner-152526"
+    cluster.kill(victim)
+    data = cluster.tmp / victim
+    (data / "sign-guard.json").unlink()
+    shutil.rmtree(data / "wal")
+    cluster.start(victim)
+    st = cluster.status(victim)
+    assert st["sign_guard"]["paused_until"] is not None, st
+    load = Load(cluster, 3000)
+    load.thread.start()
+    try:
+        before = cluster.heights()
+        assert wait_until(lambda: all(h > before[n] + 2 for n, h in cluster.heights().items()), 40), (
+            before, cluster.heights())
+        st = cluster.status(victim)
+        assert st["sign_guard"]["paused_until"] is not None and st["replica"]["refused_to_sign"] > 0, st
+        assert not (data / "sign-guard.json").exists()
+        cluster.kill(victim)
+        cluster.start(victim, "--fresh-sign-guard")
+        assert cluster.status(victim)["sign_guard"]["paused_until"] is None
+        assert wait_until(lambda: (data / "sign-guard.json").exists(), 40), cluster.heights()
+    finally:
+        load.stop.set()
+        load.thread.join(timeout=20)
+    log = (cluster.tmp / f"{victim}.log").read_text()
+    assert "the guard was lost, so this validator signs nothing" in log and "starting a fresh one" in log
     assert wait_until(lambda: len(set(cluster.heights(NAMES).values())) == 1, 30)
     same_chain(cluster, NAMES)
 

@@ -12,7 +12,7 @@ import pytest
 from helpers import OFFICE, wait_until
 from ledger.consensus.replica import Replica
 from ledger.genesis import Genesis, Params, Validator
-from node.consensus import ConsensusDriver, FileGuard, FileWAL, NodeApp
+from node.consensus import LOST_GUARD_MARGIN_MS, ConsensusDriver, FileGuard, FileWAL, NodeApp, open_guard
 from node.kv import LevelKV
 from node.node import Node
 from node.store import ChainStore
@@ -66,7 +66,7 @@ class Cluster:
         wal = FileWAL(d / "wal")
         wal.own_name = name
         replica = Replica(name=name, genesis=self.world.genesis, app=NodeApp(node), wal=wal, signer=self.keys[name],
-                          guard=FileGuard(d / "guard.json"))
+                          guard=open_guard(d / "guard.json", node))
         send, broadcast = self.net.sender(name)
         driver = ConsensusDriver(node, replica, send=send, broadcast=broadcast)
         node.admission_listeners.append(driver.relay_events)
@@ -217,10 +217,76 @@ def test_timers_survive_a_wall_clock_stepped_back(cluster: Cluster, monkeypatch:
         assert wait_until(lambda k=k: all(n.store.log_size == 11 + k for n in live), 30), cluster.heights()
 
 
+def test_a_validator_that_lost_its_sign_guard_sits_out_until_the_network_moved_on(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """A validator restarted on its chain without its guard (restored from a backup, the
+    file deleted) may have voted at the height the network is at now.  It signs nothing
+    until its peers commit a block timed after its start (plus the clock margin), keeps
+    following the chain meanwhile, and signs again from the next height (ADR 0014)."""
+    import shutil
+
+    w = cluster.world
+    cluster.nodes["n0"].submit(base(w))
+    assert wait_until(lambda: all(n.store.log_size == 10 for n in cluster.nodes.values()), 30)
+    cluster.kill("n3")
+    (cluster.tmp / "n3" / "guard.json").unlink()
+    shutil.rmtree(cluster.tmp / "n3" / "wal")
+    cluster.boot("n3")
+    guard = cluster.net.drivers["n3"].replica.guard
+    assert isinstance(guard, FileGuard) and guard.paused_until_ms is not None
+    assert any("the guard was lost, so this validator signs nothing" in r.getMessage() for r in caplog.records)
+    # the other three commit without it; it follows but does not vote
+    cluster.nodes["n1"].submit([w.tag("agent", f"3152523000000{i:02d}") for i in range(10, 15)])
+    assert wait_until(lambda: all(n.store.log_size == 15 for n in cluster.nodes.values()), 30), cluster.heights()
+    stats = cluster.net.drivers["n3"].replica.stats
+    assert stats.refused_to_sign > 0 and guard.paused_until_ms is not None
+    assert not (cluster.tmp / "n3" / "guard.json").exists()
+    paused_through = cluster.nodes["n3"].store.height
+    # the network's clocks pass the margin: the next block releases it
+    real = time.time
+    for node in cluster.nodes.values():
+        node.clock = lambda: int(real() * 1000) + LOST_GUARD_MARGIN_MS + 5_000  # type: ignore[method-assign]
+    cluster.nodes["n2"].submit([w.tag("agent", f"3152523000000{i:02d}") for i in range(15, 20)])
+    assert wait_until(lambda: guard.paused_until_ms is None, 30), cluster.heights()
+    released_at = guard.last[0] - 1
+    assert released_at > paused_through
+    assert wait_until(lambda: all(n.store.log_size == 20 for n in cluster.nodes.values()), 30), cluster.heights()
+    cluster.nodes["n0"].submit([w.tag("agent", f"3152523000000{i:02d}") for i in range(20, 25)])
+    assert wait_until(lambda: all(n.store.log_size == 25 for n in cluster.nodes.values()), 30), cluster.heights()
+    # it signs again, but never at or below the block that released it
+    assert wait_until(lambda: guard.last[0] > released_at and guard.last[1] >= 0, 30), guard.last
+    store = cluster.nodes["n0"].store
+    for h in range(paused_through, released_at + 1):
+        cert = store.certificate(h)
+        assert cert is not None and "n3" not in [name for name, _ in cert.precommits], h
+    assert hashes(cluster.nodes["n3"]) == hashes(cluster.nodes["n0"])
+
+
+def test_a_paused_sign_guard_refuses_until_a_later_block_and_writes_nothing(tmp_path: Path) -> None:
+    from ledger.blocks.header import Header
+
+    path = tmp_path / "sign-guard.json"
+    guard = FileGuard(path, paused_until_ms=50_000)
+
+    def header(height: int, time_ms: int) -> Header:
+        return Header(chain="c", height=height, time=time_ms, prev=bytes(32), log_size=0, log_root=bytes(32),
+                      validators=bytes(32), proposer="n0")
+
+    assert not guard.check_and_record(7, 0, 1, b"vote") and not path.exists()
+    guard.committed(header(7, 49_999))
+    assert guard.paused_until_ms == 50_000 and not path.exists()
+    assert not guard.check_and_record(8, 0, 1, b"vote")
+    guard.committed(header(8, 50_000))
+    assert guard.paused_until_ms is None and guard.last == (9, -1, 0)
+    assert not guard.check_and_record(8, 3, 3, b"late vote")
+    assert guard.check_and_record(9, 0, 1, b"vote")
+    assert FileGuard(path).last == (9, 0, 1)  # persisted: a restart keeps the guard and does not pause
+
+
 def test_a_validator_without_its_sign_guard_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """The sign guard is what keeps a validator from signing twice at one height; one that
-    starts on a chain it has been part of but without its guard (a copied data directory,
-    a deleted file) says so before it votes."""
+    """One that starts on a chain it has been part of but without its guard says so
+    before it votes, and pauses unless told ``--fresh-sign-guard``; with its guard, or on
+    a chain at height 0 (a new validator), it says nothing."""
     from helpers import World
     from lambtrace.config import NodeConfig
     from lambtrace.runner import Consensus
@@ -229,15 +295,22 @@ def test_a_validator_without_its_sign_guard_is_warned_about(tmp_path: Path, capl
     store = ChainStore(LevelKV(str(tmp_path / "chain.ldb")), w.genesis)
     node = Node(store, w.genesis, name="league", signer=w.validator, clock=lambda: w.now + 1000)
     try:
+        cfg = NodeConfig(name="league", genesis=tmp_path / "genesis.json", data=tmp_path)
+        assert Consensus(cfg, node).status()["sign_guard"]["paused_until"] is None
+        assert not [r for r in caplog.records if "no sign guard" in r.getMessage()]
         node.submit(base(w))
         node.produce_block()
-        cfg = NodeConfig(name="league", genesis=tmp_path / "genesis.json", data=tmp_path)
-        Consensus(cfg, node)
+        st = Consensus(cfg, node).status()["sign_guard"]
+        assert st["paused_until"] == w.now + 1000 + LOST_GUARD_MARGIN_MS
         warned = [r.getMessage() for r in caplog.records if "no sign guard" in r.getMessage()]
-        assert len(warned) == 1 and "height 1" in warned[0] and "stop that instance first" in warned[0]
+        assert len(warned) == 1 and "height 1" in warned[0] and "--fresh-sign-guard" in warned[0]
+        caplog.clear()
+        assert Consensus(cfg, node, fresh_sign_guard=True).status()["sign_guard"]["paused_until"] is None
+        warned = [r.getMessage() for r in caplog.records if "no sign guard" in r.getMessage()]
+        assert len(warned) == 1 and "starting a fresh one" in warned[0]
         caplog.clear()
         (tmp_path / "sign-guard.json").write_text('{"height": 2, "round": 0, "step": 1, "sign_bytes_sha256": ""}')
-        Consensus(cfg, node)
+        assert Consensus(cfg, node).status()["sign_guard"]["height"] == 2
         assert not [r for r in caplog.records if "no sign guard" in r.getMessage()]
     finally:
         node.stop()
