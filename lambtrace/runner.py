@@ -44,7 +44,7 @@ class Consensus:
 
     def __init__(self, cfg: NodeConfig, node: Node, *, fresh_sign_guard: bool = False) -> None:
         from ledger.consensus.replica import Replica
-        from node.consensus import ConsensusDriver, FileGuard, FileWAL, NodeApp, open_guard
+        from node.consensus import ConsensusDriver, FileGuard, FileWAL, NodeApp, lost_guard_pause
         from node.transport import TransportThread
 
         g = node.genesis
@@ -55,10 +55,11 @@ class Consensus:
         wal.own_name = cfg.name
         validator_signer = node.signer if g.validator(cfg.name) is not None else None
         guard_path = cfg.data / "sign-guard.json"
-        self.guard = (open_guard(guard_path, node, fresh=fresh_sign_guard) if validator_signer is not None
-                      else None)
+        self.guard = FileGuard(guard_path)
+        paused_until = (lost_guard_pause(guard_path, node, fresh=fresh_sign_guard) if validator_signer is not None
+                        else None)
         self.replica = Replica(name=cfg.name, genesis=g, app=NodeApp(node), wal=wal, signer=validator_signer,
-                               guard=self.guard if self.guard is not None else FileGuard(guard_path),
+                               guard=self.guard, paused_until_ms=paused_until,
                                min_block_interval_ms=cfg.min_block_interval_ms)
         known = {v.name: (v.alg, v.pub) for v in g.validators}
         for o in cfg.observers:
@@ -95,7 +96,9 @@ class Consensus:
                                                               "synced": self.replica.stats.synced,
                                                               "dropped": self.replica.stats.dropped,
                                                               "refused_to_sign": self.replica.stats.refused_to_sign},
-                "sign_guard": self.guard.status() if self.guard is not None else None}
+                "sign_guard": ({"height": self.guard.last[0], "round": self.guard.last[1], "step": self.guard.last[2],
+                                "paused_until": self.replica.paused_until_ms}
+                               if self.replica.signer is not None else None)}
 
 
 def _server(cfg: NodeConfig, app: Any) -> Any:
@@ -155,7 +158,7 @@ def serve(cfg: NodeConfig, *, ready: threading.Event | None = None, fresh_sign_g
     """Run the node until SIGINT/SIGTERM.  Returns the process exit code.
 
     ``fresh_sign_guard``: a validator whose sign guard was lost signs at once instead of
-    waiting for its peers to commit a block after its start (:func:`node.consensus.open_guard`)."""
+    waiting for its peers to commit a block after its start (:func:`node.consensus.lost_guard_pause`)."""
     from api import create_app
 
     from .tuning import tune_process

@@ -75,6 +75,9 @@ class NodeApp:
         self._keep(built)
         return built.header.hash, {"header": built.header.to_dict(), "events": [ev.leaf for ev in built.events]}
 
+    def time_of(self, payload: Any) -> int:
+        return int(payload["header"]["time"])
+
     def value_of(self, payload: Any) -> bytes | None:
         if type(payload) is not dict or set(payload) != {"header", "events"}:
             return None
@@ -213,17 +216,12 @@ class FileGuard:
 
     It stays outside any HSM on purpose: the token signs, this file decides whether it
     may.  Refuses an earlier (height, round, step) and a different message at the same one.
-
-    ``paused_until_ms``: the guard of a validator that lost its file (see
-    :func:`open_guard`).  It refuses every signature until :meth:`committed` sees a block
-    whose time is at least that; the guard file then starts at the next height.
     """
 
-    def __init__(self, path: Path, *, paused_until_ms: int | None = None) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
         self.last: tuple[int, int, int] = (0, -1, 0)
         self.last_hash = ""
-        self.paused_until_ms = paused_until_ms
         if path.exists():
             try:
                 d = json.loads(path.read_text())
@@ -235,32 +233,16 @@ class FileGuard:
     def check_and_record(self, height: int, round_: int, step: int, sign_bytes: bytes) -> bool:
         import hashlib
 
-        if self.paused_until_ms is not None:
-            return False
         digest = hashlib.sha256(sign_bytes).hexdigest()
         hrs = (height, round_, step)
         if hrs < self.last:
             return False
         if hrs == self.last:
             return digest == self.last_hash
-        self._write(hrs, digest)
-        return True
-
-    def committed(self, header: Header) -> None:
-        """A block was committed here: a paused guard resumes once a block's time shows
-        the network went on without this validator (:func:`open_guard`)."""
-        if self.paused_until_ms is None or header.time < self.paused_until_ms:
-            return
-        self._write((header.height + 1, -1, 0), "")  # nothing at or below this block's height
-        self.paused_until_ms = None
-        log.warning("sign guard: block %d was committed after this validator started, so it signs again "
-                    "from height %d on", header.height, header.height + 1)
-
-    def _write(self, hrs: tuple[int, int, int], digest: str) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             with open(tmp, "w") as f:
-                json.dump({"height": hrs[0], "round": hrs[1], "step": hrs[2], "sign_bytes_sha256": digest}, f)
+                json.dump({"height": height, "round": round_, "step": step, "sign_bytes_sha256": digest}, f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
@@ -268,10 +250,7 @@ class FileGuard:
             raise StorageError(f"cannot write the sign guard {self.path}: {exc.strerror or exc}",
                                code="storage_unavailable") from exc
         self.last, self.last_hash = hrs, digest
-
-    def status(self) -> dict[str, Any]:
-        return {"height": self.last[0], "round": self.last[1], "step": self.last[2],
-                "paused_until": self.paused_until_ms}
+        return True
 
 
 LOST_GUARD_MARGIN_MS = 2 * MAX_CLOCK_DRIFT_MS
@@ -280,34 +259,34 @@ signs again: a block time may run ``MAX_CLOCK_DRIFT_MS`` ahead of real time, and
 node's own clock may lag by as much."""
 
 
-def open_guard(path: Path, node: Node, *, fresh: bool = False) -> FileGuard:
-    """The sign guard of validator ``node``, paused if its file was lost.
+def lost_guard_pause(path: Path, node: Node, *, fresh: bool = False) -> int | None:
+    """The block time (ms) validator ``node`` must see committed before it signs, or None.
 
     A data directory whose chain is above height 0 but holds no guard file has lost it
     (restored from a backup, copied from another node, the file deleted), and the lost
     file may have recorded votes at the height the network is at now.  Such a validator
     signs nothing until it commits, from its peers, a block whose time is
     ``LOST_GUARD_MARGIN_MS`` past its start: that block's height is above anything it
-    can have signed before (ADR 0014).  ``fresh`` (``lambtrace node --fresh-sign-guard``)
-    skips the wait, for when the operator knows no other instance signed at the current
-    height, e.g. every validator of a halted network lost its guard.
+    can have signed before (ADR 0014; the replica applies the pause).  ``fresh``
+    (``lambtrace node --fresh-sign-guard``) skips the wait, for when the operator knows
+    no other instance signed at the current height, e.g. every validator of a halted
+    network lost its guard.
     """
-    if path.exists() or node.store.height == 0 or fresh:
-        if not path.exists() and node.store.height > 0:
-            log.warning("no sign guard at %s, though the chain here is at height %d: starting a fresh one "
-                        "(--fresh-sign-guard): if this validator signed elsewhere at the current height, its "
-                        "votes and these may conflict", path, node.store.height)
-        return FileGuard(path)
+    if path.exists() or node.store.height == 0:
+        return None
+    if fresh:
+        log.warning("no sign guard at %s, though the chain here is at height %d: starting a fresh one "
+                    "(--fresh-sign-guard): if this validator signed elsewhere at the current height, its "
+                    "votes and these may conflict", path, node.store.height)
+        return None
     until = node.clock() + LOST_GUARD_MARGIN_MS
-    guard = FileGuard(path, paused_until_ms=until)
-    node.commit_listeners.append(guard.committed)
     log.warning("no sign guard at %s, though the chain here is at height %d: the guard was lost, so this "
                 "validator signs nothing until its peers commit a block timed after %s (at least %d s from "
                 "now); it still follows and serves the chain. If the network cannot commit without it (every "
                 "validator lost its guard), restart it with --fresh-sign-guard once no other instance of it "
                 "is running", path, node.store.height,
                 time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(until / 1000)), LOST_GUARD_MARGIN_MS // 1000)
-    return guard
+    return until
 
 
 class ConsensusDriver:
@@ -347,6 +326,7 @@ class ConsensusDriver:
         never holds up consensus messages."""
         self._admitter: threading.Thread | None = None
         self.dropped_inbox = 0
+        self._paused = replica.paused_until_ms is not None
 
     def deliver(self, sender: str, msg: Any) -> None:
         """Queue a message from ``sender`` (thread-safe; drops when the inbox is full)."""
@@ -449,6 +429,10 @@ class ConsensusDriver:
                 if now >= next_tick:
                     next_tick = now + self.TICK_MS
                     self._carry_out(self.replica.tick(now))
+                if self._paused and self.replica.paused_until_ms is None:
+                    self._paused = False
+                    log.warning("sign guard: a block was committed after this validator started, so it signs "
+                                "again from height %s on", self.replica.stats.resumed_at)
             except StorageError as exc:
                 if exc.code != "storage_unavailable":
                     log.exception("consensus step failed")

@@ -1,8 +1,10 @@
 """The consensus under simulated faults: agreement, validity, monotonic heights, liveness.
 
 CI runs 500 seeds (each with drops, duplicates, delays and one of: a byzantine
-validator, a partition that heals, a crash and restart from the WAL, or a byzantine
-validator plus a crash).  ``LAMBTRACE_SLOW=1`` runs the 10,000-seed soak below; any
+validator, a partition that heals, a crash and restart from the WAL (or, for half of
+those, without the WAL and sign guard, as from a backup), or a byzantine validator plus a
+crash).  Besides the chain checkers, no honest node may sign two different proposals or
+votes for one step.  ``LAMBTRACE_SLOW=1`` runs the 10,000-seed soak below; any
 seed replays with ``python -m tests.sim.run --seed N``.
 """
 
@@ -69,6 +71,26 @@ def test_the_checkers_catch_a_fork() -> None:
     victim.app.hashes[2] = b"\x99" * 32
     with pytest.raises(SimFailure, match="two different blocks"):
         sim.check()
+
+
+def test_a_validator_that_lost_its_guard_sits_out_or_it_would_equivocate() -> None:
+    """Seed 78 restarts v1 without its WAL and sign guard.  Left to sign at once, it
+    proposes a second block at a height and round it already proposed at, which the
+    checker sees; paused until a block timed after its restart commits (ADR 0014), it
+    signs nothing twice and the network still reaches the target height."""
+    from sim.sim import LIVENESS_BOUND_MS, scenario
+
+    faults = scenario(78)
+    assert faults.lose_guard and faults.crashes[0][0] == "v1"
+    bound = faults.crashes[0][2] + LIVENESS_BOUND_MS
+    with pytest.raises(SimFailure, match="v1 signed two different"):
+        Sim(78, faults=faults, pause_lost_guard=False).run(max_ms=bound)
+    sim = Sim(78, faults=scenario(78))
+    sim.run(max_ms=bound)
+    assert sim.done()
+    v1 = sim.nodes["v1"].replica
+    assert v1 is not None and v1.paused_until_ms is None and v1.stats.resumed_at is not None
+    assert v1.stats.refused_to_sign > 0 and sim.signed  # it was asked to sign while paused
 
 
 def test_no_progress_without_a_quorum() -> None:

@@ -142,6 +142,10 @@ class App(Protocol):
         """Store a decided block (its certificate already checked)."""
         ...
 
+    def time_of(self, payload: Any) -> int:
+        """The block time (ms, the proposer's wall clock) of a committed ``payload``."""
+        ...
+
     def committed(self, height: int) -> tuple[Any, CommitCertificate] | None:
         """A committed block and its certificate, for peers that are behind."""
         ...
@@ -215,6 +219,8 @@ class Stats:
     """Rounds beyond the first that decisions needed (a proposal late or refused)."""
     synced: int = 0
     refused_to_sign: int = 0
+    resumed_at: int | None = None
+    """The height from which a validator whose guard was lost signs again."""
 
     def drop(self, why: str) -> None:
         self.dropped[why] = self.dropped.get(why, 0) + 1
@@ -235,6 +241,7 @@ class Replica:
         timeouts: Timeouts | None = None,
         heartbeat_ms: int = 60_000,
         min_block_interval_ms: int = 0,
+        paused_until_ms: int | None = None,
     ) -> None:
         self.name = name
         self.genesis = genesis
@@ -249,6 +256,10 @@ class Replica:
             raise LedgerError("this node's key is not the one genesis names for it", code="wrong_node_key")
         self.signer = signer if is_validator else None
         self.guard = guard if guard is not None else MemoryGuard()
+        self.paused_until_ms = paused_until_ms if self.signer is not None else None
+        """Set for a validator whose sign guard was lost: it signs nothing until a block
+        timed at least this (ms) is committed, then records that block's height + 1 in its
+        guard and signs from there (ADR 0014)."""
         p = genesis.params
         self.timeouts = timeouts or Timeouts(p.timeout_propose_ms, p.timeout_prevote_ms, p.timeout_precommit_ms,
                                              p.timeout_delta_ms)
@@ -509,7 +520,7 @@ class Replica:
     def _sign(self, h: int, r: int, step: str, data: bytes) -> bytes | None:
         if self.signer is None:
             return None
-        if not self.guard.check_and_record(h, r, STEP_RANK[step], data):
+        if self.paused_until_ms is not None or not self.guard.check_and_record(h, r, STEP_RANK[step], data):
             self.stats.refused_to_sign += 1
             return None
         return self.signer.sign(data)
@@ -553,6 +564,10 @@ class Replica:
 
     def _commit(self, height: int, payload: Any, cert: CommitCertificate, now_ms: int, out: list[Out]) -> None:
         self.app.commit(height, payload, cert)
+        if self.paused_until_ms is not None and self.app.time_of(payload) >= self.paused_until_ms:
+            self.guard.check_and_record(height + 1, -1, 0, b"")  # nothing at or below this height
+            self.paused_until_ms = None
+            self.stats.resumed_at = height + 1
         self.stats.decided += 1
         self.wal.forget_below(height + 1)
         self._payloads.clear()

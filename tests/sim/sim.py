@@ -67,6 +67,9 @@ class SimApp:
     def committed(self, height: int) -> tuple[Any, CommitCertificate] | None:
         return self.blocks[height - 1] if 0 < height <= len(self.blocks) else None
 
+    def time_of(self, payload: Any) -> int:
+        return int(payload["time"])
+
 
 def block_hash(payload: dict[str, Any]) -> bytes:
     return hashlib.sha256(codec.encode(payload)).digest()
@@ -82,6 +85,10 @@ class Faults:
     crashes: list[tuple[str, int, int]] = field(default_factory=list)
     """(node, crash at ms, restart at ms)."""
     byzantine: str | None = None
+    lose_guard: bool = False
+    """A crashed node comes back without its WAL and sign guard (its chain kept), as a
+    validator restored from a backup: it must sit out until a block timed after its
+    restart is committed (ADR 0014)."""
 
 
 @dataclass
@@ -99,8 +106,12 @@ class Node:
 class Sim:
     TICK_MS = 200
 
-    def __init__(self, seed: int, *, n: int = 4, heights: int = 6, faults: Faults | None = None) -> None:
+    def __init__(self, seed: int, *, n: int = 4, heights: int = 6, faults: Faults | None = None,
+                 pause_lost_guard: bool = True) -> None:
         self.seed = seed
+        self.pause_lost_guard = pause_lost_guard
+        self.signed: dict[tuple[str, str, str, int, int], Any] = {}
+        """Every proposal and vote an honest node sent: (node, kind, vote type, height, round) -> value."""
         self.rng = random.Random(seed)
         self.faults = faults or Faults()
         self.target = heights
@@ -133,15 +144,17 @@ class Sim:
         self._seq += 1
         heapq.heappush(self._q, (at, self._seq, kind, to, data))
 
-    def _new_replica(self, node: Node) -> Replica:
+    def _new_replica(self, node: Node, paused_until_ms: int | None = None) -> Replica:
         return Replica(name=node.name, genesis=self.genesis, app=node.app, wal=node.wal, signer=node.signer,
-                       guard=node.guard)
+                       guard=node.guard, paused_until_ms=paused_until_ms)
 
     def _carry_out(self, node: Node, outs: list[Out]) -> None:
         for o in outs:
             if isinstance(o, SetTimer):
                 self._push(o.at_ms, "timer", node.name, (node.epoch, o.key))
             elif isinstance(o, Send):
+                if node.name != self.faults.byzantine:
+                    self._check_signed(node.name, o.msg)
                 for msg_to, msg in self._byzantine(node, o):
                     targets = [msg_to] if msg_to is not None else [n for n in self.nodes if n != node.name]
                     for t in targets:
@@ -209,7 +222,12 @@ class Sim:
                 node.epoch += 1
             elif kind == "restart":
                 node.up = True
-                node.replica = self._new_replica(node)
+                if self.faults.lose_guard:
+                    node.wal, node.guard = MemoryWAL(), MemoryGuard()
+                    # the sim's nodes share one clock: any block proposed before the crash is older
+                    node.replica = self._new_replica(node, self.now if self.pause_lost_guard else None)
+                else:
+                    node.replica = self._new_replica(node)
                 self._carry_out(node, node.replica.start(self.now))
                 self._push(self.now + self.TICK_MS, "tick", to, node.epoch)
             elif not node.up or node.replica is None:
@@ -238,6 +256,15 @@ class Sim:
         return all(n.app.committed_height() >= self.target for n in self.honest())
 
     # -- checkers -----------------------------------------------------------------------
+    def _check_signed(self, name: str, msg: dict[str, Any]) -> None:
+        """No honest node signs two different proposals or votes for one step."""
+        if msg.get("t") not in ("proposal", "vote") or msg.get("from") != name:
+            return
+        key = (name, msg["t"], msg.get("type", ""), msg["height"], msg["round"])
+        if self.signed.setdefault(key, msg["value"]) != msg["value"]:
+            raise SimFailure(f"seed {self.seed}: {name} signed two different {msg['t']}s at height "
+                             f"{msg['height']} round {msg['round']} {msg.get('type', '')}")
+
     def check(self) -> None:
         honest = self.honest()
         for n in honest:
@@ -276,6 +303,7 @@ def scenario(seed: int) -> Faults:
         victim = rng.choice(names)
         at = rng.randrange(0, 3_000)
         f.crashes = [(victim, at, at + rng.randrange(100, 5_000))]
+        f.lose_guard = rng.random() < 0.5
     else:
         f.byzantine = rng.choice(names)
         at = rng.randrange(0, 3_000)
