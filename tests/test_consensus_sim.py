@@ -85,7 +85,7 @@ def test_a_validator_that_lost_its_guard_sits_out_or_it_would_equivocate() -> No
     bound = faults.crashes[0][2] + LIVENESS_BOUND_MS
     with pytest.raises(SimFailure, match="v1 signed two different"):
         Sim(78, faults=faults, pause_lost_guard=False).run(max_ms=bound)
-    sim = Sim(78, faults=scenario(78))
+    sim = Sim(78, heights=12, faults=scenario(78))  # heights enough to see it sign again
     sim.run(max_ms=bound)
     assert sim.done()
     v1 = sim.nodes["v1"].replica
@@ -349,6 +349,31 @@ def test_a_proposal_for_the_next_height_that_arrives_early_is_voted_for(monkeypa
     prevotes = [o.msg for o in out if isinstance(o, Send) and o.msg.get("t") == "vote"
                 and o.msg["type"] == "prevote" and o.msg["height"] == 2]
     assert [v["value"] for v in prevotes] == [block_hash(second)]
+
+
+def test_a_vote_for_the_next_height_that_arrives_early_is_logged_and_gossiped() -> None:
+    """Regression: a vote for the next height, arriving while this node still finished
+    the last one, went into the state machine's buffer but not into what the node logs
+    and gossips.  Its signer re-sends it itself; but once that signer crashed for good (or
+    came back without its WAL) nobody did, and a peer that had missed it could never see
+    the polka it completed: two locked nodes and one that was not stalled the height
+    (simulator seeds 4494, 7686 and 8126)."""
+    sim = Sim(5, heights=2)
+    sim.run()
+    first, cert1 = sim.nodes["v0"].app.blocks[0]
+    second = sim.nodes["v0"].app.blocks[1][0]
+    wal = MemoryWAL()
+    node = Replica(name="v0", genesis=sim.genesis, app=SimApp(sim.genesis.hash), wal=wal,
+                   signer=sim.nodes["v0"].signer)
+    node.start(0)
+    vote = _signed(sim, "v2", {"t": "vote", "type": "prevote", "height": 2, "round": 0,
+                               "value": block_hash(second)})
+    node.on_message("v2", vote, 10)  # still at height 1
+    node.on_message("v1", {"t": "commit", "chain": "sim", "height": 1, "block": first, "cert": cert1.to_dict()}, 20)
+    assert vote in wal.records(2)
+    gossip = [o.msg for o in node.tick(30) if isinstance(o, Send)]
+    assert vote in gossip
+    assert node.machine.rounds[0].prevotes["v2"] == {block_hash(second): vote["sig"]}
 
 
 def test_a_peer_sending_bad_signatures_is_not_heard_until_the_next_height(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -57,7 +57,8 @@ MAX_BAD_SIGNATURES_PER_PEER = 64
 """A peer that sent this many bad signatures or certificates at one height is not heard
 again until the next: each costs a verification, and an honest peer sends none."""
 MAX_EARLY_PROPOSALS = 4
-"""Rounds of the next height whose proposal is kept while this height is being committed."""
+"""Rounds of the next height whose proposal (and votes) are kept while this height is
+being committed."""
 SYNC_BYTES_PER_S = 8 << 20
 """Block-sync replies one peer may draw, per second of the local clock (about 20,000
 events/s: faster than a chain commits, so a node that is behind still catches up)."""
@@ -271,8 +272,11 @@ class Replica:
         self._peer_heights: dict[str, int] = {}
         self._bad_from: dict[str, int] = {}
         """Bad signatures (and certificates) each peer sent at this height."""
-        self._early: dict[int, dict[str, Any]] = {}
-        """Signed proposals for the next height by round, received before this one was committed."""
+        self._early: dict[Any, dict[str, Any]] = {}
+        """Signed proposals (by round) and votes (by validator, type and round) for the next
+        height, received before this one was committed.  They are taken up, logged and
+        gossiped when that height starts: a vote whose signer then crashed, or lost its
+        WAL, reaches the peers that missed it only through the nodes that kept it."""
         self._sync_budgets: dict[str, _SyncBudget] = {}
         self._bad_sigs: set[bytes] = set()
         self._seen: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -431,6 +435,13 @@ class Replica:
                 self._early.setdefault(r, msg)  # one per round: the turn's proposer, first come
             else:
                 self.stats.drop("early_proposal")
+            return
+        if h > self.height:
+            r = msg["round"]
+            if type(r) is int and 0 <= r < MAX_EARLY_PROPOSALS:
+                self._early.setdefault((msg.get("from"), msg.get("type"), r), msg)  # first come
+            else:
+                self.stats.drop("early_vote")
             return
         if h == self.height:
             self._maybe_start(now_ms, out, peer_started=True)
