@@ -52,6 +52,7 @@ def start_chromium(profile: Path, *, window: str, script_timeout_s: int = 60) ->
 def full_page_screenshot(driver: Any, name: str, metrics: dict[str, Any], tmp_path: Path, shots: Path,
                          capsys: pytest.CaptureFixture[str]) -> Path:
     """A full-page PNG at the given viewport, in tmp_path and copied to ``shots`` (printed)."""
+    driver.execute_script("window.scrollTo(0, 0)")  # a sticky top bar is drawn where the page was scrolled to
     size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
     shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
         "format": "png", "captureBeyondViewport": True,

@@ -293,6 +293,59 @@ def test_recalled_label_warns_and_ecdsa_keys_verify(chain: Chain, served: Served
     screenshot(driver, "recalled-zh", tmp_path, capsys)
 
 
+def test_a_consumer_checks_the_scratch_off_code_on_the_page(driver: Any, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The form under the story, in the browser: a wrong code is refused with the tries
+    left; the right one records the first verification with its place, and the page (and
+    the next visitor's) says when and where the label was first verified."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    from test_checks import CODE, LABEL, issue
+
+    from helpers import World
+    from test_rejections_http import base, slaughtered
+
+    w = World()
+    s = Served(w.new_node(MemoryKV()))
+    try:
+        for batch in (base(w), slaughtered(w), [issue(w)]):
+            assert all(r["status"] == "accepted" for r in s.submit(batch))
+            s.commit()
+        clear_language(driver, s.url)
+        url = f"{s.url}/l/{LABEL}#g={w.genesis.hash.hex()}"
+        assert open_page(driver, url).get_attribute("data-verdict") == "verified", text(driver, "#verdict")
+        assert driver.execute_script("return document.getElementById('check-code').hidden") is False
+        assert driver.execute_script("return document.getElementById('scan-stats').hidden") is True
+
+        def submit(code: str, place: str = "") -> str:
+            for field, value in (("check-input", code), ("check-place", place)):
+                box = driver.find_element(By.ID, field)
+                box.clear()
+                box.send_keys(value)
+            driver.execute_script("document.getElementById('check-result').dataset.state = 'idle'")
+            driver.find_element(By.ID, "check-submit").click()
+            WebDriverWait(driver, 15).until(
+                lambda d: d.find_element(By.ID, "check-result").get_attribute("data-state") != "idle")
+            return str(driver.find_element(By.ID, "check-result").get_attribute("data-state"))
+
+        assert submit("AAAA-AAAA-AAAA") == "wrong"
+        assert "4" in text(driver, "#check-result")  # tries left before the lockout
+        assert submit("7KQ2") == "wrong" and "12" in text(driver, "#check-result")  # not a code's shape
+        assert submit(CODE.lower(), "锡林浩特") == "ok", text(driver, "#check-result")
+        assert driver.execute_script("return document.getElementById('scan-stats').dataset.state") == "verified"
+        stats = text(driver, "#scan-stats")
+        assert "锡林浩特" in stats and "首次" in stats, stats
+        screenshot(driver, "checked-zh", tmp_path, capsys)
+        # the next visitor sees the first verification without entering anything
+        assert open_page(driver, url).get_attribute("data-verdict") == "verified"
+        WebDriverWait(driver, 15).until(
+            lambda d: d.execute_script("return document.getElementById('scan-stats').hidden") is False)
+        assert "锡林浩特" in text(driver, "#scan-stats")
+        assert submit(CODE) == "again"
+    finally:
+        s.close()
+
+
 def test_language_switch_is_remembered(chain: Chain, served: Served, driver: Any, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     from selenium.webdriver.common.by import By
