@@ -463,16 +463,16 @@ def run_demo(args: argparse.Namespace) -> int:
         _run(d, state, genesis, urls, procs, args, lambda: stopping)
         return 0
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
+        running = [p for p in procs if p.poll() is None]  # one the operator killed is not ours to stop
+        for p in running:
+            p.send_signal(signal.SIGTERM)
+        for p in running:
             try:
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 p.kill()
         if procs and stopping:
-            _say(f"stopped {len(procs)} node process(es); the chain stays in {d}: run the demo again to resume it")
+            _say(f"stopped {len(running)} node process(es); the chain stays in {d}: run the demo again to resume it")
 
 
 def _run(d: Path, state: dict[str, Any], genesis: Genesis, urls: list[str], procs: list[subprocess.Popen[bytes]],
