@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ledger import codec
 from ledger.blocks.builder import BuiltBlock
@@ -259,34 +259,52 @@ signs again: a block time may run ``MAX_CLOCK_DRIFT_MS`` ahead of real time, and
 node's own clock may lag by as much."""
 
 
-def lost_guard_pause(path: Path, node: Node, *, fresh: bool = False) -> int | None:
-    """The block time (ms) validator ``node`` must see committed before it signs, or None.
+class GuardStart(NamedTuple):
+    """How a validator without its sign guard file starts (:func:`lost_guard_pause`)."""
+
+    paused_until_ms: int | None
+    """It signs nothing until a block timed at least this is committed."""
+    watch_until_ms: int | None
+    """It signs, but pauses as above should a block carry a precommit of its own that
+    this run did not sign."""
+
+
+def lost_guard_pause(path: Path, node: Node, *, fresh: bool = False) -> GuardStart:
+    """Whether validator ``node`` may sign at once, given its guard file ``path``.
 
     A data directory whose chain is above height 0 but holds no guard file has lost it
     (restored from a backup, copied from another node, the file deleted), and the lost
     file may have recorded votes at the height the network is at now.  Such a validator
     signs nothing until it commits, from its peers, a block whose time is
     ``LOST_GUARD_MARGIN_MS`` past its start: that block's height is above anything it
-    can have signed before (ADR 0014; the replica applies the pause).  ``fresh``
-    (``lambtrace node --fresh-sign-guard``) skips the wait, for when the operator knows
-    no other instance signed at the current height, e.g. every validator of a halted
-    network lost its guard.
+    can have signed before (ADR 0014; the replica applies the pause).  An empty chain
+    without a guard is a new validator, or one reinstalled on an empty disk: it signs,
+    but pauses the same way if a block it syncs shows a precommit of its own that it did
+    not sign in this run.  ``fresh`` (``lambtrace node --fresh-sign-guard``) skips both,
+    for when the operator knows no other instance signed at the current height, e.g.
+    every validator of a halted network lost its guard.
     """
-    if path.exists() or node.store.height == 0:
-        return None
+    if path.exists():
+        return GuardStart(None, None)
     if fresh:
-        log.warning("no sign guard at %s, though the chain here is at height %d: starting a fresh one "
-                    "(--fresh-sign-guard): if this validator signed elsewhere at the current height, its "
-                    "votes and these may conflict", path, node.store.height)
-        return None
+        if node.store.height > 0:
+            log.warning("no sign guard at %s, though the chain here is at height %d: starting a fresh one "
+                        "(--fresh-sign-guard): if this validator signed elsewhere at the current height, its "
+                        "votes and these may conflict", path, node.store.height)
+        return GuardStart(None, None)
     until = node.clock() + LOST_GUARD_MARGIN_MS
+    if node.store.height == 0:
+        return GuardStart(None, until)
     log.warning("no sign guard at %s, though the chain here is at height %d: the guard was lost, so this "
                 "validator signs nothing until its peers commit a block timed after %s (at least %d s from "
                 "now); it still follows and serves the chain. If the network cannot commit without it (every "
                 "validator lost its guard), restart it with --fresh-sign-guard once no other instance of it "
-                "is running", path, node.store.height,
-                time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(until / 1000)), LOST_GUARD_MARGIN_MS // 1000)
-    return until
+                "is running", path, node.store.height, _utc(until), LOST_GUARD_MARGIN_MS // 1000)
+    return GuardStart(until, None)
+
+
+def _utc(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000))
 
 
 class ConsensusDriver:
@@ -327,6 +345,19 @@ class ConsensusDriver:
         self._admitter: threading.Thread | None = None
         self.dropped_inbox = 0
         self._paused = replica.paused_until_ms is not None
+
+    def _note_pause(self) -> None:
+        """One log line when the replica stops or resumes signing for a lost guard."""
+        paused = self.replica.paused_until_ms
+        if not self._paused and paused is not None:
+            log.warning("sign guard: block %s carries a precommit of this validator that this run did not "
+                        "sign, so an earlier run of it signed on this chain (its guard lost with its data): "
+                        "it signs nothing until its peers commit a block timed after %s; if another instance "
+                        "of it is still running, stop one of them", self.replica.stats.paused_at, _utc(paused))
+        elif self._paused and paused is None:
+            log.warning("sign guard: a block was committed after this validator started, so it signs "
+                        "again from height %s on", self.replica.stats.resumed_at)
+        self._paused = paused is not None
 
     def deliver(self, sender: str, msg: Any) -> None:
         """Queue a message from ``sender`` (thread-safe; drops when the inbox is full)."""
@@ -429,10 +460,7 @@ class ConsensusDriver:
                 if now >= next_tick:
                     next_tick = now + self.TICK_MS
                     self._carry_out(self.replica.tick(now))
-                if self._paused and self.replica.paused_until_ms is None:
-                    self._paused = False
-                    log.warning("sign guard: a block was committed after this validator started, so it signs "
-                                "again from height %s on", self.replica.stats.resumed_at)
+                self._note_pause()
             except StorageError as exc:
                 if exc.code != "storage_unavailable":
                     log.exception("consensus step failed")

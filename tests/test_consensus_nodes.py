@@ -66,7 +66,7 @@ class Cluster:
         wal = FileWAL(d / "wal")
         wal.own_name = name
         replica = Replica(name=name, genesis=self.world.genesis, app=NodeApp(node), wal=wal, signer=self.keys[name],
-                          guard=FileGuard(d / "guard.json"), paused_until_ms=lost_guard_pause(d / "guard.json", node))
+                          guard=FileGuard(d / "guard.json"), **lost_guard_pause(d / "guard.json", node)._asdict())
         send, broadcast = self.net.sender(name)
         driver = ConsensusDriver(node, replica, send=send, broadcast=broadcast)
         node.admission_listeners.append(driver.relay_events)
@@ -261,6 +261,37 @@ def test_a_validator_that_lost_its_sign_guard_sits_out_until_the_network_moved_o
     for h in range(paused_through, released_at + 1):
         cert = store.certificate(h)
         assert cert is not None and "n3" not in [name for name, _ in cert.precommits], h
+    assert hashes(cluster.nodes["n3"]) == hashes(cluster.nodes["n0"])
+
+
+def test_a_validator_reinstalled_on_an_empty_disk_stops_signing_when_it_sees_its_earlier_run(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """Its disk lost (chain, WAL and guard), a validator starts as a new one would; the
+    first block it syncs carries its earlier run's precommit, so it stops signing there
+    until its peers commit a block timed after its start, and the chain goes on."""
+    import shutil
+
+    w = cluster.world
+    cluster.net.cut |= {"n2"}  # every certificate then needs n3's precommit
+    cluster.nodes["n0"].submit(base(w))
+    assert wait_until(lambda: all(cluster.nodes[n].store.log_size == 10 for n in ("n0", "n1", "n3")), 30)
+    cluster.net.cut.clear()
+    assert wait_until(lambda: cluster.nodes["n2"].store.log_size == 10, 30), cluster.heights()
+    cluster.kill("n3")
+    shutil.rmtree(cluster.tmp / "n3")
+    cluster.boot("n3")
+    replica = cluster.net.drivers["n3"].replica
+    assert replica.paused_until_ms is None  # an empty chain: it may be a new validator
+    cluster.nodes["n1"].submit([w.tag("agent", f"3152523000000{i:02d}") for i in range(10, 15)])
+    assert wait_until(lambda: all(n.store.log_size == 15 for n in cluster.nodes.values()), 30), cluster.heights()
+    assert replica.stats.paused_at is not None and replica.paused_until_ms is not None
+    assert any("an earlier run of it signed on this chain" in r.getMessage() for r in caplog.records)
+    real = time.time
+    for node in cluster.nodes.values():
+        node.clock = lambda: int(real() * 1000) + LOST_GUARD_MARGIN_MS + 5_000  # type: ignore[method-assign]
+    cluster.nodes["n2"].submit([w.tag("agent", f"3152523000000{i:02d}") for i in range(15, 20)])
+    assert wait_until(lambda: replica.paused_until_ms is None, 30), cluster.heights()
+    assert wait_until(lambda: all(n.store.log_size == 20 for n in cluster.nodes.values()), 30), cluster.heights()
     assert hashes(cluster.nodes["n3"]) == hashes(cluster.nodes["n0"])
 
 

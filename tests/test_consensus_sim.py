@@ -4,7 +4,8 @@ CI runs 500 seeds (each with drops, duplicates, delays and one of: a byzantine
 validator, a partition that heals, a crash and restart from the WAL (or, for half of
 those, without the WAL and sign guard, as from a backup), or a byzantine validator plus a
 crash).  Besides the chain checkers, no honest node may sign two different proposals or
-votes for one step.  ``LAMBTRACE_SLOW=1`` runs the 10,000-seed soak below; any
+votes for one step.  Half of the restarts without WAL and guard also lose the chain, as a
+validator reinstalled on an empty disk.  ``LAMBTRACE_SLOW=1`` runs the 10,000-seed soak below; any
 seed replays with ``python -m tests.sim.run --seed N``.
 """
 
@@ -91,6 +92,45 @@ def test_a_validator_that_lost_its_guard_sits_out_or_it_would_equivocate() -> No
     v1 = sim.nodes["v1"].replica
     assert v1 is not None and v1.paused_until_ms is None and v1.stats.resumed_at is not None
     assert v1.stats.refused_to_sign > 0 and sim.signed  # it was asked to sign while paused
+
+
+def test_a_validator_reinstalled_on_an_empty_disk_stops_signing_when_it_sees_its_earlier_run() -> None:
+    """Seed 2414 brings v3 back with no chain, WAL or guard.  Left alone it signs at once,
+    catches up and proposes a second block at a height and round it proposed at before
+    the crash, one the network had not decided.  Watching the blocks it syncs, it sees
+    its own earlier precommit in the first one's certificate, stops signing there, and
+    signs again once a block timed after its restart is committed."""
+    from sim.sim import LIVENESS_BOUND_MS, scenario
+
+    faults = scenario(2414)
+    assert faults.lose_chain and faults.crashes[0][0] == "v3"
+    bound = faults.crashes[0][2] + LIVENESS_BOUND_MS
+    with pytest.raises(SimFailure, match="v3 signed two different"):
+        Sim(2414, faults=faults, pause_lost_guard=False).run(max_ms=bound)
+    sim = Sim(2414, heights=12, faults=scenario(2414))
+    sim.run(max_ms=bound)
+    assert sim.done()
+    v3 = sim.nodes["v3"].replica
+    assert v3 is not None and v3.stats.paused_at == 1 and v3.stats.resumed_at is not None
+    assert v3.paused_until_ms is None and v3.stats.refused_to_sign > 0
+
+
+def test_a_new_network_whose_validators_all_start_without_guards_is_not_held_up() -> None:
+    """Every validator of a new network starts on an empty chain with no guard, so each
+    watches for an earlier run of itself; none finds one, and none stops signing."""
+
+    class NewNetwork(Sim):
+        def _new_replica(self, node: Any, paused_until_ms: int | None = None,
+                         watch_until_ms: int | None = None) -> Replica:
+            return super()._new_replica(node, paused_until_ms, self.now)
+
+    for seed in range(10):
+        sim = NewNetwork(seed, faults=Faults(drop=0.1, duplicate=0.1, max_delay_ms=50))
+        sim.run(max_ms=60_000)
+        assert sim.done(), seed
+        for node in sim.nodes.values():
+            assert node.replica is not None and node.replica.stats.paused_at is None, (seed, node.name)
+            assert node.replica.stats.refused_to_sign == 0
 
 
 def test_no_progress_without_a_quorum() -> None:

@@ -222,6 +222,9 @@ class Stats:
     refused_to_sign: int = 0
     resumed_at: int | None = None
     """The height from which a validator whose guard was lost signs again."""
+    paused_at: int | None = None
+    """The block whose certificate showed an earlier run of this validator (its guard lost
+    with its chain), from which it stopped signing."""
 
     def drop(self, why: str) -> None:
         self.dropped[why] = self.dropped.get(why, 0) + 1
@@ -243,6 +246,7 @@ class Replica:
         heartbeat_ms: int = 60_000,
         min_block_interval_ms: int = 0,
         paused_until_ms: int | None = None,
+        watch_until_ms: int | None = None,
     ) -> None:
         self.name = name
         self.genesis = genesis
@@ -261,6 +265,12 @@ class Replica:
         """Set for a validator whose sign guard was lost: it signs nothing until a block
         timed at least this (ms) is committed, then records that block's height + 1 in its
         guard and signs from there (ADR 0014)."""
+        self._watch_until_ms = watch_until_ms if self.signer is not None else None
+        """Set for a validator that started on an empty chain without a guard: a new one,
+        or one reinstalled on an empty disk.  If a block it commits carries a precommit of
+        its own that this run did not sign, an earlier run was signing on this chain, and
+        it pauses as if its guard were lost (until a block timed at least this)."""
+        self._own_precommit_height = 0
         p = genesis.params
         self.timeouts = timeouts or Timeouts(p.timeout_propose_ms, p.timeout_prevote_ms, p.timeout_precommit_ms,
                                              p.timeout_delta_ms)
@@ -534,6 +544,8 @@ class Replica:
         if self.paused_until_ms is not None or not self.guard.check_and_record(h, r, STEP_RANK[step], data):
             self.stats.refused_to_sign += 1
             return None
+        if step == PRECOMMIT:
+            self._own_precommit_height = h
         return self.signer.sign(data)
 
     def _broadcast_proposal(self, a: BroadcastProposal, now_ms: int, out: list[Out]) -> None:
@@ -575,6 +587,12 @@ class Replica:
 
     def _commit(self, height: int, payload: Any, cert: CommitCertificate, now_ms: int, out: list[Out]) -> None:
         self.app.commit(height, payload, cert)
+        if self._watch_until_ms is not None:
+            if self._own_precommit_height == height:
+                self._watch_until_ms = None  # this run takes part; older blocks were checked
+            elif any(name == self.name for name, _sig in cert.precommits):
+                self.paused_until_ms, self._watch_until_ms = self._watch_until_ms, None
+                self.stats.paused_at = height
         if self.paused_until_ms is not None and self.app.time_of(payload) >= self.paused_until_ms:
             self.guard.check_and_record(height + 1, -1, 0, b"")  # nothing at or below this height
             self.paused_until_ms = None

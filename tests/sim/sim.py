@@ -89,6 +89,9 @@ class Faults:
     """A crashed node comes back without its WAL and sign guard (its chain kept), as a
     validator restored from a backup: it must sit out until a block timed after its
     restart is committed (ADR 0014)."""
+    lose_chain: bool = False
+    """With ``lose_guard``: its chain is lost too (reinstalled on an empty disk); it signs
+    until a block it syncs shows its earlier run's precommit, then sits out likewise."""
 
 
 @dataclass
@@ -110,6 +113,7 @@ class Sim:
                  pause_lost_guard: bool = True) -> None:
         self.seed = seed
         self.pause_lost_guard = pause_lost_guard
+        self.reinstalled: set[str] = set()
         self.signed: dict[tuple[str, str, str, int, int], Any] = {}
         """Every proposal and vote an honest node sent: (node, kind, vote type, height, round) -> value."""
         self.rng = random.Random(seed)
@@ -144,9 +148,10 @@ class Sim:
         self._seq += 1
         heapq.heappush(self._q, (at, self._seq, kind, to, data))
 
-    def _new_replica(self, node: Node, paused_until_ms: int | None = None) -> Replica:
+    def _new_replica(self, node: Node, paused_until_ms: int | None = None,
+                     watch_until_ms: int | None = None) -> Replica:
         return Replica(name=node.name, genesis=self.genesis, app=node.app, wal=node.wal, signer=node.signer,
-                       guard=node.guard, paused_until_ms=paused_until_ms)
+                       guard=node.guard, paused_until_ms=paused_until_ms, watch_until_ms=watch_until_ms)
 
     def _carry_out(self, node: Node, outs: list[Out]) -> None:
         for o in outs:
@@ -225,7 +230,14 @@ class Sim:
                 if self.faults.lose_guard:
                     node.wal, node.guard = MemoryWAL(), MemoryGuard()
                     # the sim's nodes share one clock: any block proposed before the crash is older
-                    node.replica = self._new_replica(node, self.now if self.pause_lost_guard else None)
+                    until = self.now if self.pause_lost_guard else None
+                    if self.faults.lose_chain:
+                        node.app = SimApp(self.genesis.hash)
+                        self.last_heights[node.name] = 0  # its disk is new: heights start again
+                        self.reinstalled.add(node.name)
+                        node.replica = self._new_replica(node, watch_until_ms=until)
+                    else:
+                        node.replica = self._new_replica(node, paused_until_ms=until)
                 else:
                     node.replica = self._new_replica(node)
                 self._carry_out(node, node.replica.start(self.now))
@@ -257,13 +269,21 @@ class Sim:
 
     # -- checkers -----------------------------------------------------------------------
     def _check_signed(self, name: str, msg: dict[str, Any]) -> None:
-        """No honest node signs two different proposals or votes for one step."""
+        """No honest node signs two different proposals or votes for one step.  One
+        reinstalled on an empty disk is let off at heights other nodes have decided: before
+        it has synced far enough to see its earlier run's precommits it may sign again at a
+        height long decided, where nobody votes any more, so those signatures cannot count
+        toward a second block."""
         if msg.get("t") not in ("proposal", "vote") or msg.get("from") != name:
             return
         key = (name, msg["t"], msg.get("type", ""), msg["height"], msg["round"])
-        if self.signed.setdefault(key, msg["value"]) != msg["value"]:
-            raise SimFailure(f"seed {self.seed}: {name} signed two different {msg['t']}s at height "
-                             f"{msg['height']} round {msg['round']} {msg.get('type', '')}")
+        if self.signed.setdefault(key, msg["value"]) == msg["value"]:
+            return
+        if name in self.reinstalled and any(
+                n.app.committed_height() >= msg["height"] for n in self.honest() if n.name != name):
+            return
+        raise SimFailure(f"seed {self.seed}: {name} signed two different {msg['t']}s at height "
+                         f"{msg['height']} round {msg['round']} {msg.get('type', '')}")
 
     def check(self) -> None:
         honest = self.honest()
@@ -304,6 +324,7 @@ def scenario(seed: int) -> Faults:
         at = rng.randrange(0, 3_000)
         f.crashes = [(victim, at, at + rng.randrange(100, 5_000))]
         f.lose_guard = rng.random() < 0.5
+        f.lose_chain = f.lose_guard and rng.random() < 0.5
     else:
         f.byzantine = rng.choice(names)
         at = rng.randrange(0, 3_000)
