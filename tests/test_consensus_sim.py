@@ -5,7 +5,8 @@ validator, a partition that heals, a crash and restart from the WAL (or, for hal
 those, without the WAL and sign guard, as from a backup), or a byzantine validator plus a
 crash).  Besides the chain checkers, no honest node may sign two different proposals or
 votes for one step.  Half of the restarts without WAL and guard also lose the chain, as a
-validator reinstalled on an empty disk.  ``LAMBTRACE_SLOW=1`` runs the 10,000-seed soak below; any
+validator reinstalled on an empty disk; a quarter of the crashed validators never come
+back, and the other three must reach the target without them.  ``LAMBTRACE_SLOW=1`` runs the 10,000-seed soak below; any
 seed replays with ``python -m tests.sim.run --seed N``.
 """
 

@@ -89,6 +89,8 @@ class Faults:
     """A crashed node comes back without its WAL and sign guard (its chain kept), as a
     validator restored from a backup: it must sit out until a block timed after its
     restart is committed (ADR 0014)."""
+    stays_down: bool = False
+    """The crashed node never comes back (crash-stop): the others must go on without it."""
     lose_chain: bool = False
     """With ``lose_guard``: its chain is lost too (reinstalled on an empty disk); it signs
     until a block it syncs shows its earlier run's precommit, then sits out likewise."""
@@ -214,7 +216,8 @@ class Sim:
             self._push(self.TICK_MS, "tick", node.name, node.epoch)
         for name, at, back in self.faults.crashes:
             self._push(at, "crash", name, None)
-            self._push(back, "restart", name, None)
+            if not self.faults.stays_down:
+                self._push(back, "restart", name, None)
         while self._q:
             at, _s, kind, to, data = heapq.heappop(self._q)
             if at > max_ms:
@@ -265,7 +268,9 @@ class Sim:
         return [n for n in self.nodes.values() if n.name != self.faults.byzantine]
 
     def done(self) -> bool:
-        return all(n.app.committed_height() >= self.target for n in self.honest())
+        """Every honest node has reached the target height (but one crashed for good)."""
+        gone = {name for name, _at, _back in self.faults.crashes} if self.faults.stays_down else set()
+        return all(n.app.committed_height() >= self.target for n in self.honest() if n.name not in gone)
 
     # -- checkers -----------------------------------------------------------------------
     def _check_signed(self, name: str, msg: dict[str, Any]) -> None:
@@ -325,6 +330,7 @@ def scenario(seed: int) -> Faults:
         f.crashes = [(victim, at, at + rng.randrange(100, 5_000))]
         f.lose_guard = rng.random() < 0.5
         f.lose_chain = f.lose_guard and rng.random() < 0.5
+        f.stays_down = not f.lose_guard and rng.random() < 0.5
     else:
         f.byzantine = rng.choice(names)
         at = rng.randrange(0, 3_000)
@@ -339,7 +345,8 @@ LIVENESS_BOUND_MS = 60_000
 def run_seed(seed: int, heights: int = 6) -> Sim:
     faults = scenario(seed)
     sim = Sim(seed, heights=heights, faults=faults)
-    last_fault = max([faults.partition[1] if faults.partition else 0] + [b for _n, _a, b in faults.crashes])
+    last_fault = max([faults.partition[1] if faults.partition else 0]
+                     + [a if faults.stays_down else b for _n, a, b in faults.crashes])
     sim.run(max_ms=last_fault + LIVENESS_BOUND_MS)
     if not sim.done():
         heights_now = {n.name: n.app.committed_height() for n in sim.honest()}
