@@ -350,10 +350,13 @@ class ConsensusDriver:
         """One log line when the replica stops or resumes signing for a lost guard."""
         paused = self.replica.paused_until_ms
         if not self._paused and paused is not None:
-            log.warning("sign guard: block %s carries a precommit of this validator that this run did not "
-                        "sign, so an earlier run of it signed on this chain (its guard lost with its data): "
-                        "it signs nothing until its peers commit a block timed after %s; if another instance "
-                        "of it is still running, stop one of them", self.replica.stats.paused_at, _utc(paused))
+            st = self.replica.stats
+            seen = (f"block {st.paused_at} carries a precommit" if st.paused_by == "certificate"
+                    else f"a peer relayed a vote at height {st.paused_at}")
+            log.warning("sign guard: %s of this validator that this run did not sign, so an earlier run of "
+                        "it signed on this chain (its guard lost with its data): it signs nothing until its "
+                        "peers commit a block timed after %s; if another instance of it is still running, "
+                        "stop one of them", seen, _utc(paused))
         elif self._paused and paused is None:
             log.warning("sign guard: a block was committed after this validator started, so it signs "
                         "again from height %s on", self.replica.stats.resumed_at)

@@ -116,6 +116,36 @@ def test_a_validator_reinstalled_on_an_empty_disk_stops_signing_when_it_sees_its
     assert v3.paused_until_ms is None and v3.stats.refused_to_sign > 0
 
 
+def test_a_vote_of_its_own_it_did_not_sign_makes_a_watching_validator_stop_signing() -> None:
+    """Peers gossip every vote they saw, so an earlier run's vote at the current height
+    comes back to a validator reinstalled on an empty disk: it stops signing before it
+    votes there itself.  Its own messages echoed back are not taken for an earlier run's."""
+    sim = Sim(5, heights=1)
+    sim.run()
+    block1 = sim.nodes["v0"].app.blocks[0][0]
+    proposer = ValidatorSet(tuple((v.name, v.power) for v in sim.genesis.validators)).proposer(1, 0)
+    name = next(n for n in ("v0", "v1", "v2", "v3") if n != proposer)  # it waits for a proposal: no vote yet
+    peer = next(n for n in ("v0", "v1", "v2", "v3") if n != name)
+    me = Replica(name=name, genesis=sim.genesis, app=SimApp(sim.genesis.hash), wal=MemoryWAL(),
+                 signer=sim.nodes[name].signer, watch_until_ms=5_000)
+    me.start(0)
+    own = [o.msg for o in me.on_timer(("propose", 1, 0), 1_000) if isinstance(o, Send) and o.msg.get("from") == name]
+    assert own and all(msg["t"] == "vote" for msg in own)  # its nil prevote, signed in this run
+    for msg in own:
+        me.on_message(peer, msg, 1_001)  # echoed back by a peer
+    assert me.paused_until_ms is None and me.stats.paused_at is None
+    me = Replica(name=name, genesis=sim.genesis, app=SimApp(sim.genesis.hash), wal=MemoryWAL(),
+                 signer=sim.nodes[name].signer, watch_until_ms=5_000)
+    me.start(0)
+    earlier = _signed(sim, name, {"t": "vote", "type": "prevote", "height": 1, "round": 0,
+                                  "value": block_hash(block1)})
+    me.on_message(peer, earlier, 2)
+    assert me.paused_until_ms == 5_000 and (me.stats.paused_at, me.stats.paused_by) == (1, "vote")
+    out = me.on_timer(("propose", 1, 0), 2_000)  # its propose timeout: it would prevote nil now
+    assert not [o for o in out if isinstance(o, Send) and o.msg.get("t") == "vote"]
+    assert me.stats.refused_to_sign > 0
+
+
 def test_a_new_network_whose_validators_all_start_without_guards_is_not_held_up() -> None:
     """Every validator of a new network starts on an empty chain with no guard, so each
     watches for an earlier run of itself; none finds one, and none stops signing."""

@@ -223,8 +223,10 @@ class Stats:
     resumed_at: int | None = None
     """The height from which a validator whose guard was lost signs again."""
     paused_at: int | None = None
-    """The block whose certificate showed an earlier run of this validator (its guard lost
-    with its chain), from which it stopped signing."""
+    """The height at which a validator that started without its guard on an empty chain
+    saw an earlier run of itself (``paused_by``: a block's ``certificate`` or a ``vote``)
+    and stopped signing."""
+    paused_by: str = ""
 
     def drop(self, why: str) -> None:
         self.dropped[why] = self.dropped.get(why, 0) + 1
@@ -268,8 +270,9 @@ class Replica:
         self._watch_until_ms = watch_until_ms if self.signer is not None else None
         """Set for a validator that started on an empty chain without a guard: a new one,
         or one reinstalled on an empty disk.  If a block it commits carries a precommit of
-        its own that this run did not sign, an earlier run was signing on this chain, and
-        it pauses as if its guard were lost (until a block timed at least this)."""
+        its own that this run did not sign, or a peer relays such a vote, an earlier run
+        was signing on this chain, and it pauses as if its guard were lost (until a block
+        timed at least this)."""
         self._own_precommit_height = 0
         p = genesis.params
         self.timeouts = timeouts or Timeouts(p.timeout_propose_ms, p.timeout_prevote_ms, p.timeout_precommit_ms,
@@ -437,6 +440,10 @@ class Replica:
             if type(sig) is bytes and len(sig) == SIGNATURE_SIZE and len(self._bad_sigs) < 10_000:
                 self._bad_sigs.add(sig)
             return
+        if msg.get("from") == self.name and self._watch_until_ms is not None:
+            # Signed with this validator's key, yet not by this run (its own messages are
+            # seen before they are sent): an earlier run's vote that peers still gossip.
+            self._pause_for_earlier_run(h, "vote")
         if h > self.height and msg["t"] == "proposal":
             # The next height's block cannot be executed before this one is committed:
             # keep the proposal (a few, signed) and take it up when that height starts.
@@ -538,6 +545,12 @@ class Replica:
             elif isinstance(a, Decide):
                 self._decide(a, now_ms, out)
 
+    def _pause_for_earlier_run(self, height: int, evidence: str) -> None:
+        """An earlier run of this validator signed on this chain: sign nothing until a
+        block timed after this run's start is committed, as if its guard were lost."""
+        self.paused_until_ms, self._watch_until_ms = self._watch_until_ms, None
+        self.stats.paused_at, self.stats.paused_by = height, evidence
+
     def _sign(self, h: int, r: int, step: str, data: bytes) -> bytes | None:
         if self.signer is None:
             return None
@@ -591,8 +604,7 @@ class Replica:
             if self._own_precommit_height == height:
                 self._watch_until_ms = None  # this run takes part; older blocks were checked
             elif any(name == self.name for name, _sig in cert.precommits):
-                self.paused_until_ms, self._watch_until_ms = self._watch_until_ms, None
-                self.stats.paused_at = height
+                self._pause_for_earlier_run(height, "certificate")
         if self.paused_until_ms is not None and self.app.time_of(payload) >= self.paused_until_ms:
             self.guard.check_and_record(height + 1, -1, 0, b"")  # nothing at or below this height
             self.paused_until_ms = None
