@@ -75,24 +75,33 @@ def test_the_checkers_catch_a_fork() -> None:
         sim.check()
 
 
+def _restarted_without_guard(seed: int, victim: str, *, lose_chain: bool) -> Replica:
+    """Seed ``seed`` restarts ``victim`` without its WAL and guard (and chain): unpaused it
+    signs twice at an undecided height, which the checker sees; paused, it does not, and
+    every node reaches the target.  Returns the victim's replica at the end of that run."""
+    from sim.sim import LIVENESS_BOUND_MS, scenario
+
+    faults = scenario(seed)
+    assert faults.lose_guard and faults.lose_chain == lose_chain and faults.crashes[0][0] == victim
+    bound = faults.crashes[0][2] + LIVENESS_BOUND_MS
+    with pytest.raises(SimFailure, match=f"{victim} signed two different"):
+        Sim(seed, faults=faults, pause_lost_guard=False).run(max_ms=bound)
+    sim = Sim(seed, heights=12, faults=scenario(seed))  # heights enough to see it sign again
+    sim.run(max_ms=bound)
+    assert sim.done()
+    replica = sim.nodes[victim].replica
+    assert replica is not None
+    return replica
+
+
 def test_a_validator_that_lost_its_guard_sits_out_or_it_would_equivocate() -> None:
     """Seed 78 restarts v1 without its WAL and sign guard.  Left to sign at once, it
     proposes a second block at a height and round it already proposed at, which the
     checker sees; paused until a block timed after its restart commits (ADR 0014), it
     signs nothing twice and the network still reaches the target height."""
-    from sim.sim import LIVENESS_BOUND_MS, scenario
-
-    faults = scenario(78)
-    assert faults.lose_guard and faults.crashes[0][0] == "v1"
-    bound = faults.crashes[0][2] + LIVENESS_BOUND_MS
-    with pytest.raises(SimFailure, match="v1 signed two different"):
-        Sim(78, faults=faults, pause_lost_guard=False).run(max_ms=bound)
-    sim = Sim(78, heights=12, faults=scenario(78))  # heights enough to see it sign again
-    sim.run(max_ms=bound)
-    assert sim.done()
-    v1 = sim.nodes["v1"].replica
-    assert v1 is not None and v1.paused_until_ms is None and v1.stats.resumed_at is not None
-    assert v1.stats.refused_to_sign > 0 and sim.signed  # it was asked to sign while paused
+    v1 = _restarted_without_guard(78, "v1", lose_chain=False)
+    assert v1.paused_until_ms is None and v1.stats.resumed_at is not None
+    assert v1.stats.refused_to_sign > 0  # it was asked to sign while paused
 
 
 def test_a_validator_reinstalled_on_an_empty_disk_stops_signing_when_it_sees_its_earlier_run() -> None:
@@ -101,18 +110,8 @@ def test_a_validator_reinstalled_on_an_empty_disk_stops_signing_when_it_sees_its
     the crash, one the network had not decided.  Watching the blocks it syncs, it sees
     its own earlier precommit in the first one's certificate, stops signing there, and
     signs again once a block timed after its restart is committed."""
-    from sim.sim import LIVENESS_BOUND_MS, scenario
-
-    faults = scenario(2414)
-    assert faults.lose_chain and faults.crashes[0][0] == "v3"
-    bound = faults.crashes[0][2] + LIVENESS_BOUND_MS
-    with pytest.raises(SimFailure, match="v3 signed two different"):
-        Sim(2414, faults=faults, pause_lost_guard=False).run(max_ms=bound)
-    sim = Sim(2414, heights=12, faults=scenario(2414))
-    sim.run(max_ms=bound)
-    assert sim.done()
-    v3 = sim.nodes["v3"].replica
-    assert v3 is not None and v3.stats.paused_at == 1 and v3.stats.resumed_at is not None
+    v3 = _restarted_without_guard(2414, "v3", lose_chain=True)
+    assert v3.stats.paused_at == 1 and v3.stats.resumed_at is not None
     assert v3.paused_until_ms is None and v3.stats.refused_to_sign > 0
 
 
