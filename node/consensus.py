@@ -265,8 +265,8 @@ class GuardStart(NamedTuple):
     paused_until_ms: int | None
     """It signs nothing until a block timed at least this is committed."""
     watch_until_ms: int | None
-    """It signs, but pauses as above should a block carry a precommit of its own that
-    this run did not sign."""
+    """It signs, but pauses as above should a block's certificate, or a peer, show it a
+    precommit or vote of its own that this run did not sign."""
 
 
 def lost_guard_pause(path: Path, node: Node, *, fresh: bool = False) -> GuardStart:
@@ -279,10 +279,10 @@ def lost_guard_pause(path: Path, node: Node, *, fresh: bool = False) -> GuardSta
     ``LOST_GUARD_MARGIN_MS`` past its start: that block's height is above anything it
     can have signed before (ADR 0014; the replica applies the pause).  An empty chain
     without a guard is a new validator, or one reinstalled on an empty disk: it signs,
-    but pauses the same way if a block it syncs shows a precommit of its own that it did
-    not sign in this run.  ``fresh`` (``lambtrace node --fresh-sign-guard``) skips both,
-    for when the operator knows no other instance signed at the current height, e.g.
-    every validator of a halted network lost its guard.
+    but pauses the same way if a synced block's certificate or a relayed vote shows a
+    signature of its own that it did not make in this run.  ``fresh`` (``lambtrace node
+    --fresh-sign-guard``) skips both, for when the operator knows no other instance signed
+    at the current height, e.g. every validator of a halted network lost its guard.
     """
     if path.exists():
         return GuardStart(None, None)
@@ -337,11 +337,11 @@ class ConsensusDriver:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._events_q: queue.Queue[tuple[str, list[bytes]] | None] = queue.Queue(maxsize=1_000)
+        """Relayed events wait here for admission on their own thread, so a big batch
+        never holds up consensus messages."""
         self._relay_lock = threading.Lock()
         self._relay_bad: dict[str, tuple[int, int]] = {}
         """Per peer: (start of its window, relayed events with bad signatures in it)."""
-        """Relayed events wait here for admission on their own thread, so a big batch
-        never holds up consensus messages."""
         self._admitter: threading.Thread | None = None
         self.dropped_inbox = 0
         self._paused = replica.paused_until_ms is not None

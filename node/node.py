@@ -620,12 +620,9 @@ class Node:
                 break
             try:
                 self.produce_block()
-            except StorageError:
-                if self.store.fault is not None:
+            except Exception as exc:
+                if isinstance(exc, StorageError) and self.store.fault is not None:
                     break  # logged by commit_built; retrying could only fail, or corrupt the store
-                log.exception("block production failed; retrying")
-                time.sleep(interval)
-            except Exception:
                 log.exception("block production failed; retrying")
                 time.sleep(interval)
 

@@ -56,8 +56,8 @@ MAX_SYNC_BATCH = 16
 MAX_BAD_SIGNATURES_PER_PEER = 64
 """A peer that sent this many bad signatures or certificates at one height is not heard
 again until the next: each costs a verification, and an honest peer sends none."""
-MAX_EARLY_PROPOSALS = 4
-"""Rounds of the next height whose proposal (and votes) are kept while this height is
+MAX_EARLY_ROUNDS = 4
+"""Rounds of the next height whose proposal and votes are kept while this height is
 being committed."""
 SYNC_BYTES_PER_S = 8 << 20
 """Block-sync replies one peer may draw, per second of the local clock (about 20,000
@@ -444,21 +444,16 @@ class Replica:
             # Signed with this validator's key, yet not by this run (its own messages are
             # seen before they are sent): an earlier run's vote that peers still gossip.
             self._pause_for_earlier_run(h, "vote")
-        if h > self.height and msg["t"] == "proposal":
-            # The next height's block cannot be executed before this one is committed:
-            # keep the proposal (a few, signed) and take it up when that height starts.
-            r = msg["round"]
-            if type(r) is int and 0 <= r < MAX_EARLY_PROPOSALS and msg.get("from") == self.vset.proposer(h, r):
-                self._early.setdefault(r, msg)  # one per round: the turn's proposer, first come
-            else:
-                self.stats.drop("early_proposal")
-            return
         if h > self.height:
-            r = msg["round"]
-            if type(r) is int and 0 <= r < MAX_EARLY_PROPOSALS:
-                self._early.setdefault((msg.get("from"), msg.get("type"), r), msg)  # first come
+            # The next height's block cannot be executed before this one is committed:
+            # keep a few signed messages (per round, the turn's proposal and one vote of
+            # each type per validator, first come) and take them up when it starts.
+            r, proposal = msg["round"], msg["t"] == "proposal"
+            if type(r) is int and 0 <= r < MAX_EARLY_ROUNDS and (
+                    not proposal or msg.get("from") == self.vset.proposer(h, r)):
+                self._early.setdefault(r if proposal else (msg.get("from"), msg.get("type"), r), msg)
             else:
-                self.stats.drop("early_vote")
+                self.stats.drop(f"early_{msg['t']}")
             return
         if h == self.height:
             self._maybe_start(now_ms, out, peer_started=True)
