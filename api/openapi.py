@@ -348,10 +348,11 @@ def _components() -> dict[str, Any]:
         },
         "LabelProof": {
             "type": "object",
-            "description": "see docs/label-proof.md (format v2; verifiers also read archived v1 bundles)",
+            "description": "see docs/label-proof.md (format v3 on chains whose genesis commits the recall map, "
+                           "v2 on older chains; verifiers also read archived v1 bundles)",
             "required": ["format", "genesis_hash", "label", "checkpoint", "events", "proof", "gaps"],
             "properties": {
-                "format": {"const": "lambtrace-label-proof/v2"},
+                "format": {"enum": ["lambtrace-label-proof/v3", "lambtrace-label-proof/v2"]},
                 "genesis_hash": _HASH,
                 "genesis": {**_ref("Genesis"), "description": "only with ?genesis=1"},
                 "label": {"type": "string"},
@@ -378,6 +379,19 @@ def _components() -> dict[str, Any]:
                                    "the hashes of the subtrees holding no event, left to right",
                 },
                 "gaps": {"type": "array", "items": {"type": "object"}},
+                "recalls": {
+                    "type": "object",
+                    "description": "v3 only: the label's path in the recall map, whose root is "
+                                   "checkpoint.header.state_root (docs/label-proof.md, 'The recall map')",
+                    "required": ["depth", "mask", "siblings", "other"],
+                    "properties": {
+                        "depth": {"type": "integer", "minimum": 0, "maximum": 256},
+                        "mask": {**_HEX, "description": "(depth + 7) // 8 bytes: which siblings are not empty"},
+                        "siblings": {"type": "array", "items": _HASH},
+                        "other": {"type": "array", "items": _HASH, "maxItems": 2,
+                                  "description": "[] or the key and value of another label's entry"},
+                    },
+                },
             },
         },
         "Genesis": {
@@ -730,7 +744,7 @@ def _paths() -> dict[str, Any]:
             "trace",
         ),
         "/v1/labels/{label}/proof": _get(
-            "Offline-verifiable proof bundle (lambtrace-label-proof/v2)",
+            "Offline-verifiable proof bundle (lambtrace-label-proof/v3; v2 on chains without a recall map)",
             _ref("LabelProof"),
             {"400": "bad_label, bad_param", "404": "not_found"},
             [

@@ -1,6 +1,7 @@
 """Label proof bundles: everything needed to check a label offline (docs/label-proof.md).
 
-A bundle (format ``lambtrace-label-proof/v2``) holds the latest committed header with
+A bundle (format ``lambtrace-label-proof/v3``; ``v2`` on chains whose genesis has no
+recall map) holds the latest committed header with
 its commit certificate (the checkpoint), the committed signed events on the label's
 path with their leaf indexes, and one multiproof (:func:`ledger.merkle.multiproof`)
 that recomputes the checkpoint's ``log_root`` from all their leaf hashes at once:
@@ -14,6 +15,10 @@ that recomputes the checkpoint's ``log_root`` from all their leaf hashes at once
   each signing key onto the ledger (``actor.enroll``, ``key.rotate`` or
   ``device.register``).  Keys of the genesis trace office need no
   event: genesis holds them.
+
+In ``v3`` it also holds the label's path in the recall map (:mod:`ledger.recallmap`),
+which proves the bundle's recalls are all of them; the map is rebuilt from state once
+per root and kept.
 
 The genesis document is referenced by its hash (``genesis_hash``), not carried: a
 verifier holds genesis already, or a fingerprint of its hash and fetches the document
@@ -47,7 +52,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ledger import merkle
+from ledger import merkle, recallmap
 from ledger.errors import LedgerError, StorageError
 from ledger.events import SignedEvent
 from ledger.hashing import key_id
@@ -59,7 +64,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from ledger.blocks.header import Header
     from node.store import ChainStore
 
-FORMAT = "lambtrace-label-proof/v2"
+FORMAT = "lambtrace-label-proof/v3"
+"""On chains whose genesis defines the recall map: v2 plus the label's path in it."""
+FORMAT_V2 = "lambtrace-label-proof/v2"
+"""On chains without the recall map (genesis made before it)."""
 
 GENESIS = -1
 """Marker index: the key or actor is anchored in genesis, no event is needed."""
@@ -99,6 +107,7 @@ class LabelProver:
         self._revocations: dict[tuple[str, str], int] = {}
         self._nodes: dict[tuple[int, int], bytes] = {}
         self._lock = threading.Lock()
+        self._recall_tree: recallmap.RecallTree | None = None
 
     # -- the bundle --------------------------------------------------------------------
     def bundle(self, label: str, *, embed_genesis: bool = False) -> dict[str, Any]:
@@ -117,6 +126,10 @@ class LabelProver:
         header = self._checkpoint_covering(max(path, default=-1))
         if header is None:
             raise LedgerError(f"no block is committed yet for label {label}", code="not_found")
+        recalls = None
+        if recallmap.enabled(self.store.genesis):
+            header, tree = self._recall_tree_at(header)
+            recalls = tree.prove(label)
         size = header.log_size
         todo = [i for i in path if i < size and self._on_story(i, label, lab)]
         issue = self._issue_event(tag, min(todo, default=size))
@@ -151,7 +164,7 @@ class LabelProver:
             raise StorageError(f"block {header.height} has no certificate", code="corrupt_store")
         indexes = sorted(included)
         out: dict[str, Any] = {
-            "format": FORMAT,
+            "format": FORMAT if recalls is not None else FORMAT_V2,
             "genesis_hash": self.store.genesis.hash,
             "label": label,
             "checkpoint": {"header": header.to_dict(), "certificate": cert.to_dict()},
@@ -159,9 +172,33 @@ class LabelProver:
             "proof": merkle.multiproof(indexes, size, self._get_node) if indexes else [],
             "gaps": _dedupe(gaps),
         }
+        if recalls is not None:
+            out["recalls"] = recalls.to_value()
         if embed_genesis:
             out["genesis"] = self.store.genesis.to_dict()
         return out
+
+    def _recall_tree_at(self, header: Header) -> tuple[Header, recallmap.RecallTree]:
+        """The recall map as of a committed header (that header, or a later one when state
+        has already moved on), built once per root and kept."""
+        for _ in range(100):
+            root = self.store.state_get(recallmap.ROOT_KEY) or recallmap.EMPTY
+            if root != header.state_root:
+                # state is a block ahead of the tip it was read with: take the newer tip
+                time.sleep(0.005)
+                newer = self.store.last_header
+                header = newer if newer is not None and newer.height >= header.height else header
+                continue
+            with self._lock:
+                tree = self._recall_tree
+            if tree is None or tree.root != root:
+                tree = recallmap.RecallTree(self.store.state_get(recallmap.MAP_KEY) or {})
+                with self._lock:
+                    self._recall_tree = tree
+            if tree.root == header.state_root:
+                return header, tree
+        raise StorageError(f"the recall map in state does not match block {header.height}'s state_root",
+                           code="corrupt_store")
 
     def _get_node(self, level: int, index: int) -> bytes:
         """A stored complete Merkle node, remembered (bounded): once written it never changes."""

@@ -73,7 +73,8 @@ def main() -> int:
         chain="bench-cluster", time=now - 60_000,
         validators=tuple(Validator(n, "152500", "ed25519", k.public_key, 1) for n, k in keys.items()),
         trace_office={"id": "office", "banner": "152500", "keys": [public_key_record(office)]},
-        params=Params(timeout_propose_ms=1000, timeout_prevote_ms=500, timeout_precommit_ms=500),
+        params=Params(timeout_propose_ms=1000, timeout_prevote_ms=500, timeout_precommit_ms=500,
+                      state_root="recalls/v1"),
     )
     (tmp / "genesis.json").write_text(genesis_to_json(g))
     ports = free_ports(8)

@@ -10,7 +10,9 @@ enrolments first, tagging at 10 %, custody at 45 % and 70 %, slaughter and packi
 signed by worker processes one block ahead of the builder; the rules run on every
 event, but for these self-made fillers only, neither their signatures nor their
 canonical form are checked again (the story's events get the full treatment).  Then
-the bench builds every story label's bundle (``lambtrace-label-proof/v2``) with the
+``--recalled`` labels of the bulk cooperative's lambs are recalled at 80 % (the recall
+map's entries).  Then the bench builds every story label's bundle
+(``lambtrace-label-proof/v3``, with the label's path in the recall map) with the
 node's ``LabelProver`` (warm, as the node keeps it; p50/p99 over all builds, wall and
 CPU time) and cold (a fresh prover), verifies each with ``verify.verify_label`` and
 reports the canonical msgpack size, how much of it is leaves and multiproof hashes,
@@ -50,6 +52,8 @@ from ledger.blocks.builder import build_block
 from ledger.blocks.certificate import sign_commit
 from ledger.events import parse_leaf
 from ledger.genesis import DAY_MS, Genesis, Params, Validator
+from ledger.recallmap import KIND as RECALLS
+from ledger.recallmap import MAP_KEY
 from node.kv import LevelKV
 from node.store import ChainStore
 from signer import SoftwareSigner, public_key_record
@@ -97,7 +101,7 @@ def _trusted_event(f: Filler) -> E.SignedEvent:
 class ChainGen:
     """Grows a chain in a LevelDB store block by block with the ledger's builder."""
 
-    def __init__(self, directory: Path, *, lambs: int = 20, seed: bytes = b"bench") -> None:
+    def __init__(self, directory: Path, *, lambs: int = 20, recalled: int = 256, seed: bytes = b"bench") -> None:
         self.seed = seed
         self.validator = _signer(seed + b"/validator")
         self.keys: dict[str, SoftwareSigner] = {
@@ -110,11 +114,12 @@ class ChainGen:
             validators=(Validator("league", "152500", "ed25519", self.validator.public_key),),
             trace_office={"id": OFFICE, "banner": "152500", "name": "锡林郭勒盟追溯办",
                           "keys": [public_key_record(self.keys[OFFICE])]},
-            params=Params(),
+            params=Params(state_root=RECALLS),
         ).to_dict())
         self.store = ChainStore(LevelKV(str(directory / "chain.ldb")), self.genesis)
         self.time = T0
         self.lambs = lambs
+        self.recalled = recalled
         self.labels: list[str] = []
         self.bulk_next = 0
         self.bulk_ranges = 0
@@ -244,12 +249,40 @@ class ChainGen:
         if progress:
             print(file=sys.stderr)
 
+    def recall_fodder(self) -> None:
+        """``recalled`` lambs of the bulk cooperative go to the plant, are slaughtered,
+        get one label each, and every label is recalled: the recall map the story's
+        bundles prove their path in then holds that many entries."""
+        n = min(self.recalled, self.bulk_next)
+        tags = [f"3152524{k:08d}" for k in range(n)]
+        step = 50
+        for j in range(0, n, step):
+            part = tags[j:j + step]
+            sid = f"rf-{j}"
+            self.commit([self.ev("custody.ship", BULK, {"shipment": sid, "to": PLANT, "lambs": part}),
+                         self.ev("custody.receive", PLANT, {"shipment": sid})])
+            leaves = []
+            for tag in part:
+                leaves.append(self.ev("lamb.slaughter", PLANT, {
+                    "tag": tag, "carcass": f"rc-{tag}", "carcass_mass_g": 17_000, "quarantine_cert": f"QC-R-{tag}",
+                    "price_fen_per_kg": 6600, "market_price_fen_per_kg": 6500, "date": "2026-09-20"}))
+                leaves.append(self.ev("label.issue", PLANT, {"carcass": f"rc-{tag}", "labels": [
+                    {"label": f"rl-{tag}", "cut": "整羊", "net_mass_g": 15_000, "packed": "2026-09-21",
+                     "check": hashlib.sha256(b"salt/rl-" + tag.encode()).digest()}]}))
+            leaves.append(self.ev("recall", OFFICE, {"targets": [{"type": "label", "id": f"rl-{t}"} for t in part],
+                                                     "reason": "包装破损"}))
+            self.commit(leaves)
+
     def build(self, pool: ProcessPoolExecutor | None, size: int, *, progress: bool = True) -> None:
-        """The story lambs spread over a log of ``size`` leaves, which is then filled up."""
+        """The story lambs spread over a log of ``size`` leaves, which is then filled up;
+        the recalled labels are made at 80 %."""
         marks = [0.0, 0.10, 0.45, 0.70, 0.85]
         for phase, mark in enumerate(marks):
             if phase:
                 self.grow_to(max(self.store.log_size, int(size * mark)), pool, progress=progress)
+            if phase == 4:
+                self.grow_to(max(self.store.log_size, int(size * 0.80)), pool, progress=progress)
+                self.recall_fodder()
             self.commit(self.story(phase))
         self.grow_to(size, pool, progress=progress)
 
@@ -306,6 +339,9 @@ def _bundle_stats(gen: ChainGen, reps: int) -> dict[str, Any]:
         "leaf_bytes": sum(len(e["leaf"]) for e in b0["events"]),
         "genesis_bytes": len(codec.encode(genesis_doc)),
         "multiproof_hashes": len(b0["proof"]),
+        "recalled_labels": len(store.state_get(MAP_KEY) or {}),
+        "recall_path_bytes": len(codec.encode(b0["recalls"])) if "recalls" in b0 else None,
+        "recall_path_hashes": len(b0["recalls"]["siblings"]) if "recalls" in b0 else None,
         "v1_equivalent_bytes_msgpack": {"median": int(statistics.median(v1_sizes)), "max": max(v1_sizes)},
         "v1_path_hashes": sum(len(e["proof"]) for e in v1_0["events"]),
         "build_ms_warm": _pcts(build_ms),
@@ -346,6 +382,8 @@ def main() -> int:
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--lambs", type=int, default=20, help="story lambs (4 labels each)")
     ap.add_argument("--reps", type=int, default=5, help="warm builds of every label per size")
+    ap.add_argument("--recalled", type=int, default=256,
+                    help="labels recalled in the chain (entries of the recall map the bundles prove a path in)")
     ap.add_argument("--dir", help="keep the chain here (default: a temporary directory, removed)")
     args = ap.parse_args()
     sizes = [1_000, 10_000, 30_000] if args.quick else sorted(int(x) for x in args.sizes.split(","))
@@ -359,7 +397,7 @@ def main() -> int:
             for size in sizes:
                 d = tmp / f"chain-{size}"
                 d.mkdir(exist_ok=True)
-                gen = ChainGen(d, lambs=lambs)
+                gen = ChainGen(d, lambs=lambs, recalled=args.recalled)
                 t0 = time.perf_counter()
                 gen.build(pool, size)
                 generate[str(size)] = round(time.perf_counter() - t0, 1)

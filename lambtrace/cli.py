@@ -22,6 +22,7 @@ from ledger import schema
 from ledger.errors import LedgerError
 from ledger.events import KINDS
 from ledger.genesis import Genesis, Params, Validator
+from ledger.recallmap import KIND as RECALLS
 
 from . import __version__
 
@@ -120,7 +121,8 @@ def cmd_genesis(args: argparse.Namespace) -> int:
                 "name": "锡林郭勒盟农牧局追溯办",
                 "keys": keys,
             },
-            params=Params(slaughter_requires_hsm=args.slaughter_requires_hsm, tag_quotas=quotas),
+            params=Params(slaughter_requires_hsm=args.slaughter_requires_hsm, tag_quotas=quotas,
+                          state_root=RECALLS),
         ).to_dict()
     )
     Path(args.out).write_text(genesis_to_json(g), encoding="utf-8")

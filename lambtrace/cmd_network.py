@@ -20,6 +20,7 @@ from typing import Any
 
 from ledger.errors import LedgerError
 from ledger.genesis import Genesis, Params, Validator
+from ledger.recallmap import KIND as RECALLS
 
 from .config import NodeConfig, check_port, genesis_to_json
 
@@ -80,7 +81,7 @@ def init_network(args: argparse.Namespace) -> dict[str, Any]:
         validators=tuple(Validator(n, b, "ed25519", keys[n].public_key, 1) for n, b in names),
         trace_office={"id": "league-trace-office", "banner": "152500", "name": "锡林郭勒盟农牧局追溯办公室",
                       "keys": [public_key_record(office)]},
-        params=Params(slaughter_requires_hsm=args.slaughter_requires_hsm),
+        params=Params(slaughter_requires_hsm=args.slaughter_requires_hsm, state_root=RECALLS),
     )
     Genesis.from_dict(genesis.to_dict())  # raises Rejected (bad_genesis, ...) on a bad --chain
     (d / "keys").mkdir(parents=True, exist_ok=True)

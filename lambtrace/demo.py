@@ -35,6 +35,7 @@ from typing import Any
 
 from ledger.errors import LedgerError, TransportError
 from ledger.genesis import DAY_MS, Genesis, Params, Validator
+from ledger.recallmap import KIND as RECALLS
 
 from .config import NodeConfig, check_port, genesis_to_json, load_genesis, write_json
 
@@ -215,7 +216,8 @@ def _create(d: Path, args: argparse.Namespace) -> dict[str, Any]:
             "name": office.name or "锡林郭勒盟农牧局追溯办公室",
             "keys": [public_key_record(office.signer)],
         },
-        params=Params(slaughter_requires_hsm=hsm is not None, tag_quotas={b: 400_000 for b in PILOT_BANNERS}),
+        params=Params(slaughter_requires_hsm=hsm is not None, tag_quotas={b: 400_000 for b in PILOT_BANNERS},
+                      state_root=RECALLS),
     )
     (d / "genesis.json").write_text(genesis_to_json(genesis), encoding="utf-8")
     state = {

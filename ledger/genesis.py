@@ -34,6 +34,10 @@ class Validator:
         return {"name": self.name, "banner": self.banner, "alg": self.alg, "pub": self.pub, "power": self.power}
 
 
+STATE_ROOT_KINDS = ("recalls/v1",)
+"""The values ``params.state_root`` may take in a genesis document."""
+
+
 @dataclass(frozen=True)
 class Params:
     """Parameters every node must agree on; all times in milliseconds."""
@@ -49,6 +53,11 @@ class Params:
     """Handheld terminals a banner may have in service (filed, not retired); banners not
     named have no quota.  Written into the genesis only when non-empty, so genesis files
     (and hashes) made before it existed stay as they were."""
+    state_root: str = ""
+    """What every header's ``state_root`` commits to: ``""`` nothing (no ``state_root``),
+    ``"recalls/v1"`` the recall map (ledger/recallmap.py, docs/adr/0011).  Written into
+    the genesis only when set, so genesis files (and hashes) made before it stay as they
+    were."""
     block_interval_ms: int = 500
     timeout_propose_ms: int = 3_000
     timeout_prevote_ms: int = 1_000
@@ -69,6 +78,8 @@ class Params:
         }
         if self.terminal_quotas:
             out["terminal_quotas"] = dict(self.terminal_quotas)
+        if self.state_root:
+            out["state_root"] = self.state_root
         return out
 
 
@@ -193,7 +204,7 @@ def _parse(d: Any) -> Genesis:
     p = d["params"]
     if type(p) is not dict:
         raise Rejected("bad_genesis", "params must be a map")
-    known = set(Params().to_dict()) | {"terminal_quotas"}
+    known = set(Params().to_dict()) | {"terminal_quotas", "state_root"}
     if set(p) - known:
         raise Rejected("bad_genesis", f"unknown parameter {sorted(set(p) - known)[0]}")
     kwargs: dict[str, Any] = {}
@@ -220,6 +231,10 @@ def _parse(d: Any) -> Genesis:
         ):
             raise Rejected("bad_genesis", "terminal_quotas maps county codes to non-negative counts")
         kwargs["terminal_quotas"] = dict(q)
+    if "state_root" in p:
+        if p["state_root"] not in STATE_ROOT_KINDS:
+            raise Rejected("bad_genesis", f"state_root must be one of {', '.join(STATE_ROOT_KINDS)}")
+        kwargs["state_root"] = p["state_root"]
     return Genesis(
         chain=chain,
         time=d["time"],

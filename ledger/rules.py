@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import recallmap
 from .errors import LedgerError, Rejected
 from .events import KINDS, SignedEvent
 from .genesis import Genesis
@@ -515,6 +516,12 @@ def _label(v: StateView, ev: SignedEvent, actor: dict, ctx: Context) -> Applied:
         raise Rejected("carcass_not_owned", f"carcass {b['carcass']!r} belongs to another plant")
     if c["recalled"] is not None:
         raise Rejected("carcass_recalled", f"carcass {b['carcass']!r} is recalled")
+    if recallmap.enabled(ctx.genesis):
+        # a label of a recalled lamb would have no place in the recall map's chain of the
+        # recall that came before it (docs/label-proof.md, "The recall map")
+        lamb = v.get(f"t/{c['tag']}")
+        if lamb is not None and lamb["recalled"] is not None:
+            raise Rejected("lamb_recalled", f"lamb {c['tag']} is recalled")
     c = dict(c)
     ids = [lab["label"] for lab in b["labels"]]
     if len(set(ids)) != len(ids):
@@ -553,6 +560,8 @@ def _recall(v: StateView, ev: SignedEvent, actor: dict, ctx: Context) -> Applied
     prefix = {"lamb": "t/", "carcass": "c/", "label": "l/"}
     tags = []
     labels = []
+    touched: list[str] = []
+    mapped = recallmap.enabled(ctx.genesis)
     for t in b["targets"]:
         key = prefix[t["type"]] + t["id"]
         rec = v.get(key)
@@ -564,7 +573,22 @@ def _recall(v: StateView, ev: SignedEvent, actor: dict, ctx: Context) -> Applied
         tags.append(rec["tag"])
         if t["type"] == "label":
             labels.append(t["id"])
+        if mapped:
+            touched.extend(_labels_of(v, t["type"], t["id"], rec))
+    if touched:
+        recallmap.record_recall(v, touched, ev.leaf)
     return Applied(tags=tuple(dict.fromkeys(tags)), labels=tuple(labels))
+
+
+def _labels_of(v: StateView, kind: str, ident: str, rec: dict) -> list[str]:
+    """The labels a recall of ``kind`` ``ident`` (record ``rec``) touches."""
+    if kind == "label":
+        return [ident]
+    if kind == "carcass":
+        return list(rec["labels"])
+    carcass = rec.get("carcass")
+    c = v.get(f"c/{carcass}") if carcass else None
+    return list(c["labels"]) if c is not None else []
 
 
 def _count(v: StateView, scope: str, ident: str | None, **inc: int) -> None:

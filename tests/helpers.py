@@ -15,6 +15,7 @@ from werkzeug.serving import make_server
 from ledger import codec
 from ledger import events as E
 from ledger.genesis import Genesis, Params, Validator
+from ledger.recallmap import KIND as RECALLS
 from node.kv import KV, MemoryKV
 from node.node import Node
 from node.store import ChainStore
@@ -32,6 +33,8 @@ class World:
     hsm: bool = False
     quotas: dict[str, int] = field(default_factory=lambda: {"152523": 1_000, "152524": 1_000})
     chain: str = "test-chain"
+    recall_map: bool = True
+    """Whether genesis commits the recall map (``params.state_root``), as new chains do."""
 
     def __post_init__(self) -> None:
         self.validator = generate("ed25519")
@@ -42,7 +45,8 @@ class World:
             validators=(Validator("league", "152500", "ed25519", self.validator.public_key),),
             trace_office={"id": OFFICE, "banner": "152500", "name": "trace office",
                           "keys": [public_key_record(self.keys[OFFICE])]},
-            params=Params(slaughter_requires_hsm=self.hsm, tag_quotas=dict(self.quotas)),
+            params=Params(slaughter_requires_hsm=self.hsm, tag_quotas=dict(self.quotas),
+                          state_root=RECALLS if self.recall_map else ""),
         )
         self.genesis = Genesis.from_dict(g.to_dict())
 

@@ -21,6 +21,7 @@ from ledger import events as E
 from ledger.blocks.header import Header
 from ledger.genesis import Genesis, Params, Validator
 from ledger.limits import DEFAULT_LIMITS, Limits
+from ledger.recallmap import KIND as RECALLS
 from node.kv import KV, MemoryKV
 from node.node import Node
 from node.store import ChainStore
@@ -42,7 +43,7 @@ FIRST = "315252300000001"
 
 
 class ApiWorld:
-    def __init__(self, kv: KV | None = None, *, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(self, kv: KV | None = None, *, limits: Limits = DEFAULT_LIMITS, recall_map: bool = True) -> None:
         self.now = T0
         self.validator = generate("ed25519")
         self.keys: dict[str, SoftwareSigner] = {OFFICE: generate("ed25519")}
@@ -57,7 +58,7 @@ class ApiWorld:
                 "name": "锡林郭勒盟追溯办",
                 "keys": [{"alg": office.alg, "pub": office.public_key, "storage": "software"}],
             },
-            params=Params(),
+            params=Params(state_root=RECALLS if recall_map else ""),
         )
         self.store = ChainStore(kv if kv is not None else MemoryKV(), self.genesis)
         self.node = Node(

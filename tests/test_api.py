@@ -271,7 +271,7 @@ def test_recall_shows_on_tag_and_label() -> None:
 def test_label_proof_bundle_verifies(world: ApiWorld) -> None:
     ids = world.season()
     b = world.get("/v1/labels/l-0001/proof")
-    assert b["format"] == "lambtrace-label-proof/v2" and b["label"] == "l-0001"
+    assert b["format"] == "lambtrace-label-proof/v3" and b["label"] == "l-0001"
     assert b["genesis_hash"] == world.genesis.hash.hex() and b["gaps"] == []
     assert "genesis" not in b  # referenced by genesis_hash; ?genesis=1 embeds it
     header = Header.from_dict(_unhex_header(b["checkpoint"]["header"]))

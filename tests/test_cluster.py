@@ -45,7 +45,8 @@ class RealCluster:
             validators=tuple(Validator(n, "152500", "ed25519", k.public_key, 1) for n, k in keys.items()),
             trace_office={"id": OFFICE, "banner": "152500", "keys": [public_key_record(w.keys[OFFICE])]},
             params=Params(tag_quotas={"152523": 100_000, "152524": 1000}, timeout_propose_ms=600,
-                          timeout_prevote_ms=300, timeout_precommit_ms=300, timeout_delta_ms=200),
+                          timeout_prevote_ms=300, timeout_precommit_ms=300, timeout_delta_ms=200,
+                          state_root="recalls/v1"),
         )
         w.genesis = Genesis.from_dict(g.to_dict())
         (tmp / "genesis.json").write_text(genesis_to_json(w.genesis))

@@ -50,7 +50,7 @@ class Cluster:
             validators=tuple(Validator(name, "152500", "ed25519", k.public_key, 1) for name, k in self.keys.items()),
             trace_office={"id": OFFICE, "banner": "152500", "keys": [public_key_record(w.keys[OFFICE])]},
             params=Params(tag_quotas=dict(w.quotas), timeout_propose_ms=400, timeout_prevote_ms=200,
-                          timeout_precommit_ms=200, timeout_delta_ms=100),
+                          timeout_precommit_ms=200, timeout_delta_ms=100, state_root="recalls/v1"),
         )
         w.genesis = Genesis.from_dict(g.to_dict())
         self.net = Net()

@@ -26,6 +26,7 @@ Chromium, chromedriver or selenium the browser tests skip and say which is missi
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import threading
 import time
@@ -238,7 +239,7 @@ def test_page_html_and_static_files(chain: Chain, served: Served) -> None:
 
 def test_bundle_references_the_genesis_the_page_fetches(chain: Chain, served: Served) -> None:
     b = requests.get(served.url + "/v1/labels/l-0001/proof", timeout=10).json()
-    assert b["format"] == "lambtrace-label-proof/v2" and "genesis" not in b
+    assert b["format"] == "lambtrace-label-proof/v3" and "genesis" not in b and "recalls" in b
     assert b["genesis_hash"] == chain.genesis_hex
     want = json.loads(json.dumps(chain.world.genesis.to_dict(), default=bytes.hex))
     assert requests.get(served.url + "/v1/genesis", timeout=10).json() == want
@@ -654,14 +655,28 @@ def _recertified(f: Callable[[dict[str, Any]], None], validator: Any, chain: str
     return g
 
 
+class Legacy:
+    """The same season on a chain whose genesis predates the recall map: its v2 bundle
+    and the archived v1 form, which both verifiers still read for such chains."""
+
+    def __init__(self) -> None:
+        self.world = w = ApiWorld(MemoryKV(), recall_map=False)
+        w.season()
+        self.genesis_json = json.loads(json.dumps(w.genesis.to_dict(), default=bytes.hex))
+        self.v2 = json.loads(w.http.get("/v1/labels/l-0001/proof").get_data(as_text=True))
+        self.v1 = _as_v1(self.v2, w.store, self.genesis_json)
+
+
 def _mutated_bundles(genuine: dict[str, Any], genesis: Any, store: Any,
-                     genesis_json: dict[str, Any], validator: Any = None) -> list[dict[str, Any]]:
-    """Mutations of every part of a genuine JSON bundle (v2, and its archived v1 form),
-    each with verify.verify_label's code."""
+                     genesis_json: dict[str, Any], validator: Any = None,
+                     legacy: Legacy | None = None, recalled: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Mutations of every part of a genuine JSON bundle (v3; the v2 and archived v1 forms
+    of a chain without a recall map; the recalled label l-0003's v3 bundle), each with
+    verify.verify_label's code (and, where it is not ``genesis``, the genesis it used)."""
     from verify import verify_label
 
     cases: list[tuple[str, dict[str, Any], Callable[[dict[str, Any]], Any]]] = []
-    v1 = _as_v1(genuine, store, genesis_json)
+    v1 = legacy.v1 if legacy is not None else _as_v1(genuine, store, genesis_json)
 
     def add(name: str, f: Callable[[dict[str, Any]], Any], base: dict[str, Any] = genuine) -> None:
         cases.append((name, base, f))
@@ -700,9 +715,35 @@ def _mutated_bundles(genuine: dict[str, Any], genesis: Any, store: Any,
     if validator is not None:
         add("re-certified header, proposer no validator",
             _recertified(lambda h: h.update(proposer="other"), validator, genesis.chain))
-        add("re-certified header with a state_root",
+        add("re-certified header with another state_root",
             _recertified(lambda h: h.update(state_root="ab" * 32), validator, genesis.chain))
+        add("re-certified header without a state_root",
+            _recertified(lambda h: h.pop("state_root", None), validator, genesis.chain))
         add("re-certified genuine header", _recertified(lambda h: None, validator, genesis.chain))
+        if recalled is not None:
+            # a server certifying a map in which the recalled label has no entry still
+            # cannot drop the recall: its state_root would not be the validators'
+            add("l-0003: recall dropped, its entry made up away",
+                _recertified(lambda h: h.update(state_root="00" * 32), validator, genesis.chain), recalled)
+    # the recall map path
+    add("recalls dropped", lambda m: m.pop("recalls"))
+    add("recalls dropped, format v2", lambda m: (m.pop("recalls"), m.update(format="lambtrace-label-proof/v2")))
+    add("recalls depth + 1", lambda m: m["recalls"].update(depth=m["recalls"]["depth"] + 1))
+    add("recalls mask not hex", lambda m: m["recalls"].update(mask="zz"))
+    add("recalls with a sibling", lambda m: m["recalls"].update(depth=1, mask="80", siblings=["11" * 32]))
+    add("recalls with an empty sibling", lambda m: m["recalls"].update(depth=1, mask="80", siblings=["00" * 32]))
+    add("recalls other of this label", lambda m: m["recalls"].update(other=[
+        hashlib.sha256(b"lambtrace/recall-key/v1l-0001").hexdigest(), "22" * 32]))
+    add("recalls other elsewhere", lambda m: m["recalls"].update(other=["33" * 32, "22" * 32]))
+    add("recalls unknown field", lambda m: m["recalls"].update(x=1))
+    if recalled is not None:
+        add("l-0003: genuine", lambda m: None, recalled)
+        add("l-0003: recall event dropped", lambda m: (_drop("recall")(m), _reprove(m, store)), recalled)
+        add("l-0003: claims no entry", lambda m: (_drop("recall")(m), _reprove(m, store), m["recalls"].update(
+            other=["33" * 32, "22" * 32])), recalled)
+        add("l-0003: recall path sibling flipped", lambda m: m["recalls"]["siblings"].__setitem__(
+            0, _flip(m["recalls"]["siblings"][0], 1)) if m["recalls"]["siblings"] else m["recalls"].update(
+            depth=1, mask="80", siblings=["44" * 32]), recalled)
     cert = lambda m: m["checkpoint"]["certificate"]
     add("cert.block", lambda m: cert(m).update(block=_flip(cert(m)["block"], 0)))
     add("cert.round", lambda m: cert(m).update(round=cert(m)["round"] + 1))
@@ -716,7 +757,8 @@ def _mutated_bundles(genuine: dict[str, Any], genesis: Any, store: Any,
     add("embedded genesis root key", embed(lambda m: m["genesis"]["trace_office"]["keys"][0].update(
         pub=_flip(m["genesis"]["trace_office"]["keys"][0]["pub"], 0))))
     add("label", lambda m: m.update(label="l-0002"))
-    for fmt in ("lambtrace-label-proof/v0", "lambtrace-label-proof/v1", "lambtrace-label-proof/v3", 2):
+    for fmt in ("lambtrace-label-proof/v0", "lambtrace-label-proof/v1", "lambtrace-label-proof/v2",
+                "lambtrace-label-proof/v4", 2):
         add(f"format {fmt}", lambda m, fmt=fmt: m.update(format=fmt))
     add("no format", lambda m: m.pop("format"))
     add("gaps", lambda m: m.update(gaps=[{"kind": "key", "subject": "k", "reason": "not found"}]))
@@ -733,16 +775,34 @@ def _mutated_bundles(genuine: dict[str, Any], genesis: Any, store: Any,
     add("v1: a multiproof", lambda m: m.update(proof=[]), v1)
     add("v1: format v2", lambda m: m.update(format="lambtrace-label-proof/v2"), v1)
     add("v1: drop event 0", lambda m: m["events"].pop(0), v1)
+    if legacy is not None:
+        add("v2: genuine", lambda m: None, legacy.v2)
+        add("v2: drop event 0", lambda m: (m["events"].pop(0), _reprove(m, legacy.world.store)), legacy.v2)
+        add("v2: multiproof hash 0", lambda m: m["proof"].__setitem__(0, _flip(m["proof"][0], 3)), legacy.v2)
+        add("v2: with a recall proof", lambda m: m.update(format="lambtrace-label-proof/v3", recalls={
+            "depth": 0, "mask": "", "siblings": [], "other": []}), legacy.v2)
+        add("v2: re-certified header with a state_root",
+            _recertified(lambda h: h.update(state_root="ab" * 32), legacy.world.validator, legacy.world.genesis.chain),
+            legacy.v2)
+        v1_here = {k: v for k, v in _as_v1(genuine, store, genesis_json).items() if k != "recalls"}
+        add("v1 on a chain with a recall map", lambda m: None, v1_here)
     out = []
     for name, base, f in cases:
         m = copy.deepcopy(base)
         f(m)
+        old = legacy is not None and (base is legacy.v1 or base is legacy.v2)
+        g = legacy.world.genesis if old and legacy is not None else genesis
+        label = "l-0003" if base is recalled else "l-0001"
         try:
-            verify_label(json.dumps(m), genesis, label="l-0001")
+            verify_label(json.dumps(m), g, label=label)
             code = None
         except VerificationError as exc:
             code = exc.code
-        out.append({"name": name, "bundle": m, "code": code})
+        case: dict[str, Any] = {"name": name, "bundle": m, "code": code, "label": label}
+        if old and legacy is not None:
+            case["genesis"] = legacy.genesis_json
+            case["fingerprint"] = legacy.world.genesis.hash.hex()
+        out.append(case)
     return out
 
 
@@ -888,10 +948,10 @@ import("/static/verify.js").then(async (V) => {
       await V.verifyLabelBundle(bundle, { label, fingerprint: vectors.genesis.hash, genesis });
     } catch (e) { problems.push(`genuine ${label} refused: ${e.code} ${e.message}`); }
   }
-  for (const [name, bundle] of Object.entries(vectors.bundles.forms)) {  // v1 and v2 with genesis embedded
-    for (const given of [null, genesis]) {
+  for (const [name, form] of Object.entries(vectors.bundles.forms)) {  // v3 with genesis embedded; v2, v1
+    for (const given of form.embedded ? [null, form.genesis] : [form.genesis]) {
       try {
-        await V.verifyLabelBundle(bundle, { label: "l-0001", fingerprint: vectors.genesis.hash, genesis: given });
+        await V.verifyLabelBundle(form.bundle, { label: "l-0001", fingerprint: form.hash, genesis: given });
       } catch (e) {
         problems.push(`genuine ${name} (genesis given: ${given !== null}) refused: ${e.code} ${e.message}`);
       }
@@ -904,7 +964,8 @@ import("/static/verify.js").then(async (V) => {
   const codes = [];
   for (const c of vectors.bundles.mutations) {
     let code = null;
-    try { await V.verifyLabelBundle(c.bundle, { label: "l-0001", fingerprint: null, genesis }); }
+    const given = c.genesis ?? genesis;
+    try { await V.verifyLabelBundle(c.bundle, { label: c.label, fingerprint: null, genesis: given }); }
     catch (e) { code = e.code ?? `crash: ${e}`; }
     codes.push(code);
     expect(code === c.code, `bundle mutation "${c.name}": verify.js says ${code}, verify_label says ${c.code}`);
@@ -988,21 +1049,38 @@ def test_js_verifier_matches_python(chain: Chain, served: Served, driver: Any,
     kinds = {parse_leaf(bytes.fromhex(e["leaf"])).kind for e in genuine["events"]}
     assert {"actor.revoke", "key.rotate", "device.register"} <= kinds  # the membership replay is exercised
     genesis_json = requests.get(served.url + "/v1/genesis", timeout=10).json()
-    mutations = _mutated_bundles(genuine, w.genesis, store, genesis_json, w.validator)
+    legacy = Legacy()
+    recalled = requests.get(served.url + "/v1/labels/l-0003/proof", timeout=10).json()
+    mutations = _mutated_bundles(genuine, w.genesis, store, genesis_json, w.validator, legacy, recalled)
     by_name = {c["name"]: c["code"] for c in mutations}
     assert by_name["re-certified header, proposer no validator"] == "bad_certificate"
-    assert by_name["re-certified header with a state_root"] == "bad_certificate"
-    forms = {"v1": _as_v1(genuine, store, genesis_json),
-             "v2+genesis": requests.get(served.url + "/v1/labels/l-0001/proof?genesis=1", timeout=10).json()}
-    for bundle in forms.values():
-        verify_label(json.dumps(bundle), w.genesis, label="l-0001")
+    assert by_name["re-certified header without a state_root"] == "bad_certificate"
+    assert by_name["v2: re-certified header with a state_root"] == "bad_certificate"
+    for name in ("re-certified header with another state_root", "l-0003: recall dropped, its entry made up away",
+                 "l-0003: recall event dropped", "l-0003: claims no entry", "l-0003: recall path sibling flipped",
+                 "recalls with a sibling", "recalls other of this label", "recalls other elsewhere"):
+        assert by_name[name] == "recalls_not_proven", (name, by_name[name])
+    assert by_name["recalls dropped, format v2"] == by_name["v1 on a chain with a recall map"] == "incomplete_bundle"
+    assert by_name["v2: with a recall proof"] == by_name["recalls dropped"] == "malformed_bundle"
+    forms = {
+        "v3+genesis": {"bundle": requests.get(served.url + "/v1/labels/l-0001/proof?genesis=1", timeout=10).json(),
+                       "genesis": genesis_json, "hash": w.genesis.hash.hex(), "embedded": True},
+        "v2 (no recall map)": {"bundle": legacy.v2, "genesis": legacy.genesis_json,
+                               "hash": legacy.world.genesis.hash.hex(), "embedded": False},
+        "v1 (no recall map)": {"bundle": legacy.v1, "genesis": legacy.genesis_json,
+                               "hash": legacy.world.genesis.hash.hex(), "embedded": True},
+    }
+    for name, form in forms.items():
+        g = w.genesis if name.startswith("v3") else legacy.world.genesis
+        verify_label(json.dumps(form["bundle"]), g, label="l-0001")
     # Leaving out a revocation that came after every signature it touches goes unnoticed
     # (no bundle can prove an absence; docs/label-proof.md); everything else must fail.
     parsed = [parse_leaf(bytes.fromhex(e["leaf"])) for e in genuine["events"]]
     revocations = {f"drop event {k}" for k, ev in enumerate(parsed)
                    if ev.kind == "actor.revoke" or (ev.kind == "key.rotate" and ev.body.get("revoke"))}
     assert len(revocations) == 2
-    assert {c["name"] for c in mutations if c["code"] is None} == revocations | {"re-certified genuine header"}
+    assert {c["name"] for c in mutations if c["code"] is None} == revocations | {
+        "re-certified genuine header", "l-0003: genuine", "v2: genuine"}
     vectors = {
         "encoded": encoded, "bad": bad, "headers": headers, "leaves": leaves, "keys": keys,
         "genesis": {"json": genesis_json, "hash": w.genesis.hash.hex(),

@@ -97,7 +97,7 @@ def test_lifecycle_survives_sigkill(real_node: Any) -> None:
     # genesis; the genesis the node serves is the one it was started with
     raw = client.label_proof("L1", raw=True)
     bundle = codec.decode(raw)
-    assert bundle["format"] == "lambtrace-label-proof/v2" and "genesis" not in bundle
+    assert bundle["format"] == "lambtrace-label-proof/v3" and "genesis" not in bundle
     head = bundle["checkpoint"]["header"]
     merkle.verify_multiproof({e["index"]: merkle.leaf_hash(e["leaf"]) for e in bundle["events"]}, head["log_size"],
                              bundle["proof"], head["log_root"])

@@ -309,3 +309,24 @@ def test_json_and_msgpack_give_the_same_ids(served: Any) -> None:
     assert r_json.json()["results"][0]["id"] == r_mp.json()["results"][0]["id"]
     assert r_mp.json()["results"][0]["status"] == "duplicate"
     assert codec.decode(codec.encode(e)) == e
+
+
+@pytest.mark.parametrize("recall_map", [True, False])
+def test_labels_of_a_recalled_lamb_over_http(recall_map: bool) -> None:
+    """On a chain with a recall map a plant cannot label the carcass of a lamb recalled after
+    slaughter (``lamb_recalled``: the label could not join that recall's chain in the map);
+    chains made before the map keep their old rule, so their history replays unchanged."""
+    w = World(recall_map=recall_map)
+    s = Served(w.new_node())
+    try:
+        setup = [*base(w), *slaughtered(w),
+                 w.ev("recall", OFFICE, {"targets": [{"type": "lamb", "id": A}], "reason": "r"})]
+        assert all(r["status"] == "accepted" for r in s.submit(setup))
+        s.commit()
+        (result,) = s.submit([w.label("plant", "c-1", [("L1", 1000)])])
+        if recall_map:
+            assert (result["status"], result["code"]) == ("rejected", "lamb_recalled")
+        else:
+            assert result["status"] == "accepted", result
+    finally:
+        s.close()

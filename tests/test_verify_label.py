@@ -1,10 +1,11 @@
 """Offline label verification (verify.verify_label, ``lambtrace verify-label``).
 
-A genuine bundle (``lambtrace-label-proof/v2``: one multiproof, genesis by reference)
-from a seasoned chain (tests/helpers_api.py: enrolments, a banner office's terminal,
+A genuine bundle (``lambtrace-label-proof/v3``: one multiproof, genesis by reference,
+the label's path in the recall map) from a seasoned chain (tests/helpers_api.py: enrolments, a banner office's terminal,
 tagging, custody, slaughter, a key rotation, two labels) verifies from every input
-form, and so do the same bundle with the genesis embedded (``?genesis=1``) and its
-archived ``v1`` form (an inclusion proof per event, genesis embedded).  Then every
+form, and so do the same bundle with the genesis embedded (``?genesis=1``), and, on a
+chain whose genesis predates the recall map, its ``v2`` form and the archived ``v1``
+form (an inclusion proof per event, genesis embedded).  Then every
 byte of its canonical msgpack is flipped (four masks), deleted, duplicated, swapped
 with its neighbour and the bundle truncated at every length; and every field of the
 parsed bundle is flipped, deleted, extended, retyped, truncated, reordered, dropped,
@@ -17,6 +18,7 @@ are tested with bundles a test "validator" re-certifies over a forged log.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import random
@@ -30,7 +32,7 @@ from helpers import Served
 from helpers_api import AGENT, BANNER_OFFICE, CHAIN, COOP, OFFICE, PLANT, TAG_A, TAG_B, VALIDATOR, ApiWorld
 from lambtrace.cli import main
 from lambtrace.config import genesis_to_json
-from ledger import codec, merkle, schema
+from ledger import codec, merkle, recallmap, schema
 from ledger import events as E
 from ledger.blocks.certificate import sign_commit
 from ledger.blocks.header import Header
@@ -70,11 +72,28 @@ def as_v1(w: ApiWorld, b: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def forms(seasoned: tuple[ApiWorld, dict[str, Any]], raw: bytes) -> dict[str, bytes]:
-    """The genuine bundle as v2 (as served), v2 with ``?genesis=1``, and v1."""
+def legacy() -> ApiWorld:
+    """The same season on a chain whose genesis has no recall map (made before it)."""
+    w = ApiWorld(MemoryKV(), recall_map=False)
+    w.season()
+    return w
+
+
+@pytest.fixture(scope="module")
+def forms(seasoned: tuple[ApiWorld, dict[str, Any]], raw: bytes, legacy: ApiWorld) -> dict[str, bytes]:
+    """The genuine bundle as v3 (as served), v3 with ``?genesis=1``; and from the chain
+    without a recall map, v2 (as served there), v2 with ``?genesis=1``, and v1."""
     w, _ = seasoned
-    full = w.http.get(f"/v1/labels/{LABEL}/proof?genesis=1", headers={"Accept": "application/msgpack"}).get_data()
-    return {"v2": raw, "v2+genesis": full, "v1": codec.encode(as_v1(w, codec.decode(raw)))}
+    msgpack = {"Accept": "application/msgpack"}
+    full = w.http.get(f"/v1/labels/{LABEL}/proof?genesis=1", headers=msgpack).get_data()
+    old = legacy.http.get(f"/v1/labels/{LABEL}/proof", headers=msgpack).get_data()
+    old_full = legacy.http.get(f"/v1/labels/{LABEL}/proof?genesis=1", headers=msgpack).get_data()
+    return {"v3": raw, "v3+genesis": full, "v2": old, "v2+genesis": old_full,
+            "v1": codec.encode(as_v1(legacy, codec.decode(old)))}
+
+
+def genesis_of(form: str, seasoned: tuple[ApiWorld, dict[str, Any]], legacy: ApiWorld) -> Genesis:
+    return seasoned[0].genesis if form.startswith("v3") else legacy.genesis
 
 
 def must_fail(data: Any, genesis: Genesis, what: str) -> VerificationError:
@@ -115,17 +134,37 @@ def test_genuine_bundle_verifies_in_every_form(seasoned: tuple[ApiWorld, dict[st
     json.dumps(d)  # JSON-ready
 
 
-def test_v2_bundle_shape_and_the_other_forms(seasoned: tuple[ApiWorld, dict[str, Any]],
-                                             forms: dict[str, bytes]) -> None:
-    w, _ = seasoned
+def test_bundle_shapes_and_the_other_forms(seasoned: tuple[ApiWorld, dict[str, Any]], legacy: ApiWorld,
+                                           forms: dict[str, bytes]) -> None:
+    new = seasoned[0]
+    b3 = codec.decode(forms["v3"])
+    assert b3["format"] == "lambtrace-label-proof/v3" and "genesis" not in b3
+    assert b3["checkpoint"]["header"]["state_root"] == recallmap.EMPTY  # nothing recalled in this season
+    assert b3["recalls"] == {"depth": 0, "mask": b"", "siblings": [], "other": []}
+    assert codec.decode(forms["v3+genesis"]) == {**b3, "genesis": new.genesis.to_dict()}
+    reports3 = [verify_label(forms[f], new.genesis, label=LABEL) for f in ("v3", "v3+genesis")]
+    assert all(r.recalls_complete for r in reports3)
+    # a chain with a recall map accepts nothing that cannot prove its recalls complete
+    b3_as_v2 = {k: v for k, v in b3.items() if k != "recalls"}
+    with pytest.raises(VE.IncompleteBundle):
+        verify_label(codec.encode({**b3_as_v2, "format": "lambtrace-label-proof/v2"}), new.genesis, label=LABEL)
+    with pytest.raises(VE.MalformedBundle):  # v3 without its recall proof
+        verify_label(codec.encode(b3_as_v2), new.genesis, label=LABEL)
+
+    w = legacy
     b = codec.decode(forms["v2"])
-    assert b["format"] == "lambtrace-label-proof/v2" and "genesis" not in b
+    assert b["format"] == "lambtrace-label-proof/v2" and "genesis" not in b and "recalls" not in b
+    assert "state_root" not in b["checkpoint"]["header"]
     assert all(set(e) == {"leaf", "index"} for e in b["events"]) and b["proof"]
     size = b["checkpoint"]["header"]["log_size"]
     assert len(b["proof"]) == merkle.multiproof_length([e["index"] for e in b["events"]], size)
     assert codec.decode(forms["v2+genesis"]) == {**b, "genesis": w.genesis.to_dict()}
-    reports = {name: verify_label(data, w.genesis, label=LABEL) for name, data in forms.items()}
+    reports = {name: verify_label(forms[name], w.genesis, label=LABEL) for name in ("v2", "v2+genesis", "v1")}
     assert len({(r.tag, r.events, r.checkpoint_hash) for r in reports.values()}) == 1
+    assert not any(r.recalls_complete for r in reports.values())
+    with pytest.raises(VE.MalformedBundle):  # a recall proof for a chain without a recall map
+        verify_label(codec.encode({**b, "format": "lambtrace-label-proof/v3", "recalls": b3["recalls"]}),
+                     w.genesis, label=LABEL)
     # the multiproof sends each shared hash once: smaller than one path per event
     assert len(forms["v2"]) < len(forms["v1"]) - len(codec.encode(w.genesis.to_dict()))
     # the embedded genesis must be the trusted one, in either format
@@ -208,14 +247,14 @@ def byte_mutations(data: bytes, positions: range | list[int], kinds: tuple[str, 
                 yield f"truncate {i}", data[:i]
 
 
-@pytest.mark.parametrize("form", ["v2", "v1"])
-def test_every_byte_mutation_fails(seasoned: tuple[ApiWorld, dict[str, Any]], forms: dict[str, bytes],
-                                   form: str) -> None:
+@pytest.mark.parametrize("form", ["v3", "v2", "v1"])
+def test_every_byte_mutation_fails(seasoned: tuple[ApiWorld, dict[str, Any]], legacy: ApiWorld,
+                                   forms: dict[str, bytes], form: str) -> None:
     """Every byte position flipped two ways and deleted, and the bundle truncated at every
     length (4 x ~4.5 KB per form, most failing within microseconds); four
     more mutations at a deterministic sample of 1 500 positions.  All eight at every
-    position (of the v2 form) run under ``slow``."""
-    g = seasoned[0].genesis
+    position (of the v3 form) run under ``slow``."""
+    g = genesis_of(form, seasoned, legacy)
     raw = forms[form]
     codes: dict[str, int] = {}
     sample = sorted(random.Random(2026).sample(range(len(raw)), min(1500, len(raw))))
@@ -377,14 +416,14 @@ def targeted_mutations(b: dict[str, Any]) -> Iterator[tuple[str, Any]]:
     yield "no events", set_at(b, ("events",), [])
 
 
-@pytest.mark.parametrize("form", ["v2", "v2+genesis", "v1"])
-def test_every_field_mutation_fails(seasoned: tuple[ApiWorld, dict[str, Any]], forms: dict[str, bytes],
-                                    form: str) -> None:
-    g = seasoned[0].genesis
+@pytest.mark.parametrize("form", ["v3", "v3+genesis", "v2", "v2+genesis", "v1"])
+def test_every_field_mutation_fails(seasoned: tuple[ApiWorld, dict[str, Any]], legacy: ApiWorld,
+                                    forms: dict[str, bytes], form: str) -> None:
+    g = genesis_of(form, seasoned, legacy)
     raw = forms[form]
     b = codec.decode(raw)
     n = 0
-    seen: set[bytes] = set(forms.values())  # deleting the embedded genesis gives the plain v2 form
+    seen: set[bytes] = set(forms.values())  # deleting the embedded genesis gives the plain form
     for what, m in [*field_mutations(b), *targeted_mutations(b)]:
         try:
             data = codec.encode(m)
@@ -397,7 +436,7 @@ def test_every_field_mutation_fails(seasoned: tuple[ApiWorld, dict[str, Any]], f
             must_fail(data, g, what)
         must_fail(m, g, what + " (parsed)")
         n += 1
-    assert n > {"v2": 400, "v2+genesis": 600, "v1": 1000}[form], n
+    assert n > {"v3": 400, "v3+genesis": 600, "v2": 400, "v2+genesis": 600, "v1": 1000}[form], n
 
 
 def test_every_json_field_mutation_fails(seasoned: tuple[ApiWorld, dict[str, Any]]) -> None:
@@ -432,17 +471,46 @@ def forge(w: ApiWorld, leaves: list[bytes], picks: list[int], *, label: str = LA
     assert last is not None
     header = Header(chain=g.chain, height=last.height + 1, time=last.time + 1000, prev=last.hash,
                     log_size=cr.size, log_root=cr.root(), validators=g.validators_hash, proposer=g.validators[0].name)
-    cert = sign_commit(g.chain, header.height, 0, header.hash, signers or [(VALIDATOR, w.validator)])
     indexes = sorted(picks)
-    return codec.encode({
-        "format": "lambtrace-label-proof/v2",
+    proof = None
+    if recallmap.enabled(g):
+        # the forger certifies a recall map holding exactly the recalls the story will report
+        value = recallmap.chain_of([leaves[i] for i in _story_recalls(leaves, indexes, label)])
+        tree = recallmap.RecallTree({label: value} if value is not None else {})
+        header = dataclasses.replace(header, state_root=tree.root)
+        proof = tree.prove(label)
+    cert = sign_commit(g.chain, header.height, 0, header.hash, signers or [(VALIDATOR, w.validator)])
+    out = {
+        "format": "lambtrace-label-proof/v3" if proof is not None else "lambtrace-label-proof/v2",
         "genesis_hash": g.hash,
         "label": label,
         "checkpoint": {"header": header.to_dict(), "certificate": cert.to_dict()},
         "events": [{"leaf": leaves[i], "index": i} for i in indexes],
         "proof": merkle.multiproof(indexes, cr.size, lambda lv, ix: nodes[(lv, ix)]),
         "gaps": [],
-    })
+    }
+    if proof is not None:
+        out["recalls"] = proof.to_value()
+    return codec.encode(out)
+
+
+def _story_recalls(leaves: list[bytes], indexes: list[int], label: str) -> list[int]:
+    """The picked recalls of ``label``, its carcass or its lamb, as the verifier's story finds them."""
+    evs = {}
+    for i in indexes:
+        try:
+            evs[i] = E.parse_leaf(leaves[i])
+        except Rejected:
+            continue
+    mine = {("label", label)}
+    for ev in evs.values():
+        if ev.kind == "label.issue" and any(x.get("label") == label for x in ev.body["labels"]):
+            mine.add(("carcass", ev.body["carcass"]))
+    for ev in evs.values():
+        if ev.kind == "lamb.slaughter" and ("carcass", ev.body["carcass"]) in mine:
+            mine.add(("lamb", ev.body["tag"]))
+    return [i for i, ev in sorted(evs.items())
+            if ev.kind == "recall" and any((t["type"], t["id"]) in mine for t in ev.body["targets"])]
 
 
 class Log:
@@ -661,13 +729,63 @@ def test_node_bundles_carry_recalls_and_revocations() -> None:
     assert [(r.target_type, r.reason) for r in report.recalls] == [("carcass", "兽药残留")]
     kinds = [E.parse_leaf(e["leaf"]).kind for e in codec.decode(raw)["events"]]
     assert kinds.count("key.rotate") == 2  # the plant's new key, and the revocation of its old one
-    # What offline verification cannot see: a server that leaves the recall out.  Without
-    # state proofs (header.state_root) the omission is undetectable (docs/adr/0005).
-    b = codec.decode(raw)
+    assert report.recalls_complete
+    # A server that leaves the recall out: the recall map in the certified header gives it away.
+    b = _without_recalls(codec.decode(raw), w)
+    with pytest.raises(VE.RecallsNotProven):
+        verify_label(codec.encode(b), w.genesis, label=LABEL)
+    # ... even with a path to "no entry" it made up
+    b["recalls"] = {"depth": 0, "mask": b"", "siblings": [], "other": []}
+    with pytest.raises(VE.RecallsNotProven):
+        verify_label(codec.encode(b), w.genesis, label=LABEL)
+
+
+def _without_recalls(b: dict[str, Any], w: ApiWorld) -> dict[str, Any]:
     b["events"] = [e for e in b["events"] if E.parse_leaf(e["leaf"]).kind != "recall"]
     b["proof"] = merkle.multiproof([e["index"] for e in b["events"]], b["checkpoint"]["header"]["log_size"],
                                    w.store.get_node)
-    assert not verify_label(codec.encode(b), w.genesis, label=LABEL).recalled
+    return b
+
+
+def test_without_a_recall_map_a_left_out_recall_goes_unseen() -> None:
+    """What a chain whose genesis predates the recall map cannot prove (docs/adr/0005):
+    a server that leaves a recall out of a v2 bundle is not caught."""
+    w = ApiWorld(MemoryKV(), recall_map=False)
+    w.season()
+    w.submit([w.ev("recall", OFFICE, {"targets": [{"type": "carcass", "id": "c-1"}], "reason": "兽药残留"})])
+    w.commit()
+    raw = w.http.get(f"/v1/labels/{LABEL}/proof", headers={"Accept": "application/msgpack"}).get_data()
+    report = verify_label(raw, w.genesis, label=LABEL)
+    assert report.recalled and not report.recalls_complete
+    assert not verify_label(codec.encode(_without_recalls(codec.decode(raw), w)), w.genesis, label=LABEL).recalled
+
+
+def test_the_recall_map_follows_lambs_carcasses_labels_and_siblings() -> None:
+    """Each label's chain holds exactly the recalls of it, its carcass and its lamb: a
+    recall of a sibling label leaves it out, later recalls extend it, and the bundles of
+    every label verify with exactly their own recalls."""
+    w = ApiWorld(MemoryKV())
+    w.season()
+
+    def check(label: str, want: list[str]) -> None:
+        raw = w.http.get(f"/v1/labels/{label}/proof", headers={"Accept": "application/msgpack"}).get_data()
+        r = verify_label(raw, w.genesis, label=label)
+        assert r.recalls_complete and [x.reason for x in r.recalls] == want, (label, r.recalls)
+        b = codec.decode(raw)
+        assert b["checkpoint"]["header"]["state_root"] == w.store.state_get(recallmap.ROOT_KEY)
+
+    w.submit([w.ev("recall", OFFICE, {"targets": [{"type": "label", "id": "l-0002"}], "reason": "破损"})])
+    w.commit()
+    check(LABEL, [])
+    check("l-0002", ["破损"])
+    w.submit([w.ev("recall", OFFICE, {"targets": [{"type": "lamb", "id": TAG_A}], "reason": "布病"})])
+    w.commit()
+    check(LABEL, ["布病"])
+    check("l-0002", ["破损", "布病"])
+    entries = w.store.state_get(recallmap.MAP_KEY)
+    assert set(entries) == {LABEL, "l-0002"}
+    # a recalled lamb's carcass can no longer be labelled
+    assert w.store.state_get(f"t/{TAG_A}")["carcass"] == "c-1"
 
 
 # -- the command line --------------------------------------------------------------------------

@@ -4,8 +4,8 @@ For each block, in height order, the auditor checks
 
 * the header: it decodes, names genesis's chain and validator set and a validator as
   proposer, has the next height, a time after the previous block's (the first at or
-  after genesis), no ``state_root`` (none is defined yet) and ``prev`` equal to the hash
-  of the previous header (genesis's hash for height 1);
+  after genesis), a ``state_root`` exactly when genesis defines one, and ``prev`` equal
+  to the hash of the previous header (genesis's hash for height 1);
 * the log: ``log_size`` is the previous size plus the block's leaves, and ``log_root`` is
   the RFC 9162 root recomputed from every leaf since genesis;
 * where the source is the node's own store, that the node's stored Merkle nodes give
@@ -15,7 +15,10 @@ For each block, in height order, the auditor checks
 * every leaf: a canonical signed event (:func:`ledger.events.parse_leaf`);
 * every event, in order, against the state replayed so far with
   :func:`ledger.rules.apply_event` at the block's time: the same rules the validators
-  ran, signatures included.  Any refusal breaks the chain there.
+  ran, signatures included.  Any refusal breaks the chain there;
+* where genesis defines a ``state_root`` (``"recalls/v1"``), that the header's is the
+  root of the recall map the replay has built (:mod:`ledger.recallmap`;
+  ``state_mismatch`` otherwise).
 
 At the end the replayed state hash (:func:`ledger.state.state_hash`) is compared with
 the node's, when the source can tell it.
@@ -51,7 +54,7 @@ from typing import Any
 
 import msgpack
 
-from ledger import codec, merkle
+from ledger import codec, merkle, recallmap
 from ledger.blocks.certificate import CommitCertificate, vote_bytes
 from ledger.blocks.header import Header
 from ledger.errors import DecodeError, LedgerError, Rejected
@@ -458,8 +461,12 @@ class Auditor:
             raise ChainMismatch(f"block {h} names another validator set", height=h)
         if header.proposer not in self._validators:
             raise BadHeader(f"block {h}'s proposer {header.proposer!r} is not a validator", height=h)
-        if header.state_root is not None:
-            raise BadHeader(f"block {h} carries a state_root, which no rule defines yet", height=h)
+        mapped = recallmap.enabled(g)
+        if not mapped and header.state_root is not None:
+            raise BadHeader(f"block {h} carries a state_root, which this chain's genesis does not define",
+                            height=h)
+        if mapped and header.state_root is None:
+            raise BadHeader(f"block {h} has no state_root (this chain's genesis commits the recall map)", height=h)
         if header.prev != self.last_hash:
             raise BrokenLink(f"block {h}'s prev is not the hash of block {h - 1}", height=h)
         if header.time < self.last_time or (h > 1 and header.time == self.last_time):
@@ -504,6 +511,10 @@ class Auditor:
                                         f"{exc.message}", height=h, index=first + k, rule=exc.code) from None
         finally:
             self._cur, self._cur_verdicts = None, b""
+        root = recallmap.finish_block(view, g)
+        if root != header.state_root:
+            raise StateMismatch(f"block {h}'s state_root is not the root of the recall map its events make",
+                                height=h)
         self.state.apply(view)
         self.frontier = frontier
         self.height, self.last_hash, self.last_time = h, block_hash, header.time

@@ -62,6 +62,7 @@ __all__ = [
     "MalformedBundle",
     "MissingEvent",
     "NotAuthorised",
+    "RecallsNotProven",
     "Rollback",
     "RuleViolation",
     "StaleCheckpoint",
@@ -147,6 +148,14 @@ class InclusionFailed(_Precise):
     wrong length, names an index beyond the log, or leads to another root."""
 
     code = "inclusion_failed"
+
+
+class RecallsNotProven(_Precise):
+    """v3: the label's path in the recall map (``recalls``) is not the canonical proof, or
+    does not lead from the bundle's recalls of the label (or their absence) to the
+    checkpoint's ``state_root``: the server left a recall out, or added one."""
+
+    code = "recalls_not_proven"
 
 
 class BadEvent(_Precise):

@@ -8,8 +8,9 @@ It is pure: no network, no disk, no clock (``now_ms`` comes in as an argument).
 The workflow, cheap checks first and attacker-sized work last (STYLE §4):
 
 1. **Decode** the bundle (canonical msgpack, or JSON with lowercase hex) into
-   ``_unverified_*`` values: a known ``format`` (:data:`FORMATS`: ``v2``, which the
-   prover emits, and the archived ``v1``), exact field sets, types, sizes, at most
+   ``_unverified_*`` values: a known ``format`` (:data:`FORMATS`: ``v3`` and ``v2``, which
+   the prover emits on chains with and without a recall map, and the archived ``v1``),
+   exact field sets, types, sizes, at most
    :data:`MAX_EVENTS` events, at most 64 proof hashes per event.  ``gaps`` must be
    empty: a bundle whose builder could not find a part is not a proof.
 2. **Anchor**: the bundle's ``genesis_hash`` is the hash of the trusted genesis, and
@@ -29,7 +30,9 @@ The workflow, cheap checks first and attacker-sized work last (STYLE §4):
    that ear tag on a lamb; exactly one ``tags.issue`` range holds the tag and went to the
    tagger's cooperative (or banner office); custody runs unbroken from the tagger to the
    plant (each ``custody.ship`` by the holder, each received by its addressee, in log
-   order); recalls of the lamb, carcass or label are noted.
+   order); recalls of the lamb, carcass or label are noted.  ``v3``: the label's path
+   in the recall map (``recalls``) leads from exactly those recalls (or none) to the
+   checkpoint's ``state_root``, so none was left out (:mod:`ledger.recallmap`).
 6. **Membership**: every signing key is a genesis root key of the trace office or was
    put on the ledger by an ``actor.enroll``, ``key.rotate`` or ``device.register`` in
    the bundle, earlier in the log, signed (transitively) by actors whose own enrolment
@@ -41,8 +44,8 @@ The workflow, cheap checks first and attacker-sized work last (STYLE §4):
 8. **Signatures**, last: the commit certificate's precommits
    (:func:`ledger.blocks.certificate.verify_commit`), then every event signature.
 
-What this proves, and what it cannot (recalls or revocations a server leaves out), is
-in docs/adr/0005-label-verification.md.
+What this proves, and what it cannot (revocations a server leaves out; before ``v3``,
+recalls too), is in docs/adr/0005-label-verification.md and docs/adr/0011.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger import codec, merkle
+from ledger import codec, merkle, recallmap
 from ledger.blocks.certificate import CommitCertificate, verify_commit
 from ledger.blocks.header import Header
 from ledger.errors import DecodeError, InsufficientSignatures, LedgerError, Rejected, VerificationError
@@ -78,6 +81,7 @@ from .errors import (
     MalformedBundle,
     MissingEvent,
     NotAuthorised,
+    RecallsNotProven,
     StaleCheckpoint,
     UnexpectedEvent,
     UnsupportedFormat,
@@ -89,6 +93,7 @@ __all__ = [
     "FORMAT",
     "FORMATS",
     "FORMAT_V1",
+    "FORMAT_V2",
     "MAX_BUNDLE_BYTES",
     "MAX_EVENTS",
     "CustodyHop",
@@ -98,11 +103,14 @@ __all__ = [
     "verify_label",
 ]
 
-FORMAT = "lambtrace-label-proof/v2"
-"""The format the prover emits (api/proofs.py): one multiproof, genesis by reference."""
+FORMAT = "lambtrace-label-proof/v3"
+"""The format the prover emits on chains with a recall map (api/proofs.py): v2 plus the
+label's path in the recall map (``recalls``)."""
+FORMAT_V2 = "lambtrace-label-proof/v2"
+"""One multiproof, genesis by reference; what the prover emits on chains without a recall map."""
 FORMAT_V1 = "lambtrace-label-proof/v1"
 """The first format: an inclusion proof per event and the genesis document embedded."""
-FORMATS = (FORMAT, FORMAT_V1)
+FORMATS = (FORMAT, FORMAT_V2, FORMAT_V1)
 """Every format this verifier reads."""
 MAX_BUNDLE_BYTES = 4 * 1024 * 1024
 """Largest bundle accepted (bytes of msgpack or JSON), checked before parsing."""
@@ -113,6 +121,7 @@ MAX_PROOF_HASHES = 64
 _FIELDS_V1 = frozenset({"format", "genesis_hash", "genesis", "label", "checkpoint", "events", "gaps"})
 _EVENT_FIELDS_V1 = frozenset({"leaf", "index", "proof"})
 _FIELDS_V2 = frozenset({"format", "genesis_hash", "label", "checkpoint", "events", "proof", "gaps"})
+_FIELDS_V3 = _FIELDS_V2 | {"recalls"}
 _OPTIONAL_V2 = frozenset({"genesis"})
 _EVENT_FIELDS_V2 = frozenset({"leaf", "index"})
 _MEMBERSHIP = ("actor.enroll", "key.rotate", "device.register", "actor.revoke")
@@ -193,6 +202,9 @@ class LabelReport:
     events: int
     checkpoint_age_ms: int | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    recalls_complete: bool = False
+    """v3: ``recalls`` are proven to be every recall of the lamb, carcass and label up to
+    the checkpoint (the recall map); v1, v2: only that each one listed happened."""
 
     @property
     def recalled(self) -> bool:
@@ -240,6 +252,8 @@ class _UnverifiedBundle:
     entries: tuple[_UnverifiedEntry, ...]
     multiproof: tuple[bytes, ...] | None
     """v2: the one multiproof of every entry's leaf; v1: ``None``."""
+    recalls: recallmap.Proof | None = None
+    """v3: the label's path in the recall map; v1, v2: ``None``."""
 
 
 def _is_hex(text: str) -> bool:
@@ -329,6 +343,15 @@ def _json_to_values(value: Any) -> Any:
         out["events"] = conv_evs
     if type(value.get("proof")) is list:
         out["proof"] = [_unhex(h, "proof") for h in value["proof"]]
+    rc = value.get("recalls")
+    if type(rc) is dict:
+        rc = dict(rc)
+        if "mask" in rc:
+            rc["mask"] = _unhex(rc["mask"], "recalls.mask")
+        for k in ("siblings", "other"):
+            if type(rc.get(k)) is list:
+                rc[k] = [_unhex(h, f"recalls.{k}") for h in rc[k]]
+        out["recalls"] = rc
     return out
 
 
@@ -384,7 +407,8 @@ def _unverified_bundle(value: Any, limits: Limits) -> _UnverifiedBundle:
     if fmt not in FORMATS:
         raise UnsupportedFormat(f"bundle format {fmt[:64]!r}; this verifier reads {', '.join(FORMATS)}")
     v1 = fmt == FORMAT_V1
-    required, optional = (_FIELDS_V1, frozenset()) if v1 else (_FIELDS_V2, _OPTIONAL_V2)
+    required, optional = {FORMAT_V1: (_FIELDS_V1, frozenset()), FORMAT_V2: (_FIELDS_V2, _OPTIONAL_V2),
+                          FORMAT: (_FIELDS_V3, _OPTIONAL_V2)}[fmt]
     keys = set(value)
     if not required <= keys <= required | optional:
         extra, missing = sorted(keys - required - optional), sorted(required - keys)
@@ -429,7 +453,14 @@ def _unverified_bundle(value: Any, limits: Limits) -> _UnverifiedBundle:
         entries.append(_UnverifiedEntry(leaf, index, proof))
     multi = None if v1 else _hash_list(value["proof"], MAX_PROOF_HASHES * len(evs), "proof")
     has_genesis = "genesis" in value
-    return _UnverifiedBundle(fmt, gh, has_genesis, value.get("genesis"), label, header, cert, tuple(entries), multi)
+    recalls = None
+    if fmt == FORMAT:
+        try:
+            recalls = recallmap.proof_from_value(value["recalls"])
+        except VerificationError as exc:
+            raise MalformedBundle(exc.message) from None
+    return _UnverifiedBundle(fmt, gh, has_genesis, value.get("genesis"), label, header, cert, tuple(entries), multi,
+                             recalls)
 
 
 def _hash_list(proof: Any, most: int, what: str) -> tuple[bytes, ...]:
@@ -788,8 +819,17 @@ def _verify(
         raise BadCertificate("the checkpoint's time is before genesis")
     if g.validator(header.proposer) is None:
         raise BadCertificate(f"the checkpoint's proposer {header.proposer!r} is not a validator")
-    if header.state_root is not None:
-        raise BadCertificate("the checkpoint carries a state_root, which no rule defines yet")
+    if recallmap.enabled(g):
+        if b.recalls is None:
+            raise IncompleteBundle(f"this chain commits its recalls in every header; a {b.format} bundle "
+                                   "cannot prove that no recall was left out")
+        if header.state_root is None:
+            raise BadCertificate("the checkpoint has no state_root, which this chain's genesis requires")
+    else:
+        if b.recalls is not None:
+            raise MalformedBundle("a recall proof for a chain whose genesis defines no recall map")
+        if header.state_root is not None:
+            raise BadCertificate("the checkpoint carries a state_root, which this chain's genesis does not define")
     block_hash = header.hash
     _check_certificate_shape(cert, g, header.height, block_hash)
     age: int | None = None
@@ -848,6 +888,8 @@ def _verify(
 
     # 5. the story, 6. membership, 7. exactness
     story = _story(b.label, events)
+    if b.recalls is not None:
+        _check_recalls(b, story, dict(events))
     members = _members(g, [x for x in events if x[1].kind in _MEMBERSHIP])
     by_index = dict(events)
     needed = _closure(story.indexes, by_index, members)
@@ -876,6 +918,20 @@ def _verify(
                 raise BadEventSignature(f"leaf {i}: the signature by key {kid} does not verify", index=i, key=kid)
 
     return _report(b, g, story, members, tagger, block_hash, len(events), age, warnings)
+
+
+def _check_recalls(b: _UnverifiedBundle, story: _Story, by_index: Mapping[int, SignedEvent]) -> None:
+    """v3: the story's recalls are all the label's recalls up to the checkpoint (its chain
+    in the recall map, or its absence).  Raises :class:`RecallsNotProven`."""
+    assert b.recalls is not None and b.header.state_root is not None
+    indexes = sorted({r.index for r in story.recalls})
+    value = recallmap.chain_of([by_index[i].leaf for i in indexes])
+    try:
+        recallmap.check_proof(b.recalls, b.label, value, b.header.state_root)
+    except VerificationError as exc:
+        what = f"{len(indexes)} recall(s)" if indexes else "no recall"
+        raise RecallsNotProven(f"the recall map does not confirm that this label has {what}: {exc.message}",
+                               cause=exc.code) from None
 
 
 def _check_multiproof(entries: tuple[_UnverifiedEntry, ...], proof: tuple[bytes, ...], size: int,
@@ -1090,4 +1146,5 @@ def _report(
         events=n_events,
         checkpoint_age_ms=age,
         warnings=tuple(dict.fromkeys(warnings)),
+        recalls_complete=b.recalls is not None,
     )

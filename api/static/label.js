@@ -12,7 +12,10 @@
 //    render the story from the verified events.  The verdict element's data-verdict
 //    goes pending -> verified | failed (data-reason holds the failure's code).
 //    Where WebCrypto lacks Ed25519, those signatures are left to the server's verdict
-//    (/l/<label>/verdict) and the page says so (data-checked-by="server").
+//    (/l/<label>/verdict) and the page says so (data-checked-by="server").  A v3 bundle
+//    proves its recalls complete (the header's recall map, docs/label-proof.md): with
+//    none, a quiet note under the verdict (#verdict-recalls) says so, up to the
+//    checkpoint's time, and the technical details name the proof.
 // 3. Scans and the check code (docs/adr/0008): opening the page counts a scan
 //    (POST /v1/labels/<label>/scans); the form checks the scratch-off code
 //    (POST /v1/labels/<label>/check).  #scan-stats shows "first verified at ...", the
@@ -71,7 +74,24 @@ const CHECK_STRINGS = {
     "scan.note": "These records are kept by this node; they are not on the ledger.",
   },
 };
-for (const [l, table] of Object.entries(CHECK_STRINGS)) STRINGS[l] = { ...table, ...STRINGS[l] };
+// Strings of the recall map's proof (format v3); the server's win here too.
+const RECALL_STRINGS = {
+  zh: {
+    "recalls.none_proven": "账本证明：截至 {at}，本标签及其胴体、羊只均无召回记录。",
+    "tech.recalls": "召回记录",
+    "tech.recalls.proven": "完整，已由账本证明",
+    "reason.recalls": "召回记录未获账本证明",
+  },
+  en: {
+    "recalls.none_proven": "The ledger proves that no recall of this label, its carcass or its lamb was recorded up to {at}.",
+    "tech.recalls": "Recalls",
+    "tech.recalls.proven": "complete, proven by the ledger",
+    "reason.recalls": "The label's recall record is not proven by the ledger",
+  },
+};
+for (const extra of [CHECK_STRINGS, RECALL_STRINGS]) {
+  for (const [l, table] of Object.entries(extra)) STRINGS[l] = { ...table, ...STRINGS[l] };
+}
 let lang = pickLang();
 
 function t(key) {
@@ -220,11 +240,32 @@ function renderTech(report, fingerprint, checkedBy) {
     ["tech.signatures", String(report.signatures + report.deferred)],
     ["tech.label_event", report.story.events.issue],
   ];
+  if (report.recalls_complete) rows.push(["tech.recalls", null, "tech.recalls.proven"]);
   document.getElementById("tech-list").replaceChildren(
     ...rows.map(([key, value, i18n]) =>
       el("div", {}, el("dt", { i18n: key }), i18n ? el("dd", { i18n }) : el("dd", { class: "mono" }, value)),
     ),
   );
+}
+
+/** The checkpoint time up to which a v3 bundle proves that nothing is recalled (null:
+ * no such proof, or a recall, which #recall shows). */
+let noRecallUntil = null;
+
+/** The note under the verdict that no recall is recorded (made here: the template has no
+ * place for it).  Its text has a time in it, so it is re-rendered on a language switch. */
+function renderRecallNote() {
+  let note = document.getElementById("verdict-recalls");
+  if (noRecallUntil === null) {
+    if (note) note.hidden = true;
+    return;
+  }
+  if (!note) {
+    note = el("p", { id: "verdict-recalls", class: "verdict-note" });
+    document.getElementById("verdict-anchor").after(note);
+  }
+  note.textContent = fill("recalls.none_proven", { at: dateTime(noRecallUntil) });
+  note.hidden = false;
 }
 
 // ---------------------------------------------------------------------- verdict
@@ -259,6 +300,7 @@ const REASONS = {
   inconsistent_story: "story",
   missing_event: "story",
   unexpected_event: "story",
+  recalls_not_proven: "recalls",
 };
 
 function setText(id, key) {
@@ -344,6 +386,8 @@ async function verifyPage() {
     }
     renderStory(report.story);
     renderTech(report, fingerprint, checkedBy);
+    noRecallUntil = report.recalls_complete && report.story.recalls.length === 0 ? report.checkpoint.time : null;
+    renderRecallNote();
     document.getElementById("tech").hidden = false;
     setVerdict("verified", { anchor, checkedBy });
   } catch (e) {
@@ -469,6 +513,7 @@ function rerenderChecks() {
 applyLang();
 document.getElementById("lang-switch").addEventListener("click", switchLang);
 document.getElementById("lang-switch").addEventListener("click", rerenderChecks);
+document.getElementById("lang-switch").addEventListener("click", renderRecallNote);
 if (data.summary) {
   verifyPage();
   if (LABEL_API) {

@@ -5,30 +5,37 @@
 // fingerprint in the QR link), not on the server that answered.  Every hash is
 // recomputed in this file: canonical msgpack (DESIGN §3) of the genesis, the header, the
 // votes and the event envelopes; RFC 9162 inclusion of the leaves (one multiproof in
-// format v2, one path per leaf in the archived v1); the commit
+// formats v3 and v2, one path per leaf in the archived v1); the commit
 // certificate (> 2/3 of the validators' power); every event signature, with keys whose
-// enrolment is itself in the bundle; and the label's story (one tag, carcass and label,
-// an unbroken custody chain).  It mirrors ledger/ (codec, hashing, merkle, events,
-// blocks, rules) and verify/; tests/test_consumer_page.py runs this module in Chromium
-// against vectors computed by the Python side, so the two stay in step.
+// enrolment is itself in the bundle; the label's story (one tag, carcass and label,
+// an unbroken custody chain); and, in format v3, the label's path in the recall map
+// that the header's state_root commits to (every recall of the label, its carcass and
+// its lamb is in the bundle, or there is none).  It mirrors ledger/ (codec, hashing,
+// merkle, recallmap, events, blocks, rules) and verify/; tests/test_consumer_page.py
+// runs this module in Chromium against vectors computed by the Python side, and
+// tests/test_recallmap_js.py runs its recall-map code in node, so the two stay in step.
 //
 // Workflow of verifyLabelBundle, step for step verify/label.py's (cheap structure first,
 // attacker-sized work last, STYLE §4):
 //   1. parse the untrusted JSON bundle into values with real bytes (a known format,
-//      exact shapes; gaps must be empty);
+//      exact shapes, v3's recall proof included; gaps must be empty);
 //   2. anchor: the fingerprint (if any) is a prefix of genesis_hash, the genesis
-//      document (v2: fetched by the page from GET /v1/genesis and passed in, unless the
-//      bundle embeds it; v1: embedded) hashes to genesis_hash; the header names
-//      genesis's chain and validator set; the certificate names the header's height
-//      and hash and known validators (sorted, each once) holding more than 2/3 of the
-//      power;
-//   3. placement: ascending leaf indexes below log_size, the exact proof length (v2:
+//      document (v2/v3: fetched by the page from GET /v1/genesis and passed in, unless
+//      the bundle embeds it; v1: embedded) hashes to genesis_hash; the header names
+//      genesis's chain and validator set; a chain whose genesis sets params.state_root
+//      to "recalls/v1" takes v3 bundles only and its headers carry state_root, any other
+//      chain takes no v3 bundle and no state_root; the certificate names the header's
+//      height and hash and known validators (sorted, each once) holding more than 2/3
+//      of the power;
+//   3. placement: ascending leaf indexes below log_size, the exact proof length (v2/v3:
 //      one multiproof; v1: each RFC 9162 path), then the proof folded to the header's
 //      log_root;
 //   4. every leaf decodes as canonical msgpack into a well-formed signed event of this
 //      chain, no two alike, dated between genesis and the checkpoint;
 //   5. the story: label.issue -> lamb.slaughter -> lamb.tag -> tags.issue, custody
 //      unbroken from the tagger to the plant, recalls of the lamb, carcass or label;
+//      v3: the recall map holds exactly the chain of those recalls for the label (or
+//      no entry when there are none) under the header's state_root;
 //   6. membership from genesis and the bundle's enrolments, rotations, terminals and
 //      revocations; 7. exactness: the bundle holds exactly what the story and its
 //      signers need; each signer's role and key valid at the event's time;
@@ -38,9 +45,11 @@
 // a few of the page's own: bad_fingerprint, fingerprint_mismatch, no_crypto, no_genesis).  Pure
 // apart from WebCrypto: no network, no DOM, no clock.
 
-export const FORMAT = "lambtrace-label-proof/v2"; // what the node serves
+export const FORMAT = "lambtrace-label-proof/v3"; // what the node serves: v2 + recalls
+export const FORMAT_V2 = "lambtrace-label-proof/v2"; // chains without the recall map
 export const FORMAT_V1 = "lambtrace-label-proof/v1"; // archived bundles
-export const FORMATS = Object.freeze([FORMAT, FORMAT_V1]);
+export const FORMATS = Object.freeze([FORMAT, FORMAT_V2, FORMAT_V1]);
+export const RECALL_MAP = "recalls/v1"; // genesis params.state_root of chains with the recall map
 export const TAGS = Object.freeze({
   event: "lambtrace/event/v1",
   header: "lambtrace/header/v1",
@@ -557,6 +566,100 @@ export async function verifyInclusion(leaf, index, size, proof, root) {
   if (!bytesEqual(calculated, root)) fail("root_mismatch", `leaf ${index}: the proof leads to another log root`);
 }
 
+// ------------------------------------------------------------------- the recall map
+//
+// A sparse Merkle map from each recalled label to a hash chain over the recall events
+// that touch it (ledger/recallmap.py; docs/label-proof.md, "The recall map"); on chains
+// whose genesis sets params.state_root to "recalls/v1" every header's state_root is its
+// root, and a v3 bundle carries the label's path in it:
+//   key(label) = SHA-256("lambtrace/recall-key/v1" || utf8(label)), 256 bits MSB first
+//   chain      = c_n; c_0 = 32 zero bytes, c_i = SHA-256(0x02 || c_(i-1) || leaf_hash(leaf i))
+//   leaf(K, V) = SHA-256(0x00 || K || V), node(L, R) = SHA-256(0x01 || L || R), EMPTY = 32 zeros
+
+const STATE_ROOT_KINDS = Object.freeze([RECALL_MAP]); // ledger/genesis.py STATE_ROOT_KINDS
+const RECALL_KEY_TAG = "lambtrace/recall-key/v1";
+const RECALL_MAX_DEPTH = 256;
+const EMPTY_NODE = new Uint8Array(32);
+
+/** The 256-bit path of `label` in the recall map (ledger.recallmap.key_of). */
+export async function recallKey(label) {
+  return sha256(concat(utf8(RECALL_KEY_TAG), utf8(label)));
+}
+
+/** The chain value of a label recalled by the events with these log leaves (in log
+ * order), or null for none (ledger.recallmap.chain_of). */
+export async function recallChain(leaves) {
+  let value = null;
+  for (const leaf of leaves) value = await sha256(concat(Uint8Array.of(2), value ?? EMPTY_NODE, await leafHash(leaf)));
+  return value;
+}
+
+function keyBit(bytes, i) {
+  return (bytes[i >> 3] >> (7 - (i & 7))) & 1;
+}
+
+/** A bundle's `recalls` (JSON, bytes as hex) as {depth, mask, siblings, other: null |
+ * [key, value]} (ledger.recallmap.proof_from_value); any other shape is malformed_bundle. */
+export function recallProofFromJson(j) {
+  if (!hasExactly(j, ["depth", "mask", "siblings", "other"])) {
+    fail("malformed_bundle", "the recall proof must have exactly depth, mask, siblings and other");
+  }
+  try {
+    const depth = j.depth;
+    if (typeof depth !== "number" || !Number.isSafeInteger(depth) || depth < 0 || depth > RECALL_MAX_DEPTH) {
+      fail("malformed_bundle", `the recall proof's depth must be an integer from 0 to ${RECALL_MAX_DEPTH}`);
+    }
+    const mask = hexToBytes(j.mask, "the recall proof's mask");
+    if (mask.length !== (depth + 7) >> 3) fail("malformed_bundle", "the recall proof's mask must be (depth + 7) // 8 bytes");
+    if (!Array.isArray(j.siblings)) fail("malformed_bundle", "the recall proof's siblings must be 32-byte hashes");
+    const siblings = j.siblings.map((s) => hexToBytes(s, "a recall proof sibling", 32));
+    if (!Array.isArray(j.other) || (j.other.length !== 0 && j.other.length !== 2)) {
+      fail("malformed_bundle", "the recall proof's other must be [] or [key, value], 32 bytes each");
+    }
+    const other = j.other.map((x) => hexToBytes(x, "the recall proof's other entry", 32));
+    return { depth, mask, siblings, other: other.length ? other : null };
+  } catch (e) {
+    if (e instanceof VerificationError && e.code === "malformed") fail("malformed_bundle", e.message);
+    throw e;
+  }
+}
+
+/** Check that the recall map with `root` holds `label` with the chain `value` (or, with
+ * `value` null, no entry for it), by the path `proof` (recallProofFromJson), as
+ * docs/label-proof.md "The recall map" steps 1-4 and ledger.recallmap.check_proof do:
+ * the one canonical proof verifies, any other fails with recalls_not_proven. */
+export async function checkRecallProof(proof, label, value, root) {
+  const bad = (why) => fail("recalls_not_proven", `the recall proof ${why}`);
+  const { depth, mask, siblings, other } = proof;
+  // 1. canonical shape: no mask bit past depth, a sibling per set bit, none EMPTY, and
+  //    the path ends at its last non-empty sibling
+  for (let i = depth; i < 8 * mask.length; i++) if (keyBit(mask, i)) bad("has mask bits set past its depth");
+  let set = 0;
+  for (let i = 0; i < depth; i++) set += keyBit(mask, i);
+  if (set !== siblings.length) bad("lists another number of siblings than its mask says");
+  if (siblings.some((s) => bytesEqual(s, EMPTY_NODE))) bad("lists an empty sibling");
+  if (depth > 0 && !keyBit(mask, depth - 1)) bad("goes below the last non-empty sibling");
+  // 2. the bottom node: this label's entry, another label's entry on its path, or EMPTY
+  const key = await recallKey(label);
+  let node;
+  if (value !== null) {
+    if (other !== null) bad("shows another label's entry where this label's should be");
+    node = await sha256(concat(Uint8Array.of(0), key, value));
+  } else if (other !== null) {
+    const [okey, ovalue] = other;
+    if (bytesEqual(okey, key)) bad("shows an entry for this label, but the bundle has no recall of it");
+    for (let i = 0; i < depth; i++) if (keyBit(okey, i) !== keyBit(key, i)) bad("shows an entry that is not on this label's path");
+    node = await sha256(concat(Uint8Array.of(0), okey, ovalue));
+  } else node = EMPTY_NODE;
+  // 3. hash up, siblings taken from the end; 4. to the header's state_root
+  let k = siblings.length;
+  for (let i = depth - 1; i >= 0; i--) {
+    const s = keyBit(mask, i) ? siblings[--k] : EMPTY_NODE;
+    node = keyBit(key, i) ? await nodeHash(s, node) : await nodeHash(node, s);
+  }
+  if (!bytesEqual(node, root)) bad("does not lead to the checkpoint's state_root");
+}
+
 // --------------------------------------------------------------------- signatures
 
 const P256 = {
@@ -962,7 +1065,10 @@ export function genesisFromJson(j) {
   if (!isMap(j.params)) fail("malformed", "genesis params must be a map");
   const params = {};
   for (const [k, v] of Object.entries(j.params)) {
-    if (typeof v === "boolean") params[k] = v;
+    if (k === "state_root") {
+      if (!STATE_ROOT_KINDS.includes(v)) fail("malformed", `params.state_root must be one of ${STATE_ROOT_KINDS.join(", ")}`);
+      params[k] = v;
+    } else if (typeof v === "boolean") params[k] = v;
     else if (isMap(v)) {
       params[k] = {};
       for (const [kk, vv] of Object.entries(v)) params[k][kk] = jsonInt(vv, `params.${k}.${kk}`);
@@ -1035,6 +1141,7 @@ export function voteBytes(type, chain, height, round, block) {
 
 const FIELDS_V1 = ["format", "genesis_hash", "genesis", "label", "checkpoint", "events", "gaps"];
 const FIELDS_V2 = ["format", "genesis_hash", "label", "checkpoint", "events", "proof", "gaps"];
+const FIELDS_V3 = [...FIELDS_V2, "recalls"];
 const MEMBERSHIP = ["actor.enroll", "key.rotate", "device.register", "actor.revoke"];
 
 function hashList(list, most, what) {
@@ -1049,7 +1156,8 @@ function parseBundle(j) {
   if (typeof j.format !== "string") fail("malformed_bundle", "format must be text");
   if (!FORMATS.includes(j.format)) fail("unsupported_format", `bundle format ${j.format.slice(0, 64)}; this page reads ${FORMATS.join(", ")}`);
   const v1 = j.format === FORMAT_V1;
-  const fields = v1 ? FIELDS_V1 : FIELDS_V2;
+  const v3 = j.format === FORMAT;
+  const fields = v1 ? FIELDS_V1 : v3 ? FIELDS_V3 : FIELDS_V2;
   if (!hasExactly(j, fields, v1 ? [] : ["genesis"])) {
     fail("malformed_bundle", `a ${j.format} bundle has exactly the fields ${fields.join(", ")}${v1 ? "" : " [, genesis]"}`);
   }
@@ -1082,6 +1190,7 @@ function parseBundle(j) {
     certificate: certificateFromJson(j.checkpoint.certificate),
     entries,
     multiproof: v1 ? null : hashList(j.proof, LIMITS.maxProofNodes * entries.length, "proof"),
+    recalls: v3 ? recallProofFromJson(j.recalls) : null,
   };
 }
 
@@ -1161,7 +1270,7 @@ function buildStory(label, events) {
   }
   const indexes = new Set([li.index, sl.index, tg.index, is.index, ...recallIndexes]);
   for (const h of hops) (indexes.add(h.shipIndex), indexes.add(h.receiveIndex));
-  return { indexes, tg, is, sl, li, entry, hops, recalls, carcass, tag };
+  return { indexes, tg, is, sl, li, entry, hops, recalls, recallIndexes: [...recallIndexes].sort((x, y) => x - y), carcass, tag };
 }
 
 /** Actors and keys as the membership events in the bundle (and genesis) make them
@@ -1320,12 +1429,15 @@ function checkAuthorised(ev, m, g) {
  * genesis hash from the QR link, or null: then the bundle's own genesis hash is taken
  * as the anchor and report.anchor says "server"), `genesis`: the genesis document's
  * JSON (GET /v1/genesis; untrusted, it must hash to the bundle's genesis_hash), needed
- * unless the bundle embeds it (v1, or v2 with ?genesis=1; if both are there they must
+ * unless the bundle embeds it (v1, or v2/v3 with ?genesis=1; if both are there they must
  * be the same document), `ed25519`: "webcrypto" (check Ed25519 here) or "defer" (leave
  * Ed25519 signatures to the server's verdict; report.deferred counts them).
  *
- * Returns {anchor, genesisHash, chain, checkpoint, events, signatures, deferred, story};
- * throws VerificationError with verify/errors.py's code otherwise.
+ * Returns {anchor, genesisHash, chain, checkpoint, events, signatures, deferred,
+ * recalls_complete, story}: recalls_complete is true for a v3 bundle, whose story.recalls
+ * are then proven to be every recall of the label, its carcass and its lamb up to the
+ * checkpoint (none at all when empty); throws VerificationError with verify/errors.py's
+ * code otherwise.
  */
 export async function verifyLabelBundle(json, { label, fingerprint = null, genesis = null, ed25519 = "webcrypto" } = {}) {
   if (typeof crypto === "undefined" || !crypto.subtle) fail("no_crypto", "this page has no WebCrypto (it needs HTTPS)");
@@ -1361,7 +1473,16 @@ export async function verifyLabelBundle(json, { label, fingerprint = null, genes
   if (h.height < 1 || h.log_size < 1) fail("bad_certificate", "a checkpoint is a committed block (height and log size at least 1)");
   if (h.time < g.time) fail("bad_certificate", "the checkpoint's time is before genesis");
   if (!g.validators.some((v) => v.name === h.proposer)) fail("bad_certificate", `the checkpoint's proposer ${h.proposer} is not a validator`);
-  if (Object.hasOwn(h, "state_root")) fail("bad_certificate", "the checkpoint carries a state_root, which no rule defines yet");
+  const recallMap = g.params.state_root === RECALL_MAP;
+  if (recallMap) {
+    if (b.format !== FORMAT) {
+      fail("incomplete_bundle", `this chain commits its recalls in every header; a ${b.format} bundle cannot prove that no recall was left out`);
+    }
+    if (!Object.hasOwn(h, "state_root")) fail("bad_certificate", "the checkpoint carries no state_root, which this chain's genesis requires");
+  } else {
+    if (b.format === FORMAT) fail("malformed_bundle", "the bundle has a recall proof for a chain whose genesis defines no recall map");
+    if (Object.hasOwn(h, "state_root")) fail("bad_certificate", "the checkpoint carries a state_root, which no rule of this chain defines");
+  }
   const blockHash = await headerHash(h);
   if (cert.height !== h.height) fail("bad_certificate", `the certificate is for height ${cert.height}, the header is ${h.height}`);
   if (!bytesEqual(cert.block, blockHash)) fail("bad_certificate", "the certificate is for another block than the checkpoint header");
@@ -1416,10 +1537,15 @@ export async function verifyLabelBundle(json, { label, fingerprint = null, genes
     const id = bytesToHex(ev.id);
     if (ids.has(id)) fail("bad_event", `leaf ${e.index} repeats an event`);
     ids.add(id);
-    events.push({ ...ev, index: e.index });
+    events.push({ ...ev, index: e.index, leaf: e.leaf });
   }
-  // 5. the story, 6. membership, 7. exactness
+  // 5. the story (v3: with every recall of it proven), 6. membership, 7. exactness
   const story = buildStory(b.label, events);
+  if (b.recalls !== null) {
+    const byLeaf = new Map(events.map((e) => [e.index, e.leaf]));
+    const value = await recallChain(story.recallIndexes.map((i) => byLeaf.get(i)));
+    await checkRecallProof(b.recalls, b.label, value, h.state_root);
+  }
   const m = await buildMembers(g, events.filter((e) => MEMBERSHIP.includes(e.kind)));
   const byIndex = new Map(events.map((e) => [e.index, e]));
   const needed = closure(story.indexes, byIndex, m);
@@ -1456,6 +1582,7 @@ export async function verifyLabelBundle(json, { label, fingerprint = null, genes
     events: events.length,
     signatures: checked,
     deferred,
+    recalls_complete: b.recalls !== null,
     story: report(story, m),
   };
 }

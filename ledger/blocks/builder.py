@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import merkle
+from .. import merkle, recallmap
 from ..errors import Rejected
 from ..events import SignedEvent
 from ..genesis import Genesis
@@ -71,11 +71,12 @@ def build_block(
         events.append(ev)
         size += len(ev.leaf)
         new_nodes.extend(cr.append(merkle.leaf_hash(ev.leaf)))
-    header = _header(genesis, height, time_ms, prev, cr, proposer)
+    header = _header(genesis, height, time_ms, prev, cr, proposer, recallmap.finish_block(view, genesis))
     return BuiltBlock(header, events, applied, rejected, view, new_nodes, cr)
 
 
-def _header(genesis: Genesis, height: int, time_ms: int, prev: bytes, cr: merkle.CompactRange, proposer: str) -> Header:
+def _header(genesis: Genesis, height: int, time_ms: int, prev: bytes, cr: merkle.CompactRange, proposer: str,
+            state_root: bytes | None) -> Header:
     return Header(
         chain=genesis.chain,
         height=height,
@@ -85,6 +86,7 @@ def _header(genesis: Genesis, height: int, time_ms: int, prev: bytes, cr: merkle
         log_root=cr.root(),
         validators=genesis.validators_hash,
         proposer=proposer,
+        state_root=state_root,
     )
 
 
@@ -120,5 +122,5 @@ def assemble_block(
         events.append(ev)
         applied.append(app)
         new_nodes.extend(cr.append(merkle.leaf_hash(ev.leaf)))
-    header = _header(genesis, height, time_ms, prev, cr, proposer)
+    header = _header(genesis, height, time_ms, prev, cr, proposer, recallmap.finish_block(view, genesis))
     return BuiltBlock(header, events, applied, [], view, new_nodes, cr)

@@ -1,0 +1,308 @@
+"""The recall map: which labels have been recalled, committed in every header.
+
+A label bundle proves the events it carries, but by itself not that the log holds no
+other recall of the label (docs/adr/0011).  On chains whose genesis sets
+``params.state_root = "recalls/v1"`` every block header carries ``state_root``: the root
+of a sparse Merkle map from each recalled label to a hash chain over the recall events
+that touch it (a recall of the label, of its carcass or of its lamb).  A bundle then adds
+one path through this map, proving either the label's chain (which the verifier
+recomputes from the recall events the bundle carries: none left out, none added) or that
+the label has no entry (no recall at all, up to the checkpoint).
+
+Definitions (docs/label-proof.md, "The recall map", has them with test vectors)::
+
+    key(label)      = SHA-256("lambtrace/recall-key/v1" || utf8(label))      256 bits, MSB first
+    chain(events)   = c_n where c_0 = 32 zero bytes,
+                      c_i = SHA-256(0x02 || c_{i-1} || leaf_hash(leaf of recall i)), in log order
+    leaf(K, V)      = SHA-256(0x00 || K || V)
+    node(L, R)      = SHA-256(0x01 || L || R)
+    EMPTY           = 32 zero bytes
+    tree(S, d)      = EMPTY                          if S is empty
+                    = leaf(K, V)                     if S holds one entry (K, V)
+                    = node(tree(S0, d+1), tree(S1, d+1))   S0/S1: entries whose bit d is 0/1
+    root            = tree(all entries, 0)
+
+A subtree with one entry is that entry's leaf, wherever it sits, so a path is about
+log2(entries) hashes long, not 256.
+
+A proof for key ``K`` is ``(depth, mask, siblings, other)``: the siblings of the nodes on
+``K``'s path from the root down to depth ``depth``, where the path ends (at ``K``'s own leaf,
+at an empty subtree, or at the one other leaf in the subtree); ``mask`` has bit ``i`` set
+when the sibling at depth ``i`` is not empty, and only those siblings are listed, top
+down.  The encoding is canonical: exactly one proof verifies for a key and a root
+(:func:`check_proof` refuses the others).
+
+Pure: hashlib only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ProofError, RootMismatch
+from .merkle import leaf_hash
+
+__all__ = [
+    "EMPTY",
+    "KIND",
+    "MAP_KEY",
+    "ROOT_KEY",
+    "Proof",
+    "RecallTree",
+    "chain_step",
+    "check_proof",
+    "enabled",
+    "finish_block",
+    "key_of",
+    "leaf_node",
+    "proof_from_value",
+    "root_of",
+]
+
+KIND = "recalls/v1"
+"""The value of ``genesis.params.state_root`` that turns the map on."""
+
+MAP_KEY = "m/recalls"
+"""State key of the map: ``{label: chain value}`` for every label with a recall."""
+
+ROOT_KEY = "m/root"
+"""State key of the map's root after the last block that changed it."""
+
+EMPTY = bytes(32)
+HASH_SIZE = 32
+KEY_TAG = b"lambtrace/recall-key/v1"
+MAX_DEPTH = 256
+
+
+def _h(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def key_of(label: str) -> bytes:
+    """The 256-bit path of ``label`` in the map."""
+    return _h(KEY_TAG + label.encode("utf-8"))
+
+
+def chain_step(value: bytes | None, leaf: bytes) -> bytes:
+    """The label's chain value after one more recall event (``leaf``: its log leaf)."""
+    return _h(b"\x02" + (value or EMPTY) + leaf_hash(leaf))
+
+
+def leaf_node(key: bytes, value: bytes) -> bytes:
+    return _h(b"\x00" + key + value)
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    return _h(b"\x01" + left + right)
+
+
+def _bit(key: bytes, depth: int) -> int:
+    return (key[depth >> 3] >> (7 - (depth & 7))) & 1
+
+
+def enabled(genesis: Any) -> bool:
+    """Whether ``genesis`` commits the recall map in its headers."""
+    return bool(genesis.params.state_root == KIND)
+
+
+# --------------------------------------------------------------------------- the tree
+
+
+class RecallTree:
+    """Every node of the map's canonical tree, for the root and for proofs.
+
+    Built from ``{label: value}``; costs about two hashes per entry.  Nodes are kept by
+    ``(depth, prefix)`` where ``prefix`` is the key's first ``depth`` bits as an int.
+    """
+
+    def __init__(self, entries: Mapping[str, bytes]) -> None:
+        items = sorted((key_of(label), bytes(v)) for label, v in entries.items())
+        self._keys = [k for k, _ in items]
+        self._values = [v for _, v in items]
+        self._nodes: dict[tuple[int, int], bytes] = {}
+        self.root = self._build(0, len(items), 0, 0)
+
+    def _build(self, lo: int, hi: int, depth: int, prefix: int) -> bytes:
+        if lo == hi:
+            return EMPTY
+        if hi - lo == 1:
+            h = leaf_node(self._keys[lo], self._values[lo])
+        else:
+            # entries are sorted by key: those with bit ``depth`` = 1 come after the 0s
+            split = lo
+            while split < hi and not _bit(self._keys[split], depth):
+                split += 1
+            left = self._build(lo, split, depth + 1, prefix << 1)
+            right = self._build(split, hi, depth + 1, (prefix << 1) | 1)
+            h = _node(left, right)
+        self._nodes[(depth, prefix)] = h
+        return h
+
+    def _get(self, depth: int, prefix: int) -> bytes:
+        return self._nodes.get((depth, prefix), EMPTY)
+
+    def prove(self, label: str) -> Proof:
+        """The path of ``label``: to its own leaf, or to where its absence shows."""
+        key = key_of(label)
+        depth, prefix = 0, 0
+        mask = 0
+        siblings: list[bytes] = []
+        other: tuple[bytes, bytes] | None = None
+        while True:
+            here = self._nodes.get((depth, prefix))
+            if here is None:
+                break  # an empty subtree
+            # a leaf? the one entry sharing this prefix
+            lo, hi = self._span(key, depth)
+            if hi - lo == 1:
+                if self._keys[lo] != key:
+                    other = (self._keys[lo], self._values[lo])
+                break
+            b = _bit(key, depth)
+            sib = self._get(depth + 1, (prefix << 1) | (1 - b))
+            mask = (mask << 1) | (sib != EMPTY)
+            if sib != EMPTY:
+                siblings.append(sib)
+            depth, prefix = depth + 1, (prefix << 1) | b
+        nbytes = (depth + 7) // 8
+        mask_bytes = (mask << (8 * nbytes - depth)).to_bytes(nbytes, "big") if depth else b""
+        return Proof(depth, mask_bytes, tuple(siblings), other)
+
+    def _span(self, key: bytes, depth: int) -> tuple[int, int]:
+        """Indexes of the entries whose first ``depth`` bits equal ``key``'s."""
+        if depth == 0:
+            return 0, len(self._keys)
+        full, rest = divmod(depth, 8)
+        lo_key = bytearray(key[:full] + bytes(32 - full))
+        hi_key = bytearray(key[:full] + b"\xff" * (32 - full))
+        if rest:
+            keep = (0xFF << (8 - rest)) & 0xFF
+            lo_key[full] = key[full] & keep
+            hi_key[full] = (key[full] & keep) | (~keep & 0xFF)
+        return bisect_left(self._keys, bytes(lo_key)), bisect_left(self._keys, bytes(hi_key) + b"\x00")
+
+
+def root_of(entries: Mapping[str, bytes]) -> bytes:
+    return RecallTree(entries).root
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+def finish_block(view: Any, genesis: Any) -> bytes | None:
+    """The header's ``state_root`` for a block whose events were applied to ``view``.
+
+    ``view`` holds only this block's writes over committed state.  When the block changed
+    the map its new root is computed and written to ``view`` (under :data:`ROOT_KEY`);
+    otherwise the last one stands.  None for chains without the map.
+    """
+    if not enabled(genesis):
+        return None
+    if MAP_KEY in view.writes:
+        root = root_of(view.writes[MAP_KEY])
+        view.put(ROOT_KEY, root)
+        return root
+    root = view.get(ROOT_KEY)
+    return bytes(root) if root is not None else EMPTY
+
+
+def record_recall(view: Any, labels: Iterable[str], leaf: bytes) -> None:
+    """Extend each label's chain with one recall event (each label once)."""
+    current = view.get(MAP_KEY) or {}
+    updated = dict(current)
+    for label in dict.fromkeys(labels):
+        updated[label] = chain_step(updated.get(label), leaf)
+    view.put(MAP_KEY, updated)
+
+
+# --------------------------------------------------------------------------- proofs
+
+
+@dataclass(frozen=True)
+class Proof:
+    depth: int
+    mask: bytes
+    siblings: tuple[bytes, ...]
+    other: tuple[bytes, bytes] | None = None
+
+    def to_value(self) -> dict[str, Any]:
+        """The bundle's ``recalls`` map (docs/label-proof.md)."""
+        return {
+            "depth": self.depth,
+            "mask": self.mask,
+            "siblings": list(self.siblings),
+            "other": list(self.other) if self.other is not None else [],
+        }
+
+
+def proof_from_value(value: Any) -> Proof:
+    """Parse a bundle's ``recalls`` map; raises :class:`ProofError` on any wrong shape."""
+    if type(value) is not dict or set(value) != {"depth", "mask", "siblings", "other"}:
+        raise ProofError("the recall proof must have exactly depth, mask, siblings and other")
+    depth, mask, sibs, other = value["depth"], value["mask"], value["siblings"], value["other"]
+    if type(depth) is not int or not 0 <= depth <= MAX_DEPTH:
+        raise ProofError("the recall proof's depth must be an integer from 0 to 256")
+    if type(mask) is not bytes or len(mask) != (depth + 7) // 8:
+        raise ProofError("the recall proof's mask must be (depth + 7) // 8 bytes")
+    if type(sibs) is not list or any(type(s) is not bytes or len(s) != HASH_SIZE for s in sibs):
+        raise ProofError("the recall proof's siblings must be 32-byte hashes")
+    if type(other) is not list or len(other) not in (0, 2) or any(
+        type(x) is not bytes or len(x) != HASH_SIZE for x in other
+    ):
+        raise ProofError("the recall proof's other must be [] or [key, value], 32 bytes each")
+    return Proof(depth, mask, tuple(sibs), (other[0], other[1]) if other else None)
+
+
+def check_proof(proof: Proof, label: str, value: bytes | None, root: bytes) -> None:
+    """Check that the map with ``root`` holds ``label`` with ``value`` (or, with ``value``
+    None, holds no entry for it).  Raises :class:`ProofError` for a proof that is not
+    the canonical one's shape, :class:`RootMismatch` when it leads to another root."""
+    key = key_of(label)
+    d = proof.depth
+    bits = int.from_bytes(proof.mask, "big") if proof.mask else 0
+    pad = 8 * len(proof.mask) - d
+    if bits & ((1 << pad) - 1):
+        raise ProofError("the recall proof's mask has bits set past its depth")
+    bits >>= pad
+    if bin(bits).count("1") != len(proof.siblings):
+        raise ProofError("the recall proof lists another number of siblings than its mask says")
+    if any(s == EMPTY for s in proof.siblings):
+        raise ProofError("the recall proof lists an empty sibling")
+    if d and not bits & 1:
+        raise ProofError("the recall proof goes below the last non-empty sibling")
+    if value is not None:
+        if proof.other is not None:
+            raise ProofError("the recall proof shows another label's entry where this label's should be")
+        node = leaf_node(key, value)
+    elif proof.other is not None:
+        okey, ovalue = proof.other
+        if okey == key:
+            raise ProofError("the recall proof shows an entry for this label, but the bundle has no recall")
+        if any(_bit(okey, i) != _bit(key, i) for i in range(d)):
+            raise ProofError("the recall proof's other entry is not on this label's path")
+        node = leaf_node(okey, ovalue)
+    else:
+        node = EMPTY
+    k = len(proof.siblings)
+    for depth in range(d - 1, -1, -1):
+        present = (bits >> (d - 1 - depth)) & 1
+        if present:
+            k -= 1
+            sib = proof.siblings[k]
+        else:
+            sib = EMPTY
+        node = _node(sib, node) if _bit(key, depth) else _node(node, sib)
+    if node != root:
+        raise RootMismatch(root, node, "the recall proof does not lead to the checkpoint's state_root")
+
+
+def chain_of(leaves: Sequence[bytes]) -> bytes | None:
+    """The chain value of a label recalled by these events (log order), None if none."""
+    value: bytes | None = None
+    for leaf in leaves:
+        value = chain_step(value, leaf)
+    return value
