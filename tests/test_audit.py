@@ -305,3 +305,26 @@ def test_audit_an_office_key_rotation_and_recall(chain: Chain, capsys: pytest.Ca
     rc, rep, _ = run_audit(capsys, "--data", str(chain.dir), "--genesis", str(chain.gpath))
     assert rc == 0, rep
     assert rep["events"] == 16 and rep["height"] == 9
+
+
+def test_a_certified_state_root_that_leaves_a_recall_out(chain: Chain, capsys: pytest.CaptureFixture[str]) -> None:
+    """Validators that certify a block whose state_root omits the recall it holds (so
+    that bundles could leave the recall out) are caught at that block."""
+    import dataclasses
+
+    from ledger import recallmap
+
+    w, store = chain.w, chain.store
+    recall = parse_unverified(w.ev("recall", OFFICE, {"targets": [{"type": "label", "id": "l-0001"}],
+                                                      "reason": "复检"}))
+    w.now += 1000
+    built = build_block(store, store.frontier, w.genesis, height=store.height + 1, prev=store.last_hash,
+                        time_ms=w.now, proposer=VALIDATOR, candidates=[recall], max_events=10, max_bytes=1 << 20)
+    assert not built.rejected and built.header.state_root != recallmap.EMPTY
+    built.header = dataclasses.replace(built.header, state_root=recallmap.EMPTY)  # "nothing recalled"
+    store.commit(built, sign_commit(CHAIN, built.header.height, 0, built.header.hash, [(VALIDATOR, w.validator)]))
+    chain.close()
+    rc, rep, _ = run_audit(capsys, "--data", str(chain.dir), "--genesis", str(chain.gpath))
+    assert rc == 1
+    assert (rep["failure"]["code"], rep["failure"]["height"]) == ("state_mismatch", built.header.height)
+    assert "recall map" in rep["failure"]["message"]
