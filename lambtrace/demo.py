@@ -298,7 +298,7 @@ def _cast_with_saved_keys(d: Path, state: dict[str, Any], genesis: Genesis) -> A
 
 
 def _drive_season(d: Path, state: dict[str, Any], genesis: Genesis, url: str,
-                  stopping: Callable[[], bool] = lambda: False) -> tuple[Any, list[str]]:
+                  stopping: Callable[[], bool] = lambda: False) -> tuple[Any, list[str], list[str]]:
     """Submit the season (batches of 500); raises ``KeyboardInterrupt`` between batches once
     ``stopping()``: the season is not marked done, so the next run resumes it (events
     already in answer "duplicate")."""
@@ -334,7 +334,18 @@ def _drive_season(d: Path, state: dict[str, Any], genesis: Genesis, url: str,
     if attempts:
         refused = sum(r["status"] == "rejected" for r in client.submit([a.event for a in attempts]))
         _say(f"dishonest attempts: {refused} of {len(attempts)} refused; see {url}/v1/alerts")
-    return season, first_rejects
+    recalled: list[str] = []
+    recall = season.recall()  # the trace office recalls one carcass: its labels' pages warn, provably
+    if recall is not None:
+        event, carcass, labels = recall
+        (r,) = client.submit([event])
+        if r["status"] in ("accepted", "duplicate"):
+            _wait_committed(client, [r["id"]], stopping)
+            recalled = labels
+            _say(f"recall: the trace office recalled carcass {carcass} ({len(labels)} label(s))")
+        else:
+            _say(f"recall refused: {r.get('code')}: {r.get('message')}")
+    return season, first_rejects, recalled
 
 
 def _wait_committed(client: Any, ids: list[str], stopping: Callable[[], bool], timeout_s: float = 120.0) -> None:
@@ -391,6 +402,7 @@ def _demo_json(d: Path, state: dict[str, Any], genesis: Genesis, procs: list[sub
         "nodes": nodes,
         "actors": actors,
         "labels": labels,
+        "recalled_labels": state.get("recalled_labels", []),
     }
 
 
@@ -440,9 +452,10 @@ def run_demo(args: argparse.Namespace) -> int:
         _say(f"{len(procs)} node(s) up: {', '.join(urls)}")
         labels: list[str] = state.get("labels", [])
         if not state["season_done"]:
-            season, _rejects = _drive_season(d, state, genesis, urls[0], lambda: stopping)
+            season, _rejects, recalled = _drive_season(d, state, genesis, urls[0], lambda: stopping)
             labels = list(season.labels[:20])
             state["labels"] = labels
+            state["recalled_labels"] = recalled
             state["roles"] = {m.id: m.role for m in season.cast.members} | {season.cast.trace_office.id: "trace_office"}
             state["check_codes"] = {lab: season.check_codes[lab][0] if isinstance(season.check_codes[lab], tuple)
                                     else season.check_codes[lab] for lab in labels if lab in season.check_codes}
@@ -458,6 +471,9 @@ def run_demo(args: argparse.Namespace) -> int:
         if labels:
             _say(f"label (API):   {urls[0]}/v1/labels/{labels[0]}")
             _say(f"consumer page: {urls[0]}/l/{labels[0]}#g={genesis.hash.hex()[:32]}")
+        recalled = state.get("recalled_labels") or []
+        if recalled:
+            _say(f"recalled label: {urls[0]}/l/{recalled[0]}#g={genesis.hash.hex()[:32]}")
         _say(f"status:        {urls[0]}/v1/status")
         if args.exit_when_ready:
             return 0

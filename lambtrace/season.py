@@ -906,6 +906,25 @@ class Season:
         self._last_time = t - 1
         return out
 
+    def recall(self, *, clock: Callable[[], int] | None = None) -> tuple[dict[str, Any], str, list[str]] | None:
+        """A ``recall`` by the trace office of one labelled carcass of the season (its
+        sampled quarantine retest came back positive): the signed event, the carcass and
+        its labels.  The carcass is the last one packed, so the season's first labels
+        (the ones the demo prints) stay unrecalled.  None if nothing was packed.  Uses no
+        randomness; times follow the season's last event as in :meth:`dishonest_attempts`."""
+        packs = self._plan.packs
+        if not packs:
+            return None
+        carcass = packs[-1].carcass
+        labels = [x["label"] for p in packs if p.carcass == carcass for x in p.labels]
+        office = self.cast.trace_office
+        body = {"targets": [{"type": "carcass", "id": carcass}], "reason": "兽药残留抽检阳性"}
+        t = max(self._last_time, self.start_ms + self.span_ms) + 1
+        if clock is not None:
+            t = max(t, clock())
+        self._last_time = t
+        return self._sign((office, "recall", body), t), carcass, labels
+
     def extra_lambs(
         self, n: int, *, clock: Callable[[], int] | None = None, chunk: int = 20
     ) -> Iterator[list[dict[str, Any]]]:

@@ -77,6 +77,19 @@ def test_verify_label_on_a_demo_label(demo: dict[str, Any], tmp_path: Path) -> N
         assert f"error: {verdict['code']}" in out.stderr, out.stderr
 
 
+def test_the_demo_recall_is_proven_complete(demo: dict[str, Any], tmp_path: Path) -> None:
+    """The demo's recall shows on the recalled labels, proven by the recall map, and the
+    other labels prove that nothing of theirs was recalled."""
+    assert demo["recalled_labels"], "the demo recalled nothing"
+    for label, recalled in ((demo["recalled_labels"][0], True), (demo["labels"][0], False)):
+        out = cli("verify-label", "--url", _link(demo, label, 2), "--genesis", demo["genesis"])
+        assert out.returncode == 0, out.stdout + out.stderr
+        report = json.loads(out.stdout.splitlines()[0])
+        assert report["recalls_complete"] is True and report["recalled"] is recalled, report
+        if recalled:
+            assert [r["target_type"] for r in report["recalls"]] == ["carcass"]
+
+
 @pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))
 def test_consumer_page_verifies_demo_labels(demo: dict[str, Any], tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
@@ -84,7 +97,7 @@ def test_consumer_page_verifies_demo_labels(demo: dict[str, Any], tmp_path: Path
 
     driver = start_chromium(tmp_path / "profile", window="412,915")
     try:
-        for node, label in enumerate(demo["labels"][:3]):
+        for node, label in enumerate([*demo["labels"][:2], *demo["recalled_labels"][:1]]):
             driver.get("about:blank")
             driver.get(_link(demo, label, node % len(demo["nodes"])))
             WebDriverWait(driver, 60).until(
