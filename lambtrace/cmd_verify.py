@@ -151,6 +151,8 @@ def cmd_verify_label(args: argparse.Namespace) -> int:
         return _fail(exc, {"label": label})
     print(json.dumps(report.to_dict(), ensure_ascii=False))
     recall = f"; RECALLED ({', '.join(r.reason for r in report.recalls)})" if report.recalled else ""
+    if report.recalls_complete:  # v3: the recall map proves the list complete
+        recall += "; recalls proven complete" if report.recalled else "; no recall (proven)"
     print(
         f"verified: label {report.label} ({report.cut}, {report.net_mass_g} g, packed {report.packed}) — ear tag "
         f"{report.tag}, {report.banner_name or report.banner} {report.sumu}, cooperative {report.cooperative}, "

@@ -88,6 +88,9 @@ def test_the_demo_recall_is_proven_complete(demo: dict[str, Any], tmp_path: Path
         assert report["recalls_complete"] is True and report["recalled"] is recalled, report
         if recalled:
             assert [r["target_type"] for r in report["recalls"]] == ["carcass"]
+            assert "RECALLED (兽药残留抽检阳性); recalls proven complete" in out.stderr, out.stderr
+        else:
+            assert "no recall (proven)" in out.stderr, out.stderr
 
 
 @pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))
