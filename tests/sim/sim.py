@@ -131,7 +131,7 @@ class Sim:
             trace_office={"id": "office", "banner": "152500", "keys": [
                 {"alg": "ed25519", "pub": office.public_key, "storage": "software"}]},
             params=Params(timeout_propose_ms=300, timeout_prevote_ms=150, timeout_precommit_ms=150,
-                          timeout_delta_ms=100, state_root="recalls/v1"),
+                          timeout_delta_ms=100),
         )
         self.nodes: dict[str, Node] = {}
         for i, s in enumerate(signers):
