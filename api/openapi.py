@@ -294,7 +294,8 @@ def _components() -> dict[str, Any]:
                 "log_root": _HASH,
                 "validators": _HASH,
                 "proposer": {"type": "string"},
-                "state_root": _HASH,
+                "state_root": {**_HASH, "description": "on chains whose genesis sets params.state_root "
+                               "(\"recalls/v1\"): the root of the recall map after this block (docs/genesis.md)"},
             },
             "required": ["chain", "height", "time", "prev", "log_size", "log_root", "validators", "proposer"],
         },
