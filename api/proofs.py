@@ -17,8 +17,7 @@ that recomputes the checkpoint's ``log_root`` from all their leaf hashes at once
   event: genesis holds them.
 
 In ``v3`` it also holds the label's path in the recall map (:mod:`ledger.recallmap`),
-which proves the bundle's recalls are all of them; the map is rebuilt from state once
-per root and kept.
+which proves the bundle's recalls are all of them, read node by node from state.
 
 The genesis document is referenced by its hash (``genesis_hash``), not carried: a
 verifier holds genesis already, or a fingerprint of its hash and fetches the document
@@ -107,7 +106,6 @@ class LabelProver:
         self._revocations: dict[tuple[str, str], int] = {}
         self._nodes: dict[tuple[int, int], bytes] = {}
         self._lock = threading.Lock()
-        self._recall_tree: recallmap.RecallTree | None = None
 
     # -- the bundle --------------------------------------------------------------------
     def bundle(self, label: str, *, embed_genesis: bool = False) -> dict[str, Any]:
@@ -128,8 +126,7 @@ class LabelProver:
             raise LedgerError(f"no block is committed yet for label {label}", code="not_found")
         recalls = None
         if recallmap.enabled(self.store.genesis):
-            header, tree = self._recall_tree_at(header)
-            recalls = tree.prove(label)
+            header, recalls = self._recall_path_at(header, label)
         size = header.log_size
         todo = [i for i in path if i < size and self._on_story(i, label, lab)]
         issue = self._issue_event(tag, min(todo, default=size))
@@ -178,25 +175,26 @@ class LabelProver:
             out["genesis"] = self.store.genesis.to_dict()
         return out
 
-    def _recall_tree_at(self, header: Header) -> tuple[Header, recallmap.RecallTree]:
-        """The recall map as of a committed header (that header, or a later one when state
-        has already moved on), built once per root and kept."""
+    def _recall_path_at(self, header: Header, label: str) -> tuple[Header, recallmap.Proof]:
+        """``label``'s path in the recall map as of a committed header (that header, or a
+        later one when state has already moved on): read node by node from state, and
+        checked against the header's ``state_root`` (a commit between the reads shows as
+        a path that leads elsewhere, and the read is done again)."""
         for _ in range(100):
-            root = self.store.state_get(recallmap.ROOT_KEY) or recallmap.EMPTY
-            if root != header.state_root:
-                # state is a block ahead of the tip it was read with: take the newer tip
-                time.sleep(0.005)
-                newer = self.store.last_header
-                header = newer if newer is not None and newer.height >= header.height else header
-                continue
-            with self._lock:
-                tree = self._recall_tree
-            if tree is None or tree.root != root:
-                tree = recallmap.RecallTree(self.store.state_get(recallmap.MAP_KEY) or {})
-                with self._lock:
-                    self._recall_tree = tree
-            if tree.root == header.state_root:
-                return header, tree
+            root = recallmap.root_in(self.store)
+            if root == header.state_root:
+                proof = recallmap.prove_in(self.store, label)
+                value = recallmap.value_in(self.store, label)
+                try:
+                    recallmap.check_proof(proof, label, value, root)
+                except LedgerError:
+                    pass
+                else:
+                    return header, proof
+            # state is a block ahead of the tip it was read with: take the newer tip
+            time.sleep(0.005)
+            newer = self.store.last_header
+            header = newer if newer is not None and newer.height >= header.height else header
         raise StorageError(f"the recall map in state does not match block {header.height}'s state_root",
                            code="corrupt_store")
 

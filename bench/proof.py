@@ -53,7 +53,7 @@ from ledger.blocks.certificate import sign_commit
 from ledger.events import parse_leaf
 from ledger.genesis import DAY_MS, Genesis, Params, Validator
 from ledger.recallmap import KIND as RECALLS
-from ledger.recallmap import MAP_KEY
+from ledger.recallmap import size_in
 from node.kv import LevelKV
 from node.store import ChainStore
 from signer import SoftwareSigner, public_key_record
@@ -339,7 +339,7 @@ def _bundle_stats(gen: ChainGen, reps: int) -> dict[str, Any]:
         "leaf_bytes": sum(len(e["leaf"]) for e in b0["events"]),
         "genesis_bytes": len(codec.encode(genesis_doc)),
         "multiproof_hashes": len(b0["proof"]),
-        "recalled_labels": len(store.state_get(MAP_KEY) or {}),
+        "recalled_labels": size_in(store),
         "recall_path_bytes": len(codec.encode(b0["recalls"])) if "recalls" in b0 else None,
         "recall_path_hashes": len(b0["recalls"]["siblings"]) if "recalls" in b0 else None,
         "v1_equivalent_bytes_msgpack": {"median": int(statistics.median(v1_sizes)), "max": max(v1_sizes)},

@@ -25,6 +25,12 @@ Definitions (docs/label-proof.md, "The recall map", has them with test vectors):
 A subtree with one entry is that entry's leaf, wherever it sits, so a path is about
 log2(entries) hashes long, not 256.
 
+**In state** the tree is kept node by node (:data:`NODE_PREFIX`: one record per non-empty
+node, keyed by its depth and path prefix; a leaf record also holds its key and value),
+so a recall updates the few dozen nodes on each touched label's path, whatever the size
+of the map, and a prover reads one path.  :class:`RecallTree` builds the same tree in
+memory from a ``{label: value}`` map (tests, reference).
+
 A proof for key ``K`` is ``(depth, mask, siblings, other)``: the siblings of the nodes on
 ``K``'s path from the root down to depth ``depth``, where the path ends (at ``K``'s own leaf,
 at an empty subtree, or at the one other leaf in the subtree); ``mask`` has bit ``i`` set
@@ -49,10 +55,11 @@ from .merkle import leaf_hash
 __all__ = [
     "EMPTY",
     "KIND",
-    "MAP_KEY",
-    "ROOT_KEY",
+    "NODE_PREFIX",
+    "SIZE_KEY",
     "Proof",
     "RecallTree",
+    "chain_of",
     "chain_step",
     "check_proof",
     "enabled",
@@ -60,17 +67,25 @@ __all__ = [
     "key_of",
     "leaf_node",
     "proof_from_value",
+    "prove_in",
+    "record_recall",
+    "root_in",
     "root_of",
+    "size_in",
+    "value_in",
 ]
 
 KIND = "recalls/v1"
 """The value of ``genesis.params.state_root`` that turns the map on."""
 
-MAP_KEY = "m/recalls"
-"""State key of the map: ``{label: chain value}`` for every label with a recall."""
+NODE_PREFIX = "m/n/"
+"""State keys of the tree's nodes: ``m/n/<depth>/<prefix>``, the prefix being the
+node's first ``depth`` key bits as hex of ``ceil(depth / 8)`` bytes (bits past ``depth``
+zero).  Value: ``{"h": hash}`` for an inner node, ``{"h", "k", "v"}`` for a leaf (its
+key and chain value)."""
 
-ROOT_KEY = "m/root"
-"""State key of the map's root after the last block that changed it."""
+SIZE_KEY = "m/size"
+"""State key of the number of entries (recalled labels)."""
 
 EMPTY = bytes(32)
 HASH_SIZE = 32
@@ -190,33 +205,136 @@ def root_of(entries: Mapping[str, bytes]) -> bytes:
     return RecallTree(entries).root
 
 
+# --------------------------------------------------------------------------- in state
+
+
+def _node_key(depth: int, key: bytes, bit: int | None = None) -> str:
+    """State key of the node at ``depth`` on ``key``'s path (or, with ``bit``, of the child
+    at ``depth + 1`` that takes ``bit`` there)."""
+    if bit is not None:
+        depth += 1
+    n = (depth + 7) // 8
+    p = bytearray(key[:n])
+    if bit is not None:
+        i = depth - 1
+        if bit:
+            p[i >> 3] |= 0x80 >> (i & 7)
+        else:
+            p[i >> 3] &= ~(0x80 >> (i & 7)) & 0xFF
+    if depth & 7:
+        p[-1] &= (0xFF << (8 - (depth & 7))) & 0xFF
+    return f"{NODE_PREFIX}{depth}/{p.hex()}"
+
+
+def _hash_of(rec: Any) -> bytes:
+    return bytes(rec["h"]) if rec is not None else EMPTY
+
+
+def _rehash(view: Any, depth: int, key: bytes) -> None:
+    """Recompute the inner node at ``depth`` on ``key``'s path from its two children."""
+    left = _hash_of(view.state_get(_node_key(depth, key, 0)))
+    right = _hash_of(view.state_get(_node_key(depth, key, 1)))
+    view.put(_node_key(depth, key), {"h": _node(left, right)})
+
+
+def _put_leaf(view: Any, depth: int, key: bytes, value: bytes) -> None:
+    view.put(_node_key(depth, key), {"h": leaf_node(key, value), "k": key, "v": value})
+
+
+def _find(view: Any, key: bytes) -> tuple[int, Any]:
+    """Walk ``key``'s path from the root: ``(depth, record)`` of the first node that is
+    empty (record None) or a leaf."""
+    depth = 0
+    while True:
+        rec = view.state_get(_node_key(depth, key))
+        if rec is None or "k" in rec:
+            return depth, rec
+        depth += 1
+
+
+def value_in(view: Any, label: str) -> bytes | None:
+    """``label``'s chain value in the map kept in ``view``, None if it has no entry."""
+    key = key_of(label)
+    _depth, rec = _find(view, key)
+    return bytes(rec["v"]) if rec is not None and bytes(rec["k"]) == key else None
+
+
+def _set(view: Any, key: bytes, value: bytes) -> None:
+    depth, rec = _find(view, key)
+    if rec is None or bytes(rec["k"]) == key:
+        if rec is None:
+            view.put(SIZE_KEY, (view.state_get(SIZE_KEY) or 0) + 1)
+        _put_leaf(view, depth, key, value)
+        top = depth
+    else:
+        # another entry holds this subtree alone: push both down to where they part
+        other = bytes(rec["k"])
+        split = depth
+        while _bit(other, split) == _bit(key, split):
+            split += 1
+        _put_leaf(view, split + 1, other, bytes(rec["v"]))
+        _put_leaf(view, split + 1, key, value)
+        for d in range(split, depth - 1, -1):
+            _rehash(view, d, key)
+        view.put(SIZE_KEY, (view.state_get(SIZE_KEY) or 0) + 1)
+        top = depth
+    for d in range(top - 1, -1, -1):
+        _rehash(view, d, key)
+
+
+def record_recall(view: Any, labels: Iterable[str], leaf: bytes) -> None:
+    """Extend each label's chain with one recall event (each label once), in the map kept
+    in ``view``: each touched path is updated, nothing else is read or written."""
+    for label in dict.fromkeys(labels):
+        key = key_of(label)
+        _set(view, key, chain_step(value_in(view, label), leaf))
+
+
+def root_in(view: Any) -> bytes:
+    """The map's root as kept in ``view`` (EMPTY while nothing is recalled)."""
+    return _hash_of(view.state_get(_node_key(0, bytes(32))))
+
+
+def size_in(view: Any) -> int:
+    """How many labels have an entry in the map kept in ``view``."""
+    return int(view.state_get(SIZE_KEY) or 0)
+
+
+def prove_in(view: Any, label: str) -> Proof:
+    """``label``'s path in the map kept in ``view`` (the same proof :meth:`RecallTree.prove`
+    gives for the same entries)."""
+    key = key_of(label)
+    depth = 0
+    mask = 0
+    siblings: list[bytes] = []
+    other: tuple[bytes, bytes] | None = None
+    while True:
+        rec = view.state_get(_node_key(depth, key))
+        if rec is None:
+            break
+        if "k" in rec:
+            if bytes(rec["k"]) != key:
+                other = (bytes(rec["k"]), bytes(rec["v"]))
+            break
+        sib = _hash_of(view.state_get(_node_key(depth, key, 1 - _bit(key, depth))))
+        mask = (mask << 1) | (sib != EMPTY)
+        if sib != EMPTY:
+            siblings.append(sib)
+        depth += 1
+    nbytes = (depth + 7) // 8
+    mask_bytes = (mask << (8 * nbytes - depth)).to_bytes(nbytes, "big") if depth else b""
+    return Proof(depth, mask_bytes, tuple(siblings), other)
+
+
 # --------------------------------------------------------------------------- blocks
 
 
 def finish_block(view: Any, genesis: Any) -> bytes | None:
-    """The header's ``state_root`` for a block whose events were applied to ``view``.
-
-    ``view`` holds only this block's writes over committed state.  When the block changed
-    the map its new root is computed and written to ``view`` (under :data:`ROOT_KEY`);
-    otherwise the last one stands.  None for chains without the map.
-    """
+    """The header's ``state_root`` for a block whose events were applied to ``view``:
+    the map's root (the rules keep the tree up to date); None for chains without it."""
     if not enabled(genesis):
         return None
-    if MAP_KEY in view.writes:
-        root = root_of(view.writes[MAP_KEY])
-        view.put(ROOT_KEY, root)
-        return root
-    root = view.get(ROOT_KEY)
-    return bytes(root) if root is not None else EMPTY
-
-
-def record_recall(view: Any, labels: Iterable[str], leaf: bytes) -> None:
-    """Extend each label's chain with one recall event (each label once)."""
-    current = view.get(MAP_KEY) or {}
-    updated = dict(current)
-    for label in dict.fromkeys(labels):
-        updated[label] = chain_step(updated.get(label), leaf)
-    view.put(MAP_KEY, updated)
+    return root_in(view)
 
 
 # --------------------------------------------------------------------------- proofs

@@ -165,10 +165,9 @@ def test_the_block_root_follows_recalls_and_stays_between_them() -> None:
     R.record_recall(view, ["L1", "L2", "L1"], b"recall one")
     root = R.finish_block(view, G())
     assert root == R.root_of({"L1": R.chain_step(None, b"recall one"), "L2": R.chain_step(None, b"recall one")})
-    assert view.get(R.ROOT_KEY) == root
     base.apply(view)
     later = StateView(base)
-    assert R.finish_block(later, G()) == root
+    assert R.finish_block(later, G()) == root and not later.writes  # a block without recalls writes nothing
     R.record_recall(later, ["L2"], b"recall two")
     assert R.finish_block(later, G()) == R.root_of({
         "L1": R.chain_step(None, b"recall one"),
@@ -176,3 +175,35 @@ def test_the_block_root_follows_recalls_and_stays_between_them() -> None:
     })
     assert R.chain_of([b"recall one", b"recall two"]) == R.chain_step(R.chain_step(None, b"recall one"), b"recall two")
     assert R.chain_of([]) is None
+    assert R.size_in(later) == 2 and R.value_in(later, "L3") is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10**6), n=st.integers(1, 120), batches=st.integers(1, 6))
+def test_the_tree_kept_in_state_is_the_documented_tree(seed: int, n: int, batches: int) -> None:
+    """Recalls applied path by path to the nodes in state (over several blocks, labels
+    recalled again, batches) give the root and every proof the whole-map tree gives,
+    and touch only the nodes on the recalled labels' paths."""
+    from ledger.state import MemoryState, StateView
+
+    rnd = random.Random(seed)
+    labels = [f"l-{rnd.randrange(10**6):06d}" for _ in range(n)]
+    base = MemoryState()
+    want: dict[str, bytes] = {}
+    for b in range(batches):
+        view = StateView(base)
+        for k in range(rnd.randint(1, 4)):
+            touched = rnd.sample(labels, rnd.randint(1, min(len(labels), 30)))
+            leaf = f"recall {b}.{k}".encode()
+            R.record_recall(view, touched, leaf)
+            for label in dict.fromkeys(touched):
+                want[label] = R.chain_step(want.get(label), leaf)
+        assert all(key.startswith(("m/n/", "m/size")) for key in view.writes)
+        base.apply(view)
+        tree = R.RecallTree(want)
+        assert R.root_in(base) == tree.root
+        assert R.size_in(base) == len(want)
+        for label in [*rnd.sample(labels, min(8, len(labels))), "never-recalled", "l-x"]:
+            assert R.value_in(base, label) == want.get(label)
+            assert R.prove_in(base, label) == tree.prove(label)
+            R.check_proof(R.prove_in(base, label), label, want.get(label), tree.root)
