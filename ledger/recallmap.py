@@ -259,14 +259,13 @@ def value_in(view: Any, label: str) -> bytes | None:
     return bytes(rec["v"]) if rec is not None and bytes(rec["k"]) == key else None
 
 
-def _set(view: Any, key: bytes, value: bytes) -> None:
+def _extend(view: Any, key: bytes, leaf: bytes) -> None:
+    """Extend ``key``'s chain by one recall event (``leaf``), making its entry if it has
+    none, and rehash its path up to the root."""
     depth, rec = _find(view, key)
-    if rec is None or bytes(rec["k"]) == key:
-        if rec is None:
-            view.put(SIZE_KEY, (view.state_get(SIZE_KEY) or 0) + 1)
-        _put_leaf(view, depth, key, value)
-        top = depth
-    else:
+    mine = rec is not None and bytes(rec["k"]) == key
+    value = chain_step(bytes(rec["v"]) if mine else None, leaf)
+    if rec is not None and not mine:
         # another entry holds this subtree alone: push both down to where they part
         other = bytes(rec["k"])
         split = depth
@@ -276,9 +275,11 @@ def _set(view: Any, key: bytes, value: bytes) -> None:
         _put_leaf(view, split + 1, key, value)
         for d in range(split, depth - 1, -1):
             _rehash(view, d, key)
-        view.put(SIZE_KEY, (view.state_get(SIZE_KEY) or 0) + 1)
-        top = depth
-    for d in range(top - 1, -1, -1):
+    else:
+        _put_leaf(view, depth, key, value)
+    if not mine:
+        view.put(SIZE_KEY, size_in(view) + 1)
+    for d in range(depth - 1, -1, -1):
         _rehash(view, d, key)
 
 
@@ -286,8 +287,7 @@ def record_recall(view: Any, labels: Iterable[str], leaf: bytes) -> None:
     """Extend each label's chain with one recall event (each label once), in the map kept
     in ``view``: each touched path is updated, nothing else is read or written."""
     for label in dict.fromkeys(labels):
-        key = key_of(label)
-        _set(view, key, chain_step(value_in(view, label), leaf))
+        _extend(view, key_of(label), leaf)
 
 
 def root_in(view: Any) -> bytes:

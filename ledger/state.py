@@ -14,6 +14,8 @@ State keys are strings with a one-letter prefix; values are canonical-encodable 
 ``s/<id>``  shipment: from, to, lambs, received
 ``c/<id>``  carcass: lamb, plant, mass, labels, recall
 ``l/<id>``  label: carcass, lamb, plant, cut, mass, check commitment
+``m/n/...`` a node of the recall map (chains with ``params.state_root``;
+            :mod:`ledger.recallmap`); ``m/size`` its number of entries
 =========== ===========================================================
 
 :class:`StateView` layers pending writes over a read-only backend (the committed store
