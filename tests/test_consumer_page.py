@@ -270,6 +270,8 @@ def test_genuine_label_verifies_in_the_browser(chain: Chain, served: Served, dri
     assert driver.execute_script("return document.getElementById('story').dataset.state") == "verified"
     assert "牧户代理 agent-1 → 锡林浩特肉联厂" in text(driver, "#custody")
     assert driver.execute_script("return document.getElementById('recall').hidden") is True
+    # the recall map proves there is no recall, and the page says so, up to the checkpoint
+    assert "账本证明" in text(driver, "#verdict-recalls") and "均无召回记录" in text(driver, "#verdict-recalls")
     assert driver.execute_script("return document.getElementById('scan-stats').hidden") is True
     screenshot(driver, "verified-zh", tmp_path, capsys)
     driver.execute_script("document.getElementById('tech').open = true")
@@ -291,6 +293,7 @@ def test_recalled_label_warns_and_ecdsa_keys_verify(chain: Chain, served: Served
     recall = text(driver, "#recall")
     assert "召回警告" in recall and "请勿食用" in recall and RECALL_REASON in recall and "胴体" in recall
     assert "QC-2026-0002" in text(driver, "#story")
+    assert not driver.execute_script("const n = document.getElementById('verdict-recalls'); return n && !n.hidden")
     screenshot(driver, "recalled-zh", tmp_path, capsys)
 
 
@@ -504,6 +507,29 @@ def test_tampered_bundle_fails_in_the_browser(name: str, mutate: Callable[[dict[
     assert not driver.execute_script("return document.getElementById('verdict-reason').hidden")
     if name == "changed cut":
         screenshot(driver, "failed-tampered-zh", tmp_path, capsys)
+
+
+def test_a_server_hiding_a_recall_fails_in_the_browser(chain: Chain, liar: TamperingServer, driver: Any,
+                                                       tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The recalled label l-0003 served without its recall (a fresh multiproof for the
+    events left, and a recall-map path claiming another entry there): the page must not
+    say "verified" without the warning; the recall map in the certified header fails it."""
+    clear_language(driver, liar.url)
+
+    def hide_recall(b: dict[str, Any]) -> None:
+        _drop("recall")(b)
+        _reprove(b, chain.world.store)
+        b["recalls"].update(other=["33" * 32, "22" * 32])
+
+    liar.mutate = hide_recall
+    try:
+        box = open_page(driver, f"{liar.url}/l/l-0003#g={chain.genesis_hex}")
+    finally:
+        liar.mutate = None
+    assert box.get_attribute("data-verdict") == "failed", text(driver, "#verdict")
+    assert box.get_attribute("data-reason") == "recalls_not_proven", text(driver, "#verdict")
+    assert "召回记录未获账本证明" in text(driver, "#verdict")
+    screenshot(driver, "failed-hidden-recall-zh", tmp_path, capsys)
 
 
 GENESIS_TAMPERS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
