@@ -128,6 +128,11 @@ class LabelProver:
         if recallmap.enabled(self.store.genesis):
             header, recalls = self._recall_path_at(header, label)
         size = header.log_size
+        # Blocks may have committed since the index was read: read it again now that the
+        # checkpoint is fixed (a commit indexes its events before it moves the tip), so
+        # every event of the tag below the checkpoint's log size is in the bundle, a
+        # recall above all (the recall path proves them all there).
+        path = self.store.tag_event_indexes(tag, limit=self.options.max_events)
         todo = [i for i in path if i < size and self._on_story(i, label, lab)]
         issue = self._issue_event(tag, min(todo, default=size))
         if issue is None:

@@ -844,3 +844,72 @@ def test_label_url_forms() -> None:
 def test_check_code_commitment_is_reported(seasoned: tuple[ApiWorld, dict[str, Any]], raw: bytes) -> None:
     report = verify_label(raw, seasoned[0].genesis)
     assert report.check_commitment == hashlib.sha256(b"salt" + LABEL.encode()).digest()
+
+
+def test_bundles_built_while_recalls_commit_all_verify() -> None:
+    """The prover reads a label's recall path node by node while blocks with recalls
+    commit beside it: every bundle it serves still verifies against its own checkpoint
+    (a path read across a commit is read again, never served half old, half new)."""
+    import threading
+    import time
+
+    w = ApiWorld(MemoryKV())
+    w.season()
+    # a slow disk: blocks are stored a moment before the tip moves
+    write = w.store.kv.write
+
+    def slow_write(puts: Any, deletes: tuple[bytes, ...] = (), *, sync: bool = True) -> None:
+        write(puts, deletes, sync=sync)
+        time.sleep(0.004)
+
+    w.store.kv.write = slow_write  # type: ignore[method-assign]
+    # ... and slow reads of the recall map's nodes, so commits land between the prover's
+    # reading of the tip and of the path
+    get = w.store.state_get
+
+    def slow_get(key: str) -> Any:
+        if key.startswith(recallmap.NODE_PREFIX):
+            time.sleep(0.0005)
+        return get(key)
+
+    w.store.state_get = slow_get  # type: ignore[method-assign]
+    served = Served(w.node)
+    stop = threading.Event()
+    problems: list[str] = []
+    seen_roots: set[bytes] = set()
+
+    def fetch() -> None:
+        import requests
+
+        while not stop.is_set():
+            for label in (LABEL, "l-0002"):
+                r = requests.get(f"{served.url}/v1/labels/{label}/proof", headers={"Accept": "application/msgpack"},
+                                 timeout=10)
+                if r.status_code != 200:
+                    problems.append(f"{label}: HTTP {r.status_code} {r.text[:200]}")
+                    continue
+                try:
+                    report = verify_label(r.content, w.genesis, label=label)
+                except VerificationError as exc:
+                    problems.append(f"{label}: {exc.code}: {exc.message}")
+                    continue
+                seen_roots.add(codec.decode(r.content)["checkpoint"]["header"]["state_root"])
+                assert report.recalls_complete
+
+    readers = [threading.Thread(target=fetch) for _ in range(2)]
+    for t in readers:
+        t.start()
+    try:
+        for k in range(40):
+            target = {"type": "label", "id": "l-0002"} if k % 2 else {"type": "carcass", "id": "c-1"}
+            assert w.submit([w.ev("recall", OFFICE, {"targets": [target], "reason": f"复检 {k}"})])[0][
+                "status"] == "accepted"
+            w.commit()
+    finally:
+        stop.set()
+        for t in readers:
+            t.join(timeout=30)
+        served.close()
+    assert problems == [], problems[:5]
+    assert len(seen_roots) > 1  # the readers did see the map change under them
+    assert recallmap.size_in(w.store) == 2
