@@ -409,8 +409,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
               f"{'' if f.get('index') is None else ', leaf ' + str(f.get('index'))}: {f.get('message')}",
               file=sys.stderr)
         return EXIT_FAILED
+    recalls = ("" if report.recalled_labels is None
+               else f"; {report.recalled_labels} recalled label(s), the recall map checked at every block")
     print(f"intact: {report.height} blocks, {report.events} events replayed from genesis; state hash "
-          f"{(report.state_hash or b'').hex()[:16]}…", file=sys.stderr)
+          f"{(report.state_hash or b'').hex()[:16]}…{recalls}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -302,9 +302,10 @@ def test_audit_an_office_key_rotation_and_recall(chain: Chain, capsys: pytest.Ca
         w.ev("actor.revoke", OFFICE, {"id": COOP, "reason": "合并"}),
     ])
     chain.close()
-    rc, rep, _ = run_audit(capsys, "--data", str(chain.dir), "--genesis", str(chain.gpath))
+    rc, rep, err = run_audit(capsys, "--data", str(chain.dir), "--genesis", str(chain.gpath))
     assert rc == 0, rep
     assert rep["events"] == 16 and rep["height"] == 9
+    assert rep["recalled_labels"] == 1 and "1 recalled label(s), the recall map checked at every block" in err
 
 
 def test_a_certified_state_root_that_leaves_a_recall_out(chain: Chain, capsys: pytest.CaptureFixture[str]) -> None:

@@ -129,6 +129,9 @@ class AuditReport:
     failure: dict[str, Any] | None = None
     elapsed_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+    recalled_labels: int | None = None
+    """Chains with the recall map: labels with a recall in the replayed map (every header's
+    ``state_root`` was checked against it); None for chains without it."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (bytes as hex)."""
@@ -144,6 +147,7 @@ class AuditReport:
             "failure": self.failure,
             "elapsed_s": round(self.elapsed_s, 3),
             "events_per_s": round(self.events / self.elapsed_s, 1) if self.elapsed_s > 0 else None,
+            "recalled_labels": self.recalled_labels,
             "notes": list(self.notes),
         }
 
@@ -713,6 +717,7 @@ def audit_chain(
         node_state_hash=node_hash,
         elapsed_s=clock() - t0,
         notes=notes,
+        recalled_labels=recallmap.size_in(auditor.state) if recallmap.enabled(genesis) else None,
     )
     if failure is not None:
         report.failure = {"code": failure.code, "message": failure.message, **_jsonable(failure.details)}
