@@ -293,7 +293,7 @@ def test_recalled_label_warns_and_ecdsa_keys_verify(chain: Chain, served: Served
     recall = text(driver, "#recall")
     assert "召回警告" in recall and "请勿食用" in recall and RECALL_REASON in recall and "胴体" in recall
     assert "QC-2026-0002" in text(driver, "#story")
-    assert not driver.execute_script("const n = document.getElementById('verdict-recalls'); return n && !n.hidden")
+    assert "召回警告所列即" in text(driver, "#verdict-recalls") and "全部召回记录" in text(driver, "#verdict-recalls")
     screenshot(driver, "recalled-zh", tmp_path, capsys)
 
 

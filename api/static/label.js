@@ -13,9 +13,10 @@
 //    goes pending -> verified | failed (data-reason holds the failure's code).
 //    Where WebCrypto lacks Ed25519, those signatures are left to the server's verdict
 //    (/l/<label>/verdict) and the page says so (data-checked-by="server").  A v3 bundle
-//    proves its recalls complete (the header's recall map, docs/label-proof.md): with
-//    none, a quiet note under the verdict (#verdict-recalls) says so, up to the
-//    checkpoint's time, and the technical details name the proof.
+//    proves its recalls complete (the header's recall map, docs/label-proof.md): a
+//    quiet note under the verdict (#verdict-recalls) says that there is none, or that
+//    the recall warning lists them all, up to the checkpoint's time, and the technical
+//    details name the proof.
 // 3. Scans and the check code (docs/adr/0008): opening the page counts a scan
 //    (POST /v1/labels/<label>/scans); the form checks the scratch-off code
 //    (POST /v1/labels/<label>/check).  #scan-stats shows "first verified at ...", the
@@ -78,12 +79,14 @@ const CHECK_STRINGS = {
 const RECALL_STRINGS = {
   zh: {
     "recalls.none_proven": "账本证明：截至 {at}，本标签及其胴体、羊只均无召回记录。",
+    "recalls.all_proven": "账本证明：召回警告所列即截至 {at} 本标签及其胴体、羊只的全部召回记录。",
     "tech.recalls": "召回记录",
     "tech.recalls.proven": "完整，已由账本证明",
     "reason.recalls": "召回记录未获账本证明",
   },
   en: {
     "recalls.none_proven": "The ledger proves that no recall of this label, its carcass or its lamb was recorded up to {at}.",
+    "recalls.all_proven": "The ledger proves the recall warning lists every recall of this label, its carcass and its lamb recorded up to {at}.",
     "tech.recalls": "Recalls",
     "tech.recalls.proven": "complete, proven by the ledger",
     "reason.recalls": "The label's recall record is not proven by the ledger",
@@ -248,15 +251,16 @@ function renderTech(report, fingerprint, checkedBy) {
   );
 }
 
-/** The checkpoint time up to which a v3 bundle proves that nothing is recalled (null:
- * no such proof, or a recall, which #recall shows). */
-let noRecallUntil = null;
+/** What a v3 bundle proves about recalls, up to the checkpoint's time: {key, at} with
+ * key recalls.none_proven (nothing recalled) or recalls.all_proven (the recalls #recall
+ * shows are all of them); null without such a proof. */
+let recallProof = null;
 
 /** The note under the verdict that no recall is recorded (made here: the template has no
  * place for it).  Its text has a time in it, so it is re-rendered on a language switch. */
 function renderRecallNote() {
   let note = document.getElementById("verdict-recalls");
-  if (noRecallUntil === null) {
+  if (recallProof === null) {
     if (note) note.hidden = true;
     return;
   }
@@ -264,7 +268,7 @@ function renderRecallNote() {
     note = el("p", { id: "verdict-recalls", class: "verdict-note" });
     document.getElementById("verdict-anchor").after(note);
   }
-  note.textContent = fill("recalls.none_proven", { at: dateTime(noRecallUntil) });
+  note.textContent = fill(recallProof.key, { at: dateTime(recallProof.at) });
   note.hidden = false;
 }
 
@@ -386,7 +390,10 @@ async function verifyPage() {
     }
     renderStory(report.story);
     renderTech(report, fingerprint, checkedBy);
-    noRecallUntil = report.recalls_complete && report.story.recalls.length === 0 ? report.checkpoint.time : null;
+    recallProof = !report.recalls_complete ? null : {
+      key: report.story.recalls.length === 0 ? "recalls.none_proven" : "recalls.all_proven",
+      at: report.checkpoint.time,
+    };
     renderRecallNote();
     document.getElementById("tech").hidden = false;
     setVerdict("verified", { anchor, checkedBy });
