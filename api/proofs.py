@@ -188,8 +188,7 @@ class LabelProver:
         for _ in range(100):
             root = recallmap.root_in(self.store)
             if root == header.state_root:
-                proof = recallmap.prove_in(self.store, label)
-                value = recallmap.value_in(self.store, label)
+                proof, value = recallmap.path_in(self.store, label)
                 try:
                     recallmap.check_proof(proof, label, value, root)
                 except LedgerError:

@@ -44,13 +44,12 @@ Pure: hashlib only.
 from __future__ import annotations
 
 import hashlib
-from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import merkle
 from .errors import ProofError, RootMismatch
-from .merkle import leaf_hash
 
 __all__ = [
     "EMPTY",
@@ -66,6 +65,7 @@ __all__ = [
     "finish_block",
     "key_of",
     "leaf_node",
+    "path_in",
     "proof_from_value",
     "prove_in",
     "record_recall",
@@ -104,15 +104,12 @@ def key_of(label: str) -> bytes:
 
 def chain_step(value: bytes | None, leaf: bytes) -> bytes:
     """The label's chain value after one more recall event (``leaf``: its log leaf)."""
-    return _h(b"\x02" + (value or EMPTY) + leaf_hash(leaf))
+    return _h(b"\x02" + (value or EMPTY) + merkle.leaf_hash(leaf))
 
 
 def leaf_node(key: bytes, value: bytes) -> bytes:
-    return _h(b"\x00" + key + value)
-
-
-def _node(left: bytes, right: bytes) -> bytes:
-    return _h(b"\x01" + left + right)
+    """``SHA-256(0x00 || key || value)``: the RFC 9162 leaf hash of the pair."""
+    return merkle.leaf_hash(key + value)
 
 
 def _bit(key: bytes, depth: int) -> int:
@@ -128,77 +125,38 @@ def enabled(genesis: Any) -> bool:
 
 
 class RecallTree:
-    """Every node of the map's canonical tree, for the root and for proofs.
-
-    Built from ``{label: value}``; costs about two hashes per entry.  Nodes are kept by
-    ``(depth, prefix)`` where ``prefix`` is the key's first ``depth`` bits as an int.
-    """
+    """The map's canonical tree built at once from ``{label: value}`` (about two hashes
+    per entry), holding the same node records state holds (:data:`NODE_PREFIX`), so
+    :func:`prove_in` reads a path from it as from state."""
 
     def __init__(self, entries: Mapping[str, bytes]) -> None:
         items = sorted((key_of(label), bytes(v)) for label, v in entries.items())
         self._keys = [k for k, _ in items]
         self._values = [v for _, v in items]
-        self._nodes: dict[tuple[int, int], bytes] = {}
-        self.root = self._build(0, len(items), 0, 0)
+        self._nodes: dict[str, dict[str, bytes]] = {}
+        self.root = self._build(0, len(items), 0)
 
-    def _build(self, lo: int, hi: int, depth: int, prefix: int) -> bytes:
+    def _build(self, lo: int, hi: int, depth: int) -> bytes:
         if lo == hi:
             return EMPTY
+        key = self._keys[lo]
         if hi - lo == 1:
-            h = leaf_node(self._keys[lo], self._values[lo])
+            rec = {"h": leaf_node(key, self._values[lo]), "k": key, "v": self._values[lo]}
         else:
             # entries are sorted by key: those with bit ``depth`` = 1 come after the 0s
             split = lo
             while split < hi and not _bit(self._keys[split], depth):
                 split += 1
-            left = self._build(lo, split, depth + 1, prefix << 1)
-            right = self._build(split, hi, depth + 1, (prefix << 1) | 1)
-            h = _node(left, right)
-        self._nodes[(depth, prefix)] = h
-        return h
+            rec = {"h": merkle.node_hash(self._build(lo, split, depth + 1), self._build(split, hi, depth + 1))}
+        self._nodes[_node_key(depth, key)] = rec
+        return rec["h"]
 
-    def _get(self, depth: int, prefix: int) -> bytes:
-        return self._nodes.get((depth, prefix), EMPTY)
+    def state_get(self, key: str) -> Any | None:
+        return self._nodes.get(key)
 
     def prove(self, label: str) -> Proof:
         """The path of ``label``: to its own leaf, or to where its absence shows."""
-        key = key_of(label)
-        depth, prefix = 0, 0
-        mask = 0
-        siblings: list[bytes] = []
-        other: tuple[bytes, bytes] | None = None
-        while True:
-            here = self._nodes.get((depth, prefix))
-            if here is None:
-                break  # an empty subtree
-            # a leaf? the one entry sharing this prefix
-            lo, hi = self._span(key, depth)
-            if hi - lo == 1:
-                if self._keys[lo] != key:
-                    other = (self._keys[lo], self._values[lo])
-                break
-            b = _bit(key, depth)
-            sib = self._get(depth + 1, (prefix << 1) | (1 - b))
-            mask = (mask << 1) | (sib != EMPTY)
-            if sib != EMPTY:
-                siblings.append(sib)
-            depth, prefix = depth + 1, (prefix << 1) | b
-        nbytes = (depth + 7) // 8
-        mask_bytes = (mask << (8 * nbytes - depth)).to_bytes(nbytes, "big") if depth else b""
-        return Proof(depth, mask_bytes, tuple(siblings), other)
-
-    def _span(self, key: bytes, depth: int) -> tuple[int, int]:
-        """Indexes of the entries whose first ``depth`` bits equal ``key``'s."""
-        if depth == 0:
-            return 0, len(self._keys)
-        full, rest = divmod(depth, 8)
-        lo_key = bytearray(key[:full] + bytes(32 - full))
-        hi_key = bytearray(key[:full] + b"\xff" * (32 - full))
-        if rest:
-            keep = (0xFF << (8 - rest)) & 0xFF
-            lo_key[full] = key[full] & keep
-            hi_key[full] = (key[full] & keep) | (~keep & 0xFF)
-        return bisect_left(self._keys, bytes(lo_key)), bisect_left(self._keys, bytes(hi_key) + b"\x00")
+        return prove_in(self, label)
 
 
 def root_of(entries: Mapping[str, bytes]) -> bytes:
@@ -234,7 +192,7 @@ def _rehash(view: Any, depth: int, key: bytes) -> None:
     """Recompute the inner node at ``depth`` on ``key``'s path from its two children."""
     left = _hash_of(view.state_get(_node_key(depth, key, 0)))
     right = _hash_of(view.state_get(_node_key(depth, key, 1)))
-    view.put(_node_key(depth, key), {"h": _node(left, right)})
+    view.put(_node_key(depth, key), {"h": merkle.node_hash(left, right)})
 
 
 def _put_leaf(view: Any, depth: int, key: bytes, value: bytes) -> None:
@@ -300,20 +258,23 @@ def size_in(view: Any) -> int:
     return int(view.state_get(SIZE_KEY) or 0)
 
 
-def prove_in(view: Any, label: str) -> Proof:
-    """``label``'s path in the map kept in ``view`` (the same proof :meth:`RecallTree.prove`
-    gives for the same entries)."""
+def path_in(view: Any, label: str) -> tuple[Proof, bytes | None]:
+    """``label``'s path in the map kept in ``view`` and its chain value (None: no entry),
+    read in one walk from the root."""
     key = key_of(label)
     depth = 0
     mask = 0
     siblings: list[bytes] = []
     other: tuple[bytes, bytes] | None = None
+    value: bytes | None = None
     while True:
         rec = view.state_get(_node_key(depth, key))
         if rec is None:
             break
         if "k" in rec:
-            if bytes(rec["k"]) != key:
+            if bytes(rec["k"]) == key:
+                value = bytes(rec["v"])
+            else:
                 other = (bytes(rec["k"]), bytes(rec["v"]))
             break
         sib = _hash_of(view.state_get(_node_key(depth, key, 1 - _bit(key, depth))))
@@ -323,7 +284,12 @@ def prove_in(view: Any, label: str) -> Proof:
         depth += 1
     nbytes = (depth + 7) // 8
     mask_bytes = (mask << (8 * nbytes - depth)).to_bytes(nbytes, "big") if depth else b""
-    return Proof(depth, mask_bytes, tuple(siblings), other)
+    return Proof(depth, mask_bytes, tuple(siblings), other), value
+
+
+def prove_in(view: Any, label: str) -> Proof:
+    """``label``'s path in the map kept in ``view`` (state, or a :class:`RecallTree`)."""
+    return path_in(view, label)[0]
 
 
 # --------------------------------------------------------------------------- blocks
@@ -413,7 +379,7 @@ def check_proof(proof: Proof, label: str, value: bytes | None, root: bytes) -> N
             sib = proof.siblings[k]
         else:
             sib = EMPTY
-        node = _node(sib, node) if _bit(key, depth) else _node(node, sib)
+        node = merkle.node_hash(sib, node) if _bit(key, depth) else merkle.node_hash(node, sib)
     if node != root:
         raise RootMismatch(root, node, "the recall proof does not lead to the checkpoint's state_root")
 

@@ -888,10 +888,10 @@ def _verify(
 
     # 5. the story, 6. membership, 7. exactness
     story = _story(b.label, events)
-    if b.recalls is not None:
-        _check_recalls(b, story, dict(events))
-    members = _members(g, [x for x in events if x[1].kind in _MEMBERSHIP])
     by_index = dict(events)
+    if b.recalls is not None:
+        _check_recalls(b, story, by_index)
+    members = _members(g, [x for x in events if x[1].kind in _MEMBERSHIP])
     needed = _closure(story.indexes, by_index, members)
     extra = sorted(set(by_index) - needed)
     if extra:
