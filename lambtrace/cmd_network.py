@@ -23,9 +23,9 @@ from ledger.genesis import Genesis, Params, Validator
 from ledger.recallmap import KIND as RECALLS
 
 from .config import NodeConfig, check_port, genesis_to_json
+from .season import PILOT_BANNERS
 
 MAX_OBSERVERS = 16
-PILOT_BANNERS = ("152523", "152524", "152526", "152522", "152525", "152502", "152529")
 
 
 def _passphrase(args: argparse.Namespace) -> str | None:

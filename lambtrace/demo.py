@@ -38,8 +38,8 @@ from ledger.genesis import DAY_MS, Genesis, Params, Validator
 from ledger.recallmap import KIND as RECALLS
 
 from .config import NodeConfig, check_port, genesis_to_json, load_genesis, write_json
+from .season import PILOT_BANNERS
 
-PILOT_BANNERS = ("152523", "152524", "152526", "152522", "152525", "152502", "152529")
 STATE_FILE = "demo-state.json"
 HSM_DIR = "hsm"
 PLANT_KEY_LABEL = "slaughter-key"
