@@ -359,7 +359,19 @@ def _components() -> dict[str, Any]:
                 "label": {"type": "string"},
                 "checkpoint": {
                     "type": "object",
-                    "properties": {"header": _ref("Header"), "certificate": _ref("Certificate")},
+                    "properties": {
+                        "header": _ref("Header"),
+                        "certificate": {
+                            "description": "v2: the whole certificate; v3: only round and precommits (its "
+                                           "height and block hash are the header's)",
+                            "oneOf": [_ref("Certificate"), {
+                                "type": "object",
+                                "required": ["round", "precommits"],
+                                "properties": {"round": {"type": "integer"},
+                                               "precommits": {"type": "array", "items": {"type": "object"}}},
+                            }],
+                        },
+                    },
                 },
                 "events": {
                     "type": "array",
@@ -374,10 +386,10 @@ def _components() -> dict[str, Any]:
                     },
                 },
                 "proof": {
-                    "type": "array",
-                    "items": _HASH,
+                    "oneOf": [{**_HEX, "pattern": "^([0-9a-f]{64})*$"}, {"type": "array", "items": _HASH}],
                     "description": "one multiproof of every event's leaf against checkpoint.header.log_root: "
-                                   "the hashes of the subtrees holding no event, left to right",
+                                   "the hashes of the subtrees holding no event, left to right (v3: one "
+                                   "byte string of 32-byte hashes; v2: a list)",
                 },
                 "gaps": {"type": "array", "items": {"type": "object"}},
                 "recalls": {
@@ -388,9 +400,10 @@ def _components() -> dict[str, Any]:
                     "properties": {
                         "depth": {"type": "integer", "minimum": 0, "maximum": 256},
                         "mask": {**_HEX, "description": "(depth + 7) // 8 bytes: which siblings are not empty"},
-                        "siblings": {"type": "array", "items": _HASH},
-                        "other": {"type": "array", "items": _HASH, "maxItems": 2,
-                                  "description": "[] or the key and value of another label's entry"},
+                        "siblings": {**_HEX, "pattern": "^([0-9a-f]{64})*$",
+                                     "description": "the non-empty siblings, top down, 32 bytes each"},
+                        "other": {**_HEX, "pattern": "^([0-9a-f]{128})?$",
+                                  "description": "empty, or the key and value of another label's entry"},
                     },
                 },
             },

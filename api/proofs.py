@@ -165,16 +165,22 @@ class LabelProver:
         if cert is None:
             raise StorageError(f"block {header.height} has no certificate", code="corrupt_store")
         indexes = sorted(included)
+        proof = merkle.multiproof(indexes, size, self._get_node) if indexes else []
+        certificate = cert.quorum(self.store.genesis.validators).to_dict()
         out: dict[str, Any] = {
             "format": FORMAT if recalls is not None else FORMAT_V2,
             "genesis_hash": self.store.genesis.hash,
             "label": label,
-            "checkpoint": {"header": header.to_dict(), "certificate": cert.to_dict()},
+            "checkpoint": {"header": header.to_dict(), "certificate": certificate},
             "events": [{"leaf": included[i], "index": i} for i in indexes],
-            "proof": merkle.multiproof(indexes, size, self._get_node) if indexes else [],
+            "proof": proof,
             "gaps": _dedupe(gaps),
         }
         if recalls is not None:
+            # v3's compact form: the hashes as one byte string, and the certificate
+            # without the height and block hash its header gives (docs/label-proof.md)
+            out["proof"] = b"".join(proof)
+            out["checkpoint"]["certificate"] = {"round": cert.round, "precommits": certificate["precommits"]}
             out["recalls"] = recalls.to_value()
         if embed_genesis:
             out["genesis"] = self.store.genesis.to_dict()

@@ -1,7 +1,8 @@
 """Label proof bundles at scale: build and verify times and sizes at 10^4, 10^5, 10^6 events.
 
 For each size a chain is generated straight into a LevelDB ``ChainStore`` with the
-ledger's own block builder (no HTTP): genesis, a banner office, a cooperative with a
+ledger's own block builder (no HTTP), certified by ``--validators`` validators (4: the
+league and three banners, every one precommitting each block): genesis, a banner office, a cooperative with a
 herder agent and its terminal, a second cooperative, a plant, and ``--lambs`` story
 lambs that go tag → ship (agent → cooperative) → receive → ship (cooperative → plant)
 → receive → slaughter → four labels, spread over the whole log as a season is (the
@@ -46,6 +47,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lambtrace.season import PILOT_BANNERS
 from ledger import codec
 from ledger import events as E
 from ledger.blocks.builder import build_block
@@ -101,9 +103,14 @@ def _trusted_event(f: Filler) -> E.SignedEvent:
 class ChainGen:
     """Grows a chain in a LevelDB store block by block with the ledger's builder."""
 
-    def __init__(self, directory: Path, *, lambs: int = 20, recalled: int = 256, seed: bytes = b"bench") -> None:
+    def __init__(self, directory: Path, *, lambs: int = 20, recalled: int = 256, validators: int = 4,
+                 seed: bytes = b"bench") -> None:
         self.seed = seed
-        self.validator = _signer(seed + b"/validator")
+        # The league node and the banner nodes; every one of them precommits each block,
+        # as a healthy network's certificates carry (the prover keeps a quorum of them).
+        names = [("league", "152500")] + [(f"banner-{b}", b) for b in PILOT_BANNERS[: validators - 1]]
+        self.validators = [(n, _signer(seed + b"/validator/" + n.encode())) for n, _b in names]
+        banners = dict(names)
         self.keys: dict[str, SoftwareSigner] = {
             name: _signer(seed + b"/" + name.encode()) for name in (OFFICE, BO, COOP, AGENT, COOP2, PLANT, BULK)
         }
@@ -111,7 +118,8 @@ class ChainGen:
         self.genesis = Genesis.from_dict(Genesis(
             chain=CHAIN,
             time=T0 - DAY_MS,
-            validators=(Validator("league", "152500", "ed25519", self.validator.public_key),),
+            validators=tuple(Validator(n, banners[n], "ed25519", v.public_key)
+                             for n, v in self.validators),
             trace_office={"id": OFFICE, "banner": "152500", "name": "锡林郭勒盟追溯办",
                           "keys": [public_key_record(self.keys[OFFICE])]},
             params=Params(state_root=RECALLS),
@@ -153,7 +161,7 @@ class ChainGen:
         if built.rejected:
             ev, exc = built.rejected[0]
             raise RuntimeError(f"the bench chain is invalid: {ev.kind}: {exc.code}: {exc.message}")
-        cert = sign_commit(CHAIN, built.header.height, 0, built.header.hash, [("league", self.validator)])
+        cert = sign_commit(CHAIN, built.header.height, 0, built.header.hash, self.validators)
         self.store.commit(built, cert)
 
     def story(self, phase: int) -> list[bytes]:
@@ -338,10 +346,12 @@ def _bundle_stats(gen: ChainGen, reps: int) -> dict[str, Any]:
         "bundle_bytes_with_genesis": len(codec.encode({**b0, "genesis": genesis_doc})),
         "leaf_bytes": sum(len(e["leaf"]) for e in b0["events"]),
         "genesis_bytes": len(codec.encode(genesis_doc)),
-        "multiproof_hashes": len(b0["proof"]),
+        "multiproof_hashes": len(b0["proof"]) // 32,
+        "precommits": len(b0["checkpoint"]["certificate"]["precommits"]),
+        "checkpoint_bytes": len(codec.encode(b0["checkpoint"])),
         "recalled_labels": size_in(store),
         "recall_path_bytes": len(codec.encode(b0["recalls"])) if "recalls" in b0 else None,
-        "recall_path_hashes": len(b0["recalls"]["siblings"]) if "recalls" in b0 else None,
+        "recall_path_hashes": len(b0["recalls"]["siblings"]) // 32 if "recalls" in b0 else None,
         "v1_equivalent_bytes_msgpack": {"median": int(statistics.median(v1_sizes)), "max": max(v1_sizes)},
         "v1_path_hashes": sum(len(e["proof"]) for e in v1_0["events"]),
         "build_ms_warm": _pcts(build_ms),
@@ -356,11 +366,16 @@ def _bundle_stats(gen: ChainGen, reps: int) -> dict[str, Any]:
 def _as_v1(b: dict[str, Any], genesis_doc: dict[str, Any], get_node: Any) -> dict[str, Any]:
     """The same bundle in the v1 format: an RFC 9162 inclusion proof per event instead of
     the multiproof, and the genesis document embedded."""
+    from ledger.blocks.header import Header
     from ledger.merkle import inclusion_proof
 
     size = b["checkpoint"]["header"]["log_size"]
-    out = {k: v for k, v in b.items() if k != "proof"}
+    out = {k: v for k, v in b.items() if k not in ("proof", "recalls")}
     out["format"] = "lambtrace-label-proof/v1"
+    header = Header.from_dict(b["checkpoint"]["header"])  # v1 carries the whole certificate
+    out["checkpoint"] = {"header": b["checkpoint"]["header"],
+                         "certificate": {**b["checkpoint"]["certificate"], "height": header.height,
+                                         "block": header.hash}}
     out["genesis"] = genesis_doc
     out["events"] = [{**e, "proof": inclusion_proof(e["index"], size, get_node)} for e in b["events"]]
     return out
@@ -384,6 +399,8 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=5, help="warm builds of every label per size")
     ap.add_argument("--recalled", type=int, default=256,
                     help="labels recalled in the chain (entries of the recall map the bundles prove a path in)")
+    ap.add_argument("--validators", type=int, default=4,
+                    help="validators in genesis, all precommitting each block (the league and 3 banners)")
     ap.add_argument("--dir", help="keep the chain here (default: a temporary directory, removed)")
     args = ap.parse_args()
     sizes = [1_000, 10_000, 30_000] if args.quick else sorted(int(x) for x in args.sizes.split(","))
@@ -397,7 +414,7 @@ def main() -> int:
             for size in sizes:
                 d = tmp / f"chain-{size}"
                 d.mkdir(exist_ok=True)
-                gen = ChainGen(d, lambs=lambs, recalled=args.recalled)
+                gen = ChainGen(d, lambs=lambs, recalled=args.recalled, validators=args.validators)
                 t0 = time.perf_counter()
                 gen.build(pool, size)
                 generate[str(size)] = round(time.perf_counter() - t0, 1)

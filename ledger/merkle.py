@@ -102,6 +102,12 @@ NodeID = tuple[int, int]
 # --------------------------------------------------------------------------- hasher
 
 
+def split_hashes(data: bytes) -> list[bytes]:
+    """32-byte hashes sent one after another in one byte string (a v3 label bundle's
+    multiproof and recall path) as a list; the caller checks the length is a multiple."""
+    return [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
+
+
 def leaf_hash(data: bytes) -> bytes:
     """``SHA-256(0x00 || data)``: the RFC 9162 hash of one leaf.  Never raises for bytes."""
     return _sha256(LEAF_PREFIX + data).digest()

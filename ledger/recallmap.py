@@ -314,12 +314,13 @@ class Proof:
     other: tuple[bytes, bytes] | None = None
 
     def to_value(self) -> dict[str, Any]:
-        """The bundle's ``recalls`` map (docs/label-proof.md)."""
+        """The bundle's ``recalls`` map (docs/label-proof.md): the siblings as one byte
+        string of 32-byte hashes, ``other`` as 64 bytes (key, value) or empty."""
         return {
             "depth": self.depth,
             "mask": self.mask,
-            "siblings": list(self.siblings),
-            "other": list(self.other) if self.other is not None else [],
+            "siblings": b"".join(self.siblings),
+            "other": self.other[0] + self.other[1] if self.other is not None else b"",
         }
 
 
@@ -332,13 +333,12 @@ def proof_from_value(value: Any) -> Proof:
         raise ProofError("the recall proof's depth must be an integer from 0 to 256")
     if type(mask) is not bytes or len(mask) != (depth + 7) // 8:
         raise ProofError("the recall proof's mask must be (depth + 7) // 8 bytes")
-    if type(sibs) is not list or any(type(s) is not bytes or len(s) != HASH_SIZE for s in sibs):
-        raise ProofError("the recall proof's siblings must be 32-byte hashes")
-    if type(other) is not list or len(other) not in (0, 2) or any(
-        type(x) is not bytes or len(x) != HASH_SIZE for x in other
-    ):
-        raise ProofError("the recall proof's other must be [] or [key, value], 32 bytes each")
-    return Proof(depth, mask, tuple(sibs), (other[0], other[1]) if other else None)
+    if type(sibs) is not bytes or len(sibs) % HASH_SIZE or len(sibs) > MAX_DEPTH * HASH_SIZE:
+        raise ProofError("the recall proof's siblings must be 32-byte hashes, one after another")
+    if type(other) is not bytes or len(other) not in (0, 2 * HASH_SIZE):
+        raise ProofError("the recall proof's other must be empty or a key and a value, 32 bytes each")
+    siblings = tuple(merkle.split_hashes(sibs))
+    return Proof(depth, mask, siblings, (other[:HASH_SIZE], other[HASH_SIZE:]) if other else None)
 
 
 def check_proof(proof: Proof, label: str, value: bytes | None, root: bytes) -> None:

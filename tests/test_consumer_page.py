@@ -414,6 +414,35 @@ def _flip(hex_text: str, pos: int) -> str:
     return b.hex()
 
 
+def _hashes(text: str) -> list[str]:
+    """v3's hashes in one string (hex), one by one."""
+    return [text[i : i + 64] for i in range(0, len(text), 64)]
+
+
+def _flip_multiproof(b: dict[str, Any], k: int, pos: int) -> None:
+    """Flip a bit of the multiproof's hash ``k`` (v3: one hex string; v2: a list)."""
+    if type(b["proof"]) is str:
+        b["proof"] = _flip(b["proof"], 32 * k + pos)
+    else:
+        b["proof"][k] = _flip(b["proof"][k], pos)
+
+
+def _header_of(hj: dict[str, Any]) -> Any:
+    from ledger.blocks.header import Header
+
+    return Header(**{k: (bytes.fromhex(v) if k in ("prev", "log_root", "validators", "state_root") else v)
+                     for k, v in hj.items()})
+
+
+def _full_certificate(b: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's certificate in full (v3 leaves out what its header gives)."""
+    cert = b["checkpoint"]["certificate"]
+    if "block" in cert:
+        return copy.deepcopy(cert)
+    h = _header_of(b["checkpoint"]["header"])
+    return {**copy.deepcopy(cert), "height": h.height, "block": h.hash.hex()}
+
+
 def _flip_precommit(b: dict[str, Any]) -> None:
     pc = b["checkpoint"]["certificate"]["precommits"][0]
     pc["sig"] = _flip(pc["sig"], 7)
@@ -436,7 +465,8 @@ def _reprove(b: dict[str, Any], store: Any) -> None:
     events left (if their indexes still make a proof at all)."""
     try:
         size = b["checkpoint"]["header"]["log_size"]
-        b["proof"] = [h.hex() for h in merkle.multiproof([e["index"] for e in b["events"]], size, store.get_node)]
+        hashes = [h.hex() for h in merkle.multiproof([e["index"] for e in b["events"]], size, store.get_node)]
+        b["proof"] = "".join(hashes) if type(b["proof"]) is str else hashes
     except (ProofError, KeyError, TypeError):
         pass
 
@@ -482,7 +512,7 @@ TAMPERS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("dropped plant enrolment", _drop_plant_enrolment, "actor_not_proven"),
     ("embedded other genesis", _embed_other_genesis, "wrong_genesis"),
     ("reordered events", _reorder, "malformed_bundle"),
-    ("multiproof hash flipped", lambda b: b["proof"].__setitem__(0, _flip(b["proof"][0], 5)), "inclusion_failed"),
+    ("multiproof hash flipped", lambda b: _flip_multiproof(b, 0, 5), "inclusion_failed"),
 ]
 
 
@@ -519,7 +549,7 @@ def test_a_server_hiding_a_recall_fails_in_the_browser(chain: Chain, liar: Tampe
     def hide_recall(b: dict[str, Any]) -> None:
         _drop("recall")(b)
         _reprove(b, chain.world.store)
-        b["recalls"].update(other=["33" * 32, "22" * 32])
+        b["recalls"].update(other="33" * 32 + "22" * 32)
 
     liar.mutate = hide_recall
     try:
@@ -658,6 +688,7 @@ def _as_v1(b: dict[str, Any], store: Any, genesis_json: dict[str, Any]) -> dict[
     size = b["checkpoint"]["header"]["log_size"]
     out = {k: copy.deepcopy(v) for k, v in b.items() if k != "proof"}
     out.update(format="lambtrace-label-proof/v1", genesis=copy.deepcopy(genesis_json))
+    out["checkpoint"]["certificate"] = _full_certificate(b)
     for e in out["events"]:
         e["proof"] = [h.hex() for h in merkle.inclusion_proof(e["index"], size, store.get_node)]
     return out
@@ -667,16 +698,16 @@ def _recertified(f: Callable[[dict[str, Any]], None], validator: Any, chain: str
     """A header change ``f`` made by someone holding the validator's key: the header
     is certified again, so only the verifiers' header checks can catch it."""
     from ledger.blocks.certificate import sign_commit
-    from ledger.blocks.header import Header
     from ledger.schema import to_json
 
     def g(m: dict[str, Any]) -> None:
         hj = m["checkpoint"]["header"]
         f(hj)
-        h = Header(**{k: (bytes.fromhex(v) if k in ("prev", "log_root", "validators", "state_root") else v)
-                      for k, v in hj.items()})
-        cert = sign_commit(chain, h.height, 0, h.hash, [("league", validator)])
-        m["checkpoint"]["certificate"] = to_json(cert.to_dict())
+        h = _header_of(hj)
+        cert = to_json(sign_commit(chain, h.height, 0, h.hash, [("league", validator)]).to_dict())
+        if "block" not in m["checkpoint"]["certificate"]:  # v3's certificate: the header gives the rest
+            cert = {k: cert[k] for k in ("round", "precommits")}
+        m["checkpoint"]["certificate"] = cert
 
     return g
 
@@ -722,13 +753,15 @@ def _mutated_bundles(genuine: dict[str, Any], genesis: Any, store: Any,
         add(f"drop event {k}", lambda m, k=k: (m["events"].pop(k), _reprove(m, store)))
         add(f"index {k} + 1", lambda m, k=k: m["events"][k].update(index=m["events"][k]["index"] + 1))
     add("drop event 0, proof kept", lambda m: m["events"].pop(0))
-    for k in range(len(genuine["proof"])):
-        add(f"multiproof hash {k}", lambda m, k=k: m["proof"].__setitem__(k, _flip(m["proof"][k], 3)))
-    add("multiproof truncated", lambda m: m["proof"].pop())
-    add("multiproof with one more", lambda m: m["proof"].append(m["proof"][0]))
-    add("multiproof reversed", lambda m: m["proof"].reverse())
-    add("multiproof emptied", lambda m: m.update(proof=[]))
-    add("multiproof not hashes", lambda m: m.update(proof=[x[:-2] for x in m["proof"]]))
+    for k in range(len(_hashes(genuine["proof"]))):
+        add(f"multiproof hash {k}", lambda m, k=k: _flip_multiproof(m, k, 3))
+    add("multiproof truncated", lambda m: m.update(proof=m["proof"][:-64]))
+    add("multiproof a byte short", lambda m: m.update(proof=m["proof"][:-2]))
+    add("multiproof with one more", lambda m: m.update(proof=m["proof"] + m["proof"][:64]))
+    add("multiproof reversed", lambda m: m.update(proof="".join(_hashes(m["proof"])[::-1])))
+    add("multiproof emptied", lambda m: m.update(proof=""))
+    add("multiproof as a list (v2's form)", lambda m: m.update(proof=_hashes(m["proof"])))
+    add("multiproof uppercase", lambda m: m.update(proof=m["proof"].upper()))
     add("no multiproof", lambda m: m.pop("proof"))
     add("event with a path (v1 shape)", lambda m: m["events"][0].update(proof=[]))
     add("swap events", _reorder)
@@ -754,26 +787,32 @@ def _mutated_bundles(genuine: dict[str, Any], genesis: Any, store: Any,
     # the recall map path
     add("recalls dropped", lambda m: m.pop("recalls"))
     add("recalls dropped, format v2", lambda m: (m.pop("recalls"), m.update(format="lambtrace-label-proof/v2")))
+    add("recalls dropped, in v2's form", lambda m: (m.pop("recalls"), m.update(
+        format="lambtrace-label-proof/v2", proof=_hashes(m["proof"]),
+        checkpoint={**m["checkpoint"], "certificate": _full_certificate(m)})))
     add("recalls depth + 1", lambda m: m["recalls"].update(depth=m["recalls"]["depth"] + 1))
     add("recalls mask not hex", lambda m: m["recalls"].update(mask="zz"))
-    add("recalls with a sibling", lambda m: m["recalls"].update(depth=1, mask="80", siblings=["11" * 32]))
-    add("recalls with an empty sibling", lambda m: m["recalls"].update(depth=1, mask="80", siblings=["00" * 32]))
-    add("recalls other of this label", lambda m: m["recalls"].update(other=[
-        hashlib.sha256(b"lambtrace/recall-key/v1l-0001").hexdigest(), "22" * 32]))
-    add("recalls other elsewhere", lambda m: m["recalls"].update(other=["33" * 32, "22" * 32]))
+    add("recalls with a sibling", lambda m: m["recalls"].update(depth=1, mask="80", siblings="11" * 32))
+    add("recalls with an empty sibling", lambda m: m["recalls"].update(depth=1, mask="80", siblings="00" * 32))
+    add("recalls siblings a list", lambda m: m["recalls"].update(depth=1, mask="80", siblings=["11" * 32]))
+    add("recalls other of this label", lambda m: m["recalls"].update(
+        other=hashlib.sha256(b"lambtrace/recall-key/v1l-0001").hexdigest() + "22" * 32))
+    add("recalls other elsewhere", lambda m: m["recalls"].update(other="33" * 32 + "22" * 32))
+    add("recalls other a list", lambda m: m["recalls"].update(other=["33" * 32, "22" * 32]))
     add("recalls unknown field", lambda m: m["recalls"].update(x=1))
     if recalled is not None:
         add("l-0003: genuine", lambda m: None, recalled)
         add("l-0003: recall event dropped", lambda m: (_drop("recall")(m), _reprove(m, store)), recalled)
         add("l-0003: claims no entry", lambda m: (_drop("recall")(m), _reprove(m, store), m["recalls"].update(
-            other=["33" * 32, "22" * 32])), recalled)
-        add("l-0003: recall path sibling flipped", lambda m: m["recalls"]["siblings"].__setitem__(
-            0, _flip(m["recalls"]["siblings"][0], 1)) if m["recalls"]["siblings"] else m["recalls"].update(
-            depth=1, mask="80", siblings=["44" * 32]), recalled)
+            other="33" * 32 + "22" * 32)), recalled)
+        add("l-0003: recall path sibling flipped", lambda m: m["recalls"].update(
+            siblings=_flip(m["recalls"]["siblings"], 1)) if m["recalls"]["siblings"] else m["recalls"].update(
+            depth=1, mask="80", siblings="44" * 32), recalled)
     cert = lambda m: m["checkpoint"]["certificate"]
-    add("cert.block", lambda m: cert(m).update(block=_flip(cert(m)["block"], 0)))
     add("cert.round", lambda m: cert(m).update(round=cert(m)["round"] + 1))
-    add("cert.height", lambda m: cert(m).update(height=cert(m)["height"] + 1))
+    add("cert.block added (v2's form)", lambda m: cert(m).update(block=_full_certificate(m)["block"]))
+    add("cert.height added", lambda m: cert(m).update(height=_full_certificate(m)["height"]))
+    add("cert in full (v2's form)", lambda m: m["checkpoint"].update(certificate=_full_certificate(m)))
     add("cert.sig", _flip_precommit)
     add("cert.none", lambda m: cert(m).update(precommits=[]))
     add("cert.twice", lambda m: cert(m)["precommits"].append(cert(m)["precommits"][0]))
@@ -804,9 +843,16 @@ def _mutated_bundles(genuine: dict[str, Any], genesis: Any, store: Any,
     if legacy is not None:
         add("v2: genuine", lambda m: None, legacy.v2)
         add("v2: drop event 0", lambda m: (m["events"].pop(0), _reprove(m, legacy.world.store)), legacy.v2)
-        add("v2: multiproof hash 0", lambda m: m["proof"].__setitem__(0, _flip(m["proof"][0], 3)), legacy.v2)
+        add("v2: multiproof hash 0", lambda m: _flip_multiproof(m, 0, 3), legacy.v2)
+        add("v2: cert.block", lambda m: cert(m).update(block=_flip(cert(m)["block"], 0)), legacy.v2)
+        add("v2: cert.height", lambda m: cert(m).update(height=cert(m)["height"] + 1), legacy.v2)
+        add("v2: multiproof as one string (v3's form)", lambda m: m.update(proof="".join(m["proof"])), legacy.v2)
         add("v2: with a recall proof", lambda m: m.update(format="lambtrace-label-proof/v3", recalls={
-            "depth": 0, "mask": "", "siblings": [], "other": []}), legacy.v2)
+            "depth": 0, "mask": "", "siblings": "", "other": ""}), legacy.v2)
+        add("v2: in v3's form on its chain", lambda m: m.update(
+            format="lambtrace-label-proof/v3", proof="".join(m["proof"]),
+            checkpoint={**m["checkpoint"], "certificate": {k: cert(m)[k] for k in ("round", "precommits")}},
+            recalls={"depth": 0, "mask": "", "siblings": "", "other": ""}), legacy.v2)
         add("v2: re-certified header with a state_root",
             _recertified(lambda h: h.update(state_root="ab" * 32), legacy.world.validator, legacy.world.genesis.chain),
             legacy.v2)
@@ -1086,8 +1132,12 @@ def test_js_verifier_matches_python(chain: Chain, served: Served, driver: Any,
                  "l-0003: recall event dropped", "l-0003: claims no entry", "l-0003: recall path sibling flipped",
                  "recalls with a sibling", "recalls other of this label", "recalls other elsewhere"):
         assert by_name[name] == "recalls_not_proven", (name, by_name[name])
-    assert by_name["recalls dropped, format v2"] == by_name["v1 on a chain with a recall map"] == "incomplete_bundle"
+    assert by_name["recalls dropped, in v2's form"] == by_name["v1 on a chain with a recall map"] == "incomplete_bundle"
     assert by_name["v2: with a recall proof"] == by_name["recalls dropped"] == "malformed_bundle"
+    assert by_name["v2: in v3's form on its chain"] == by_name["recalls dropped, format v2"] == "malformed_bundle"
+    for name in ("multiproof as a list (v2's form)", "cert in full (v2's form)", "recalls siblings a list",
+                 "recalls other a list", "v2: multiproof as one string (v3's form)"):
+        assert by_name[name] == "malformed_bundle", (name, by_name[name])
     forms = {
         "v3+genesis": {"bundle": requests.get(served.url + "/v1/labels/l-0001/proof?genesis=1", timeout=10).json(),
                        "genesis": genesis_json, "hash": w.genesis.hash.hex(), "embedded": True},

@@ -64,6 +64,8 @@ def test_verify_label_on_a_demo_label(demo: dict[str, Any], tmp_path: Path) -> N
     assert ok.returncode == 0, ok.stdout + ok.stderr
     raw = saved.read_bytes()
     assert codec.decode(raw)["format"] == "lambtrace-label-proof/v3"
+    # four validators: the bundle carries a quorum of three precommits, not every one
+    assert len(codec.decode(raw)["checkpoint"]["certificate"]["precommits"]) == 3
     # any byte changed: a sample over the whole bundle (the unit tests change every byte)
     for pos in sorted({0, 1, len(raw) // 3, len(raw) // 2, len(raw) - 70, len(raw) - 1}):
         bad = bytearray(raw)

@@ -134,15 +134,23 @@ def test_only_the_canonical_proof_verifies(n: int, seed: int, probe: str) -> Non
 
 def test_a_proof_round_trips_through_its_bundle_value_and_shapes_are_checked() -> None:
     tree = R.RecallTree(_entries(50))
-    p = tree.prove("nope")
+    p = next(q for q in (tree.prove(f"nope-{k}") for k in range(1000)) if q.other is not None)
     assert R.proof_from_value(p.to_value()) == p
+    empty_end = next(q for q in (tree.prove(f"nope-{k}") for k in range(1000)) if q.other is None)
+    assert empty_end.to_value()["other"] == b"" and R.proof_from_value(empty_end.to_value()) == empty_end
     good = p.to_value()
+    assert p.other is not None and len(good["other"]) == 64 and len(good["siblings"]) == 32 * len(p.siblings)
+    held = tree.prove(next(iter(_entries(50))))
+    assert held.other is None and held.to_value()["other"] == b"" and R.proof_from_value(held.to_value()) == held
     for bad in (
         None, [], {**good, "x": 1}, {k: v for k, v in good.items() if k != "other"},
         {**good, "depth": -1}, {**good, "depth": 257}, {**good, "depth": True}, {**good, "depth": 1.0},
         {**good, "mask": "00"}, {**good, "mask": good["mask"] + b"\x00"},
-        {**good, "siblings": [b"\x01" * 31]}, {**good, "siblings": "x"},
-        {**good, "other": [b"\x01" * 32]}, {**good, "other": None}, {**good, "other": [b"\x01" * 32, 5]},
+        {**good, "siblings": [b"\x01" * 32]}, {**good, "siblings": "x"},
+        {**good, "siblings": good["siblings"] + b"\x01"},
+        {**good, "siblings": good["siblings"][:-1]}, {**good, "siblings": b"\x01" * 32 * 257},
+        {**good, "other": [b"\x01" * 32, b"\x02" * 32]}, {**good, "other": None}, {**good, "other": b"\x01" * 32},
+        {**good, "other": good["other"] + b"\x00"}, {**good, "other": good["other"][:-1]},
     ):
         with pytest.raises(ProofError):
             R.proof_from_value(bad)

@@ -93,11 +93,9 @@ def _from_json(j: Any) -> Any:
     if type(j) is not dict:
         return j
     out = dict(j)
-    if "mask" in out:
-        out["mask"] = _unhex(out["mask"])
-    for k in ("siblings", "other"):
-        if type(out.get(k)) is list:
-            out[k] = [_unhex(x) for x in out[k]]
+    for k in ("mask", "siblings", "other"):
+        if k in out:
+            out[k] = _unhex(out[k])
     return out
 
 
@@ -192,7 +190,8 @@ def _implied_root(p: R.Proof, label: str, value: bytes | None) -> bytes | None:
 def _shape_mutations(j: dict[str, Any]) -> list[tuple[str, Any]]:
     """The JSON form changed into shapes a bundle may not have (or, rarely, may)."""
     d = j["depth"]
-    sib = j["siblings"][0] if j["siblings"] else "07" * 32
+    sib = j["siblings"][:64] if j["siblings"] else "07" * 32
+    other = j["other"] or "08" * 64
     return [
         ("not a map", [j]), ("null", None), ("extra key", {**j, "x": 1}),
         *[(f"no {k}", {x: v for x, v in j.items() if x != k}) for k in j],
@@ -202,14 +201,19 @@ def _shape_mutations(j: dict[str, Any]) -> list[tuple[str, Any]]:
         ("mask one byte longer", {**j, "mask": j["mask"] + "00"}),
         ("mask uppercase", {**j, "mask": j["mask"][:-2] + "AB"}), ("mask odd hex", {**j, "mask": j["mask"] + "0"}),
         ("mask a list", {**j, "mask": [j["mask"]]}), ("mask a number", {**j, "mask": 0}),
-        ("siblings a map", {**j, "siblings": {"0": sib}}), ("siblings text", {**j, "siblings": sib}),
-        ("sibling 31 bytes", {**j, "siblings": [*j["siblings"], sib[:-2]]}),
-        ("sibling 33 bytes", {**j, "siblings": [*j["siblings"], sib + "00"]}),
-        ("sibling not hex", {**j, "siblings": [*j["siblings"], "zz" * 32]}),
-        ("sibling a number", {**j, "siblings": [*j["siblings"], 7]}),
-        ("other null", {**j, "other": None}), ("other one item", {**j, "other": [sib]}),
-        ("other three items", {**j, "other": [sib, sib, sib]}), ("other a map", {**j, "other": {}}),
-        ("other 31-byte value", {**j, "other": [sib, sib[:-2]]}), ("other value a number", {**j, "other": [sib, 5]}),
+        ("siblings a map", {**j, "siblings": {"0": sib}}), ("siblings a list", {**j, "siblings": [sib]}),
+        ("siblings a list of their hex", {**j, "siblings": [j["siblings"]]}),
+        ("a sibling 31 bytes more", {**j, "siblings": j["siblings"] + sib[:-2]}),
+        ("a sibling 33 bytes more", {**j, "siblings": j["siblings"] + sib + "00"}),
+        ("siblings a byte short", {**j, "siblings": j["siblings"][:-2]} if j["siblings"] else {**j, "siblings": "00"}),
+        ("siblings uppercase", {**j, "siblings": j["siblings"] + sib.upper()}),
+        ("siblings not hex", {**j, "siblings": j["siblings"] + "zz" * 32}),
+        ("siblings a number", {**j, "siblings": 7}), ("siblings null", {**j, "siblings": None}),
+        ("257 siblings", {**j, "siblings": "07" * 32 * 257}),
+        ("other null", {**j, "other": None}), ("other one hash", {**j, "other": other[:64]}),
+        ("other three hashes", {**j, "other": other + other[:64]}), ("other a map", {**j, "other": {}}),
+        ("other a byte short", {**j, "other": other[:-2]}), ("other a list", {**j, "other": [other[:64], other[64:]]}),
+        ("other a number", {**j, "other": 5}),
     ]
 
 

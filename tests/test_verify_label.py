@@ -34,7 +34,7 @@ from lambtrace.cli import main
 from lambtrace.config import genesis_to_json
 from ledger import codec, merkle, recallmap, schema
 from ledger import events as E
-from ledger.blocks.certificate import sign_commit
+from ledger.blocks.certificate import CommitCertificate, commit_tally, sign_commit
 from ledger.blocks.header import Header
 from ledger.errors import Rejected, VerificationError
 from ledger.genesis import Genesis, Params, Validator
@@ -59,6 +59,19 @@ def raw(seasoned: tuple[ApiWorld, dict[str, Any]]) -> bytes:
     r = w.http.get(f"/v1/labels/{LABEL}/proof", headers={"Accept": "application/msgpack"})
     assert r.status_code == 200
     return r.get_data()
+
+
+def as_v2(b: dict[str, Any]) -> dict[str, Any]:
+    """A v3 bundle in v2's form: no recall path, the multiproof as a list of hashes, the
+    certificate with its height and block hash."""
+    out = {k: v for k, v in b.items() if k != "recalls"}
+    out["format"] = "lambtrace-label-proof/v2"
+    out["proof"] = merkle.split_hashes(b["proof"])
+    header = Header.from_dict(b["checkpoint"]["header"])
+    out["checkpoint"] = {"header": b["checkpoint"]["header"],
+                         "certificate": {**b["checkpoint"]["certificate"], "height": header.height,
+                                         "block": header.hash}}
+    return out
 
 
 def as_v1(w: ApiWorld, b: dict[str, Any]) -> dict[str, Any]:
@@ -140,16 +153,23 @@ def test_bundle_shapes_and_the_other_forms(seasoned: tuple[ApiWorld, dict[str, A
     b3 = codec.decode(forms["v3"])
     assert b3["format"] == "lambtrace-label-proof/v3" and "genesis" not in b3
     assert b3["checkpoint"]["header"]["state_root"] == recallmap.EMPTY  # nothing recalled in this season
-    assert b3["recalls"] == {"depth": 0, "mask": b"", "siblings": [], "other": []}
+    assert b3["recalls"] == {"depth": 0, "mask": b"", "siblings": b"", "other": b""}
+    # v3's compact form: hashes as one byte string, the certificate without what its header gives
+    assert type(b3["proof"]) is bytes and len(b3["proof"]) == 32 * merkle.multiproof_length(
+        [e["index"] for e in b3["events"]], b3["checkpoint"]["header"]["log_size"])
+    assert set(b3["checkpoint"]["certificate"]) == {"round", "precommits"}
     assert codec.decode(forms["v3+genesis"]) == {**b3, "genesis": new.genesis.to_dict()}
     reports3 = [verify_label(forms[f], new.genesis, label=LABEL) for f in ("v3", "v3+genesis")]
     assert all(r.recalls_complete for r in reports3)
     # a chain with a recall map accepts nothing that cannot prove its recalls complete
-    b3_as_v2 = {k: v for k, v in b3.items() if k != "recalls"}
+    b3_as_v2 = as_v2(b3)
     with pytest.raises(VE.IncompleteBundle):
-        verify_label(codec.encode({**b3_as_v2, "format": "lambtrace-label-proof/v2"}), new.genesis, label=LABEL)
-    with pytest.raises(VE.MalformedBundle):  # v3 without its recall proof
         verify_label(codec.encode(b3_as_v2), new.genesis, label=LABEL)
+    with pytest.raises(VE.MalformedBundle):  # v3 without its recall proof
+        verify_label(codec.encode({k: v for k, v in b3.items() if k != "recalls"}), new.genesis, label=LABEL)
+    with pytest.raises(VE.MalformedBundle):  # v3 in v2's long form
+        verify_label(codec.encode({**b3_as_v2, "format": b3["format"], "recalls": b3["recalls"]}), new.genesis,
+                     label=LABEL)
 
     w = legacy
     b = codec.decode(forms["v2"])
@@ -382,10 +402,11 @@ def targeted_mutations(b: dict[str, Any]) -> Iterator[tuple[str, Any]]:
             m = copy.deepcopy(b)
             m["checkpoint"]["header"][f] += delta
             yield f"header {f} {delta:+d}", m
-        m = copy.deepcopy(b)
-        m["checkpoint"]["header"]["height"] += delta
-        m["checkpoint"]["certificate"]["height"] += delta
-        yield f"checkpoint height {delta:+d} (header and certificate)", m
+        if "height" in cp["certificate"]:  # v3 takes the certificate's height from the header
+            m = copy.deepcopy(b)
+            m["checkpoint"]["header"]["height"] += delta
+            m["checkpoint"]["certificate"]["height"] += delta
+            yield f"checkpoint height {delta:+d} (header and certificate)", m
     yield "state_root added", set_at(b, ("checkpoint", "header", "state_root"), bytes(32))
     yield "gaps named", set_at(b, ("gaps",), [{"kind": "actor.enroll", "subject": "x", "reason": "y"}])
     for fmt in ("lambtrace-label-proof/v1", "lambtrace-label-proof/v2", "lambtrace-label-proof/v3"):
@@ -395,13 +416,22 @@ def targeted_mutations(b: dict[str, Any]) -> Iterator[tuple[str, Any]]:
         if b["format"].endswith("/v1"):
             yield "genesis removed", delete_at(b, ("genesis",))
         yield "genesis params changed", set_at(b, ("genesis", "params", "max_future_ms"), 1)
-    if "proof" in b:  # v2: the one multiproof
-        multi = b["proof"]
+    if "proof" in b:  # v2 and v3: the one multiproof (v3: one byte string)
+        joined = type(b["proof"]) is bytes
+        multi = merkle.split_hashes(b["proof"]) if joined else b["proof"]
+
+        def as_sent(hashes: list[bytes]) -> Any:
+            return b"".join(hashes) if joined else hashes
+
         size = b["checkpoint"]["header"]["log_size"]
         for k in range(len(multi)):
-            yield f"multiproof hash {k} zeroed", set_at(b, ("proof", k), bytes(32))
-            yield f"multiproof hash {k} moved to the end", set_at(b, ("proof",), [*multi[:k], *multi[k + 1:], multi[k]])
-        yield "multiproof with a hash more", set_at(b, ("proof",), [*multi, multi[0]])
+            yield f"multiproof hash {k} zeroed", set_at(b, ("proof",), as_sent([*multi[:k], bytes(32), *multi[k + 1:]]))
+            yield f"multiproof hash {k} moved to the end", set_at(b, ("proof",),
+                                                                  as_sent([*multi[:k], *multi[k + 1:], multi[k]]))
+        yield "multiproof with a hash more", set_at(b, ("proof",), as_sent([*multi, multi[0]]))
+        if joined:
+            yield "multiproof as a list", set_at(b, ("proof",), multi)
+            yield "multiproof a byte short", set_at(b, ("proof",), b["proof"][:-1])
         for k, e in enumerate(evs):
             for delta in (1, -1, 2, 1 << 10):
                 if e["index"] + delta >= 0:
@@ -489,7 +519,9 @@ def forge(w: ApiWorld, leaves: list[bytes], picks: list[int], *, label: str = LA
         "proof": merkle.multiproof(indexes, cr.size, lambda lv, ix: nodes[(lv, ix)]),
         "gaps": [],
     }
-    if proof is not None:
+    if proof is not None:  # v3's compact form
+        out["proof"] = b"".join(out["proof"])
+        out["checkpoint"]["certificate"] = {"round": cert.round, "precommits": cert.to_dict()["precommits"]}
         out["recalls"] = proof.to_value()
     return codec.encode(out)
 
@@ -711,6 +743,27 @@ def test_certificates_need_more_than_two_thirds(log: Log) -> None:
         verify_label(codec.encode(b2), g, label=LABEL)
 
 
+def test_bundles_carry_a_quorum_of_precommits(log: Log) -> None:
+    """The prover cuts a certificate to the first precommits that reach more than 2/3 of
+    the power; what is left still verifies, and cutting further does not."""
+    vals = [(f"v{k}", generate("ed25519")) for k in range(4)]
+    g = Genesis.from_dict(Genesis(
+        chain=CHAIN, time=log.w.genesis.time, trace_office=log.w.genesis.trace_office, params=Params(),
+        validators=tuple(Validator(n, "152500", "ed25519", s.public_key, 2 if n == "v3" else 1)
+                         for n, s in vals)).to_dict())
+    full = sign_commit(CHAIN, 5, 0, b"\x07" * 32, vals)
+    assert [n for n, _ in full.quorum(g.validators).precommits] == ["v0", "v1", "v2", "v3"]  # 5 of 5 > 2/3 only here
+    heavy_first = sign_commit(CHAIN, 5, 0, b"\x07" * 32, [vals[1], vals[2], vals[3]])
+    assert [n for n, _ in heavy_first.quorum(g.validators).precommits] == ["v1", "v2", "v3"]
+    short = sign_commit(CHAIN, 5, 0, b"\x07" * 32, vals[:3])
+    assert short.quorum(g.validators) == short  # no quorum: left for the verifier to refuse
+    even = Genesis.from_dict({**g.to_dict(), "validators": [{**v.to_dict(), "power": 1} for v in g.validators]})
+    cut = full.quorum(even.validators)
+    assert [n for n, _ in cut.precommits] == ["v0", "v1", "v2"]
+    assert commit_tally(cut, CHAIN, even.validators).committed
+    assert not commit_tally(CommitCertificate(5, 0, cut.block, cut.precommits[:2]), CHAIN, even.validators).committed
+
+
 # -- recalls and revocations through a real node; the limit of offline checks -------------------
 
 
@@ -735,15 +788,16 @@ def test_node_bundles_carry_recalls_and_revocations() -> None:
     with pytest.raises(VE.RecallsNotProven):
         verify_label(codec.encode(b), w.genesis, label=LABEL)
     # ... even with a path to "no entry" it made up
-    b["recalls"] = {"depth": 0, "mask": b"", "siblings": [], "other": []}
+    b["recalls"] = {"depth": 0, "mask": b"", "siblings": b"", "other": b""}
     with pytest.raises(VE.RecallsNotProven):
         verify_label(codec.encode(b), w.genesis, label=LABEL)
 
 
 def _without_recalls(b: dict[str, Any], w: ApiWorld) -> dict[str, Any]:
     b["events"] = [e for e in b["events"] if E.parse_leaf(e["leaf"]).kind != "recall"]
-    b["proof"] = merkle.multiproof([e["index"] for e in b["events"]], b["checkpoint"]["header"]["log_size"],
-                                   w.store.get_node)
+    proof = merkle.multiproof([e["index"] for e in b["events"]], b["checkpoint"]["header"]["log_size"],
+                              w.store.get_node)
+    b["proof"] = b"".join(proof) if type(b["proof"]) is bytes else proof
     return b
 
 

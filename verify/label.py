@@ -11,8 +11,11 @@ The workflow, cheap checks first and attacker-sized work last (STYLE §4):
    ``_unverified_*`` values: a known ``format`` (:data:`FORMATS`: ``v3`` and ``v2``, which
    the prover emits on chains with and without a recall map, and the archived ``v1``),
    exact field sets, types, sizes, at most
-   :data:`MAX_EVENTS` events, at most 64 proof hashes per event.  ``gaps`` must be
-   empty: a bundle whose builder could not find a part is not a proof.
+   :data:`MAX_EVENTS` events, at most 64 proof hashes per event.  ``v3`` sends its
+   multiproof and recall-path hashes as one byte string each and its certificate
+   without the height and block hash, which are the header's; a field in the other
+   format's form is malformed.  ``gaps`` must be empty: a bundle whose builder could
+   not find a part is not a proof.
 2. **Anchor**: the bundle's ``genesis_hash`` is the hash of the trusted genesis, and
    an embedded genesis document (always in ``v1``, on request in ``v2``) is that
    genesis; the checkpoint header names genesis's chain and validator set; the
@@ -343,14 +346,14 @@ def _json_to_values(value: Any) -> Any:
         out["events"] = conv_evs
     if type(value.get("proof")) is list:
         out["proof"] = [_unhex(h, "proof") for h in value["proof"]]
+    elif "proof" in value:
+        out["proof"] = _unhex(value["proof"], "proof")
     rc = value.get("recalls")
     if type(rc) is dict:
         rc = dict(rc)
-        if "mask" in rc:
-            rc["mask"] = _unhex(rc["mask"], "recalls.mask")
-        for k in ("siblings", "other"):
-            if type(rc.get(k)) is list:
-                rc[k] = [_unhex(h, f"recalls.{k}") for h in rc[k]]
+        for k in ("mask", "siblings", "other"):
+            if k in rc:
+                rc[k] = _unhex(rc[k], f"recalls.{k}")
         out["recalls"] = rc
     return out
 
@@ -432,8 +435,14 @@ def _unverified_bundle(value: Any, limits: Limits) -> _UnverifiedBundle:
         header = Header.from_dict(cp["header"])
     except Rejected as exc:
         raise MalformedBundle(f"checkpoint header: {exc.message}") from None
+    cert_value = cp["certificate"]
+    if fmt == FORMAT:
+        # v3 leaves out the certificate's height and block hash: they are the header's
+        if type(cert_value) is not dict or set(cert_value) != {"round", "precommits"}:
+            raise MalformedBundle("checkpoint certificate: a v3 certificate has exactly round and precommits")
+        cert_value = {**cert_value, "height": header.height, "block": header.hash}
     try:
-        cert = CommitCertificate.from_dict(cp["certificate"])
+        cert = CommitCertificate.from_dict(cert_value)
     except Rejected as exc:
         raise MalformedBundle(f"checkpoint certificate: {exc.message}") from None
     evs = value["events"]
@@ -451,7 +460,12 @@ def _unverified_bundle(value: Any, limits: Limits) -> _UnverifiedBundle:
             raise MalformedBundle(f"events[{k}].index must be a non-negative integer")
         proof = _hash_list(e["proof"], MAX_PROOF_HASHES, f"events[{k}].proof") if v1 else ()
         entries.append(_UnverifiedEntry(leaf, index, proof))
-    multi = None if v1 else _hash_list(value["proof"], MAX_PROOF_HASHES * len(evs), "proof")
+    if v1:
+        multi = None
+    elif fmt == FORMAT:
+        multi = _hash_string(value["proof"], MAX_PROOF_HASHES * len(evs), "proof")
+    else:
+        multi = _hash_list(value["proof"], MAX_PROOF_HASHES * len(evs), "proof")
     has_genesis = "genesis" in value
     recalls = None
     if fmt == FORMAT:
@@ -461,6 +475,13 @@ def _unverified_bundle(value: Any, limits: Limits) -> _UnverifiedBundle:
             raise MalformedBundle(exc.message) from None
     return _UnverifiedBundle(fmt, gh, has_genesis, value.get("genesis"), label, header, cert, tuple(entries), multi,
                              recalls)
+
+
+def _hash_string(proof: Any, most: int, what: str) -> tuple[bytes, ...]:
+    """v3's form of a list of hashes: one byte string, 32 bytes after 32 bytes."""
+    if type(proof) is not bytes or len(proof) % merkle.HASH_SIZE or len(proof) > most * merkle.HASH_SIZE:
+        raise MalformedBundle(f"{what} must be at most {most} 32-byte hashes, one after another")
+    return tuple(merkle.split_hashes(proof))
 
 
 def _hash_list(proof: Any, most: int, what: str) -> tuple[bytes, ...]:

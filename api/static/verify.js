@@ -18,7 +18,8 @@
 // Workflow of verifyLabelBundle, step for step verify/label.py's (cheap structure first,
 // attacker-sized work last, STYLE §4):
 //   1. parse the untrusted JSON bundle into values with real bytes (a known format,
-//      exact shapes, v3's recall proof included; gaps must be empty);
+//      exact shapes, v3's recall proof included, v3's hashes as one byte string each and
+//      its certificate without the height and block the header gives; gaps must be empty);
 //   2. anchor: the fingerprint (if any) is a prefix of genesis_hash, the genesis
 //      document (v2/v3: fetched by the page from GET /v1/genesis and passed in, unless
 //      the bundle embeds it; v1: embedded) hashes to genesis_hash; the header names
@@ -594,6 +595,13 @@ export async function recallChain(leaves) {
   return value;
 }
 
+/** 32-byte hashes sent one after another in one byte string (v3), as a list. */
+function splitHashes(bytes) {
+  const out = [];
+  for (let i = 0; i < bytes.length; i += 32) out.push(bytes.slice(i, i + 32));
+  return out;
+}
+
 function keyBit(bytes, i) {
   return (bytes[i >> 3] >> (7 - (i & 7))) & 1;
 }
@@ -611,13 +619,15 @@ export function recallProofFromJson(j) {
     }
     const mask = hexToBytes(j.mask, "the recall proof's mask");
     if (mask.length !== (depth + 7) >> 3) fail("malformed_bundle", "the recall proof's mask must be (depth + 7) // 8 bytes");
-    if (!Array.isArray(j.siblings)) fail("malformed_bundle", "the recall proof's siblings must be 32-byte hashes");
-    const siblings = j.siblings.map((s) => hexToBytes(s, "a recall proof sibling", 32));
-    if (!Array.isArray(j.other) || (j.other.length !== 0 && j.other.length !== 2)) {
-      fail("malformed_bundle", "the recall proof's other must be [] or [key, value], 32 bytes each");
+    const sibs = hexToBytes(j.siblings, "the recall proof's siblings");
+    if (sibs.length % 32 || sibs.length > RECALL_MAX_DEPTH * 32) {
+      fail("malformed_bundle", "the recall proof's siblings must be 32-byte hashes, one after another");
     }
-    const other = j.other.map((x) => hexToBytes(x, "the recall proof's other entry", 32));
-    return { depth, mask, siblings, other: other.length ? other : null };
+    const other = hexToBytes(j.other, "the recall proof's other");
+    if (other.length !== 0 && other.length !== 64) {
+      fail("malformed_bundle", "the recall proof's other must be empty or a key and a value, 32 bytes each");
+    }
+    return { depth, mask, siblings: splitHashes(sibs), other: other.length ? [other.slice(0, 32), other.slice(32)] : null };
   } catch (e) {
     if (e instanceof VerificationError && e.code === "malformed") fail("malformed_bundle", e.message);
     throw e;
@@ -1110,8 +1120,13 @@ export async function headerHash(header) {
   return H(TAGS.header, encode(header));
 }
 
-/** A commit certificate value from its JSON form. */
-export function certificateFromJson(j) {
+/** A commit certificate value from its JSON form; `compact` (a v3 bundle's): without the
+ * height and block hash, which the caller takes from the header (block: null until then). */
+export function certificateFromJson(j, compact = false) {
+  if (compact) {
+    if (!hasExactly(j, ["round", "precommits"])) fail("malformed", "a v3 certificate has exactly round and precommits");
+    return { ...certificateFromJson({ ...j, height: 0, block: "00".repeat(32) }), height: null, block: null };
+  }
   if (!hasExactly(j, ["height", "round", "block", "precommits"])) {
     fail("malformed", "a certificate has height, round, block and precommits");
   }
@@ -1147,6 +1162,13 @@ const MEMBERSHIP = ["actor.enroll", "key.rotate", "device.register", "actor.revo
 function hashList(list, most, what) {
   if (!Array.isArray(list) || list.length > most) fail("malformed_bundle", `${what} must be a list of at most ${most} hashes`);
   return list.map((p) => hexToBytes(p, `${what} hash`, 32));
+}
+
+/** v3's form of a list of hashes: one byte string (hex), 32 bytes after 32 bytes. */
+function hashString(text, most, what) {
+  const bytes = hexToBytes(text, what);
+  if (bytes.length % 32 || bytes.length > most * 32) fail("malformed_bundle", `${what} must be at most ${most} 32-byte hashes, one after another`);
+  return splitHashes(bytes);
 }
 
 /** The bundle's shape (format, exact fields, types, sizes) as values with real bytes; no hashing. */
@@ -1187,9 +1209,10 @@ function parseBundle(j) {
     genesis: Object.hasOwn(j, "genesis") ? genesisFromJson(j.genesis) : null,
     label: j.label,
     header: headerFromJson(j.checkpoint.header),
-    certificate: certificateFromJson(j.checkpoint.certificate),
+    certificate: certificateFromJson(j.checkpoint.certificate, v3),
     entries,
-    multiproof: v1 ? null : hashList(j.proof, LIMITS.maxProofNodes * entries.length, "proof"),
+    multiproof: v1 ? null : v3 ? hashString(j.proof, LIMITS.maxProofNodes * entries.length, "proof")
+      : hashList(j.proof, LIMITS.maxProofNodes * entries.length, "proof"),
     recalls: v3 ? recallProofFromJson(j.recalls) : null,
   };
 }
@@ -1484,6 +1507,10 @@ export async function verifyLabelBundle(json, { label, fingerprint = null, genes
     if (Object.hasOwn(h, "state_root")) fail("bad_certificate", "the checkpoint carries a state_root, which no rule of this chain defines");
   }
   const blockHash = await headerHash(h);
+  if (cert.block === null) { // v3: the header gives the certificate's height and block
+    cert.height = h.height;
+    cert.block = blockHash;
+  }
   if (cert.height !== h.height) fail("bad_certificate", `the certificate is for height ${cert.height}, the header is ${h.height}`);
   if (!bytesEqual(cert.block, blockHash)) fail("bad_certificate", "the certificate is for another block than the checkpoint header");
   const byName = new Map(g.validators.map((v) => [v.name, v]));

@@ -51,6 +51,20 @@ class CommitCertificate:
     def encode(self) -> bytes:
         return codec.encode(self.to_dict())
 
+    def quorum(self, validators: Sequence[Validator]) -> CommitCertificate:
+        """The same certificate cut to its first precommits (by name) that hold more than
+        2/3 of the voting power: what a proof needs, without the surplus a healthy
+        network's certificates carry.  Unchanged when no prefix reaches the quorum (a
+        certificate that would not verify stays as it is, for the verifier to refuse)."""
+        power = {v.name: v.power for v in validators}
+        total = sum(power.values())
+        held = 0
+        for k, (name, _sig) in enumerate(self.precommits):
+            held += power.get(name, 0)
+            if 3 * held > 2 * total:
+                return CommitCertificate(self.height, self.round, self.block, self.precommits[: k + 1])
+        return self
+
     @classmethod
     def from_dict(cls, d: Any) -> CommitCertificate:
         """Parse an untrusted certificate value; raises :class:`Rejected` (``bad_certificate``)."""
