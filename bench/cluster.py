@@ -99,7 +99,7 @@ def main() -> int:
         return ev("lamb.tag", "coop", {"tag": f"3152523{i:08d}", "herder": "h-1", "born": "2026-03-15",
                                        "breed": "苏尼特羊", "sex": "male", "sumu": "满都拉图镇"}, coop, now + i % 1000)
 
-    out: dict[str, Any] = {"bench": "cluster", "nodes": len(NAMES)}
+    out: dict[str, Any] = {"bench": "cluster", "quick": args.quick, "nodes": len(NAMES)}
     try:
         sess = requests.Session()
         for u in urls:

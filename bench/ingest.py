@@ -89,7 +89,10 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="2 000 events (seconds, for CI)")
     args = ap.parse_args()
+    if args.quick:
+        args.events = min(args.events, 2_000)
 
     vrate_before = verify_rate()  # the floor, before the node starts and after it stops
     tmp = Path(tempfile.mkdtemp(prefix="lt-bench-"))
@@ -194,6 +197,7 @@ def main() -> int:
     vrate = max(vrate_before, vrate_after)  # a floor depressed by leftover work would flatter the ratio
     out = {
         "bench": "ingest",
+        "quick": args.quick,
         "events": n,
         "batch": args.batch,
         "clients": args.clients,
