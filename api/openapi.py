@@ -161,6 +161,10 @@ def _components() -> dict[str, Any]:
         },
         "Status": {
             "type": "object",
+            "required": [
+                "chain", "node", "role", "genesis_hash", "height", "log_size", "log_root", "last_block_hash",
+                "last_block_time", "mempool_size", "peers", "time"
+            ],
             "properties": {
                 "chain": {"type": "string"},
                 "node": {"type": "string"},
@@ -226,6 +230,7 @@ def _components() -> dict[str, Any]:
         },
         "EventSummary": {
             "type": "object",
+            "required": ["id", "index", "height", "kind", "actor", "time", "body"],
             "properties": {
                 "id": _HASH,
                 "index": {"type": "integer"},
@@ -238,6 +243,7 @@ def _components() -> dict[str, Any]:
         },
         "Recall": {
             "type": "object",
+            "required": ["type", "id", "at", "reason", "event"],
             "properties": {
                 "type": {"enum": ["lamb", "carcass", "label"]},
                 "id": {"type": "string"},
@@ -267,6 +273,10 @@ def _components() -> dict[str, Any]:
         },
         "LabelSummary": {
             "type": "object",
+            "required": [
+                "label", "tag", "carcass", "cut", "net_mass_g", "packed", "plant", "lamb", "slaughter", "issued",
+                "check_commitment", "recalled", "recalls"
+            ],
             "properties": {
                 "label": {"type": "string"},
                 "cut": {"type": "string"},
@@ -301,6 +311,7 @@ def _components() -> dict[str, Any]:
         },
         "Certificate": {
             "type": "object",
+            "required": ["height", "round", "block", "precommits"],
             "properties": {
                 "height": {"type": "integer"},
                 "round": {"type": "integer"},
@@ -316,6 +327,7 @@ def _components() -> dict[str, Any]:
         },
         "Block": {
             "type": "object",
+            "required": ["height", "hash", "header", "certificate", "log_range", "events"],
             "properties": {
                 "height": {"type": "integer"},
                 "hash": _HASH,
@@ -367,6 +379,7 @@ def _components() -> dict[str, Any]:
                             "oneOf": [_ref("Certificate"), {
                                 "type": "object",
                                 "required": ["round", "precommits"],
+                                "additionalProperties": False,
                                 "properties": {"round": {"type": "integer"},
                                                "precommits": {"type": "array", "items": {"type": "object"}}},
                             }],
@@ -434,6 +447,7 @@ def _components() -> dict[str, Any]:
         },
         "ConsistencyProof": {
             "type": "object",
+            "required": ["first", "second", "first_root", "second_root", "proof"],
             "properties": {
                 "first": {"type": "integer"},
                 "second": {"type": "integer"},
@@ -444,6 +458,7 @@ def _components() -> dict[str, Any]:
         },
         "InclusionProof": {
             "type": "object",
+            "required": ["id", "index", "size", "leaf", "leaf_hash", "root", "proof"],
             "properties": {
                 "index": {"type": "integer"},
                 "size": {"type": "integer"},
@@ -456,6 +471,10 @@ def _components() -> dict[str, Any]:
         },
         "Actor": {
             "type": "object",
+            "required": [
+                "id", "role", "banner", "banner_name", "name", "parent", "root", "enrolled_at", "revoked_at",
+                "key_ids", "keys", "devices"
+            ],
             "properties": {
                 "id": {"type": "string"},
                 "role": {"enum": list(ROLES)},
@@ -463,6 +482,7 @@ def _components() -> dict[str, Any]:
                 "banner_name": {"type": ["string", "null"]},
                 "name": {"type": "string"},
                 "parent": {"type": ["string", "null"]},
+                "root": {"type": "boolean", "description": "the genesis trace office, whose keys genesis holds"},
                 "enrolled_at": {"type": "integer"},
                 "revoked_at": {"type": ["integer", "null"]},
                 "key_ids": {"type": "array", "items": {"type": "string"}},
@@ -472,6 +492,7 @@ def _components() -> dict[str, Any]:
         },
         "Stats": {
             "type": "object",
+            "required": ["height", "banners", "cooperatives", "plants", "totals"],
             "properties": {
                 "height": {"type": "integer"},
                 "banners": {"type": "object", "additionalProperties": {"type": "object"}},
@@ -859,7 +880,8 @@ def _paths() -> dict[str, Any]:
         **_dashboard_paths(),
         "/healthz": _get(
             "Liveness",
-            {"type": "object", "properties": {"ok": {"const": True}, "height": {"type": "integer"}}},
+            {"type": "object", "required": ["ok", "height"],
+             "properties": {"ok": {"const": True}, "height": {"type": "integer"}}},
             {"503": "storage_unavailable: the store failed a write (disk full?); restart once fixed"},
             None,
             "operations",

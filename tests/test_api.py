@@ -39,6 +39,7 @@ from helpers_api import (
     error_of,
 )
 from ledger import codec, merkle, schema
+from ledger import events as E
 from ledger.blocks.certificate import CommitCertificate, verify_commit
 from ledger.blocks.header import Header
 from ledger.errors import TransportError
@@ -516,6 +517,102 @@ def test_openapi_describes_every_route(world: ApiWorld) -> None:
         assert schemas[f"Envelope.{name}"]["properties"]["body"] == schema.describe(kind.body)
     refs = re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(doc))
     assert refs and all(r in schemas for r in refs)
+
+
+def test_label_proofs_match_their_openapi_schema(seasoned: tuple[ApiWorld, dict[str, Any]]) -> None:
+    """What the node serves is what /openapi.json says: v3 (and with ?genesis=1) here,
+    v2 on a chain without the recall map; and the schema is no rubber stamp."""
+    import jsonschema
+
+    w, _ids = seasoned
+    doc = w.get("/openapi.json")
+    validator = jsonschema.Draft202012Validator({**doc, "$ref": "#/components/schemas/LabelProof"})
+    legacy = ApiWorld(MemoryKV(), recall_map=False)
+    legacy.season()
+    served = [w.get("/v1/labels/l-0001/proof"), w.get("/v1/labels/l-0001/proof?genesis=1"),
+              legacy.get("/v1/labels/l-0001/proof")]
+    assert [b["format"][-2:] for b in served] == ["v3", "v3", "v2"]
+    for b in served:
+        validator.validate(b)
+    v3 = served[0]
+    for bad in ({**v3, "recalls": {**v3["recalls"], "siblings": ["00" * 32]}},
+                {**v3, "recalls": {**v3["recalls"], "other": "00" * 32}},
+                {**v3, "proof": v3["proof"][:-2]},
+                {**v3, "checkpoint": {**v3["checkpoint"], "certificate": {"round": 0}}}):
+        assert not validator.is_valid(bad)
+
+
+def test_every_json_route_answers_as_openapi_says(seasoned: tuple[ApiWorld, dict[str, Any]]) -> None:
+    """Each JSON route of /openapi.json, called for real on a seasoned node, answers with
+    a body its documented schema accepts: the success and, where the route documents
+    one, an error."""
+    import jsonschema
+
+    w, ids = seasoned
+    doc = w.get("/openapi.json")
+
+    def check(method: str, route: str, url: str, *, on: ApiWorld = w, **kwargs: Any) -> int:
+        r = on.http.open(url, method=method, **kwargs)
+        answers = doc["paths"][route][method.lower()]["responses"]
+        assert str(r.status_code) in answers, (url, r.status_code, r.get_data(as_text=True)[:300])
+        schema_ = answers[str(r.status_code)].get("content", {}).get("application/json", {}).get("schema")
+        assert schema_ is not None, (route, r.status_code)
+        target = doc["components"]["schemas"][schema_["$ref"].split("/")[-1]] if "$ref" in schema_ else schema_
+        assert target.get("required"), (route, "a schema that requires nothing accepts {}")
+        jsonschema.Draft202012Validator({**doc, **schema_}).validate(r.get_json())
+        return r.status_code
+
+    label, actor, tag, event = "l-0001", COOP, TAG_A, ids["slaughter"]
+    successes = {
+        "/v1/status": "/v1/status",
+        "/v1/events/{event_id}": f"/v1/events/{event}",
+        "/v1/tags": f"/v1/tags?to={COOP}",
+        "/v1/tags/{tag}": f"/v1/tags/{tag}",
+        "/v1/labels/{label}": f"/v1/labels/{label}",
+        "/v1/labels/{label}/proof": f"/v1/labels/{label}/proof",
+        "/v1/genesis": "/v1/genesis",
+        "/v1/labels/{label}/scans": f"/v1/labels/{label}/scans",
+        "/v1/labels/{label}/check": f"/v1/labels/{label}/check",
+        "/v1/alerts": "/v1/alerts",
+        "/v1/reports/premium": "/v1/reports/premium",
+        "/v1/blocks/latest": "/v1/blocks/latest",
+        "/v1/blocks/{height}": "/v1/blocks/1",
+        "/v1/blocks/{height}/leaves": "/v1/blocks/1/leaves",
+        "/v1/state/hash": "/v1/state/hash",
+        "/v1/log/consistency": "/v1/log/consistency?first=1&second=2",
+        "/v1/log/inclusion": "/v1/log/inclusion?index=0",
+        "/v1/actors/{actor_id}": f"/v1/actors/{actor}",
+        "/v1/stats": "/v1/stats",
+        "/l/{label}/verdict": f"/l/{label}/verdict",
+        "/dashboard/summary": "/dashboard/summary",
+        "/healthz": "/healthz",
+    }
+    for route, url in successes.items():
+        assert check("GET", route, url) == 200, url
+    assert check("POST", "/v1/labels/{label}/scans", f"/v1/labels/{label}/scans", json={}) == 200
+    fresh = ApiWorld(MemoryKV())  # the seasoned world is shared read-only
+    for events in ([E.to_json(fresh.enroll(COOP, "cooperative", "152523"))],  # accepted
+                   [E.to_json(fresh.enroll(PLANT, "plant", "999999"))]):  # rejected
+        assert check("POST", "/v1/events", "/v1/events", on=fresh, json=events) == 200
+    fresh.node.stop()
+    failures = {
+        "/v1/events/{event_id}": "/v1/events/" + "00" * 32,
+        "/v1/tags/{tag}": "/v1/tags/1",
+        "/v1/labels/{label}": "/v1/labels/l-0404",
+        "/v1/labels/{label}/proof": f"/v1/labels/{label}/proof?genesis=maybe",
+        "/v1/blocks/{height}": "/v1/blocks/999999",
+        "/v1/log/consistency": "/v1/log/consistency?first=2&second=1",
+        "/v1/actors/{actor_id}": "/v1/actors/nobody",
+        "/v1/labels/{label}/scans": "/v1/labels/l-0404/scans",
+    }
+    for route, url in failures.items():
+        assert check("GET", route, url) >= 400, url
+    assert check("POST", "/v1/events", "/v1/events", data=b"{not json", content_type="application/json") >= 400
+    assert check("POST", "/v1/labels/{label}/check", f"/v1/labels/{label}/check", json={"code": "x"}) >= 400
+    undocumented = {p for p, ops in doc["paths"].items() for m, op in ops.items()
+                    if "application/json" in str(op.get("responses", {}).get("200", {}).get("content", {}))} - {
+        *successes, "/v1/events", "/openapi.json"}
+    assert not undocumented, undocumented
 
 
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (\S+)$')
