@@ -615,6 +615,30 @@ def test_every_json_route_answers_as_openapi_says(seasoned: tuple[ApiWorld, dict
     assert not undocumented, undocumented
 
 
+def test_text_answers_are_compressed_for_clients_that_accept_it(seasoned: tuple[ApiWorld, dict[str, Any]]) -> None:
+    """The consumer page's parts reach a phone compressed (and whole); what is already
+    dense, or small, goes as it is; a cached script still revalidates to 304."""
+    import gzip
+    import zlib
+
+    w, _ids = seasoned
+    for url in ("/static/verify.js", "/static/label.js", "/static/label.css", "/l/l-0001", "/v1/labels/l-0001/proof"):
+        plain = w.http.get(url)
+        assert plain.status_code == 200 and "Content-Encoding" not in plain.headers
+        for accept, unpack in (("gzip", gzip.decompress), ("deflate", zlib.decompress)):
+            r = w.http.get(url, headers={"Accept-Encoding": accept})
+            assert r.status_code == 200 and r.headers["Content-Encoding"] == accept, url
+            assert "Accept-Encoding" in r.headers["Vary"]
+            assert unpack(r.get_data()) == plain.get_data(), url
+            assert len(r.get_data()) < len(plain.get_data()) / 2, (url, len(r.get_data()), len(plain.get_data()))
+    r = w.http.get("/static/verify.js", headers={"Accept-Encoding": "gzip"})
+    again = w.http.get("/static/verify.js", headers={"Accept-Encoding": "gzip", "If-None-Match": r.headers["ETag"]})
+    assert again.status_code == 304 and again.get_data() == b""
+    for url, headers in (("/v1/labels/l-0001/proof", {"Accept": MSGPACK}), ("/v1/status", {})):
+        r = w.http.get(url, headers={**headers, "Accept-Encoding": "gzip"})
+        assert r.status_code == 200 and "Content-Encoding" not in r.headers, url  # dense, or under 1 KiB
+
+
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (\S+)$')
 
 

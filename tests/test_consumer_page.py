@@ -129,6 +129,8 @@ class TamperingServer:
         page = path.startswith("/l/") and path.count("/") == 2 and self.rewrite_page is not None
         if not (proof or genesis or page):
             return self.app(environ, start_response)
+        # the liar rewrites plain text: ask the app for an uncompressed answer
+        environ = {k: v for k, v in environ.items() if k != "HTTP_ACCEPT_ENCODING"}
         got: dict[str, Any] = {}
 
         def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:

@@ -160,6 +160,7 @@ def test_stream_pushes_a_summary_when_a_block_commits(season: Season, monkeypatc
     try:
         assert stream.resp.status_code == 200
         assert stream.resp.headers["Content-Type"].startswith("text/event-stream")
+        assert "Content-Encoding" not in stream.resp.headers  # asked for gzip, but each event leaves at once
         first = stream.next_event("summary")
         assert int(first["id"]) == first["data"]["height"] == season.get("/v1/stats")["height"]
         tagged = first["data"]["totals"]["tagged"]
