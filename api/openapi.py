@@ -388,15 +388,25 @@ def _components() -> dict[str, Any]:
                 },
                 "events": {
                     "type": "array",
-                    "description": "ascending by index, no index twice",
-                    "items": {
-                        "type": "object",
-                        "required": ["leaf", "index"],
-                        "properties": {
-                            "leaf": {**_HEX, "description": "canonical signed event"},
-                            "index": {"type": "integer"},
+                    "description": "ascending by index, no index twice; v3: [index, leaf] pairs, v2: maps",
+                    "items": {"oneOf": [
+                        {
+                            "type": "array",
+                            "prefixItems": [{"type": "integer", "minimum": 0},
+                                            {**_HEX, "description": "canonical signed event"}],
+                            "minItems": 2,
+                            "maxItems": 2,
                         },
-                    },
+                        {
+                            "type": "object",
+                            "required": ["leaf", "index"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "leaf": {**_HEX, "description": "canonical signed event"},
+                                "index": {"type": "integer"},
+                            },
+                        },
+                    ]},
                 },
                 "proof": {
                     "oneOf": [{**_HEX, "pattern": "^([0-9a-f]{64})*$"}, {"type": "array", "items": _HASH}],

@@ -177,8 +177,10 @@ class LabelProver:
             "gaps": _dedupe(gaps),
         }
         if recalls is not None:
-            # v3's compact form: the hashes as one byte string, and the certificate
-            # without the height and block hash its header gives (docs/label-proof.md)
+            # v3's compact form: events as [index, leaf] pairs, the hashes as one byte
+            # string, the certificate without the height and block hash its header gives
+            # (docs/label-proof.md)
+            out["events"] = [[i, included[i]] for i in indexes]
             out["proof"] = b"".join(proof)
             out["checkpoint"]["certificate"] = {"round": cert.round, "precommits": certificate["precommits"]}
             out["recalls"] = recalls.to_value()

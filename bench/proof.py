@@ -344,7 +344,7 @@ def _bundle_stats(gen: ChainGen, reps: int) -> dict[str, Any]:
         "bundle_bytes_msgpack": {"median": int(statistics.median(sizes)), "max": max(sizes), "min": min(sizes)},
         "bundle_bytes_json": json_size,
         "bundle_bytes_with_genesis": len(codec.encode({**b0, "genesis": genesis_doc})),
-        "leaf_bytes": sum(len(e["leaf"]) for e in b0["events"]),
+        "leaf_bytes": sum(len(leaf) for _index, leaf in b0["events"]),
         "genesis_bytes": len(codec.encode(genesis_doc)),
         "multiproof_hashes": len(b0["proof"]) // 32,
         "precommits": len(b0["checkpoint"]["certificate"]["precommits"]),
@@ -377,7 +377,7 @@ def _as_v1(b: dict[str, Any], genesis_doc: dict[str, Any], get_node: Any) -> dic
                          "certificate": {**b["checkpoint"]["certificate"], "height": header.height,
                                          "block": header.hash}}
     out["genesis"] = genesis_doc
-    out["events"] = [{**e, "proof": inclusion_proof(e["index"], size, get_node)} for e in b["events"]]
+    out["events"] = [{"leaf": leaf, "index": i, "proof": inclusion_proof(i, size, get_node)} for i, leaf in b["events"]]
     return out
 
 

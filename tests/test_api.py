@@ -287,11 +287,11 @@ def test_label_proof_bundle_verifies(world: ApiWorld) -> None:
     seen = {}
     leaf_hashes = {}
     for entry in b["events"]:
-        assert set(entry) == {"leaf", "index"}
-        leaf = bytes.fromhex(entry["leaf"])
-        leaf_hashes[entry["index"]] = merkle.leaf_hash(leaf)
+        index, leaf_hex = entry  # v3: [index, leaf]
+        leaf = bytes.fromhex(leaf_hex)
+        leaf_hashes[index] = merkle.leaf_hash(leaf)
         seen[parse_leaf(leaf).id.hex()] = parse_leaf(leaf).kind
-    assert [e["index"] for e in b["events"]] == sorted({e["index"] for e in b["events"]})
+    assert [e[0] for e in b["events"]] == sorted({e[0] for e in b["events"]})
     proof = merkle.split_hashes(bytes.fromhex(b["proof"]))  # v3: the hashes in one byte string
     merkle.verify_multiproof(leaf_hashes, header.log_size, proof, header.log_root)
     # the tag's path, where the tags came from, and who signed all that
@@ -302,7 +302,7 @@ def test_label_proof_bundle_verifies(world: ApiWorld) -> None:
     # msgpack gives the same bundle with real bytes
     raw = world.get_msgpack("/v1/labels/l-0001/proof")
     assert schema.to_json(raw) == b
-    assert isinstance(raw["events"][0]["leaf"], bytes)
+    assert isinstance(raw["events"][0][1], bytes)
     error_of(world.http.get("/v1/labels/l-0404/proof"), 404, "not_found")
     # ?genesis=1: the same bundle with the genesis document embedded (a self-contained archive)
     full = world.get("/v1/labels/l-0001/proof?genesis=1")
@@ -332,12 +332,12 @@ def test_label_proof_needs_no_scan(seasoned: tuple[ApiWorld, dict[str, Any]]) ->
     w, _ids = seasoned
     b = LabelProver(w.store, options=ProofOptions(max_scan_leaves=0)).bundle("l-0001")
     assert b["gaps"] == []
-    kinds = {parse_kind(e["leaf"]) for e in b["events"]}
+    kinds = {parse_kind(leaf) for _index, leaf in b["events"]}
     assert {"tags.issue", "actor.enroll", "lamb.tag", "lamb.slaughter", "label.issue"} <= kinds
     head = b["checkpoint"]["header"]
     assert b["events"]
     proof = merkle.split_hashes(b["proof"])
-    merkle.verify_multiproof({e["index"]: merkle.leaf_hash(e["leaf"]) for e in b["events"]}, head["log_size"],
+    merkle.verify_multiproof({i: merkle.leaf_hash(leaf) for i, leaf in b["events"]}, head["log_size"],
                              proof, head["log_root"])
 
 
@@ -538,7 +538,8 @@ def test_label_proofs_match_their_openapi_schema(seasoned: tuple[ApiWorld, dict[
     for bad in ({**v3, "recalls": {**v3["recalls"], "siblings": ["00" * 32]}},
                 {**v3, "recalls": {**v3["recalls"], "other": "00" * 32}},
                 {**v3, "proof": v3["proof"][:-2]},
-                {**v3, "checkpoint": {**v3["checkpoint"], "certificate": {"round": 0}}}):
+                {**v3, "checkpoint": {**v3["checkpoint"], "certificate": {"round": 0}}},
+                {**v3, "events": [v3["events"][0][::-1]]}):
         assert not validator.is_valid(bad)
 
 

@@ -403,9 +403,36 @@ def test_wrong_genesis_fingerprint_fails(chain: Chain, served: Served, driver: A
 # -- a server that lies -----------------------------------------------------------------------
 
 
-def _entry(bundle: dict[str, Any], kind: str) -> dict[str, Any]:
+def _leaf(e: Any) -> str:
+    """An event entry's leaf (hex): v3 sends [index, leaf], v2 and v1 maps."""
+    return str(e[1] if type(e) is list else e["leaf"])
+
+
+def _index(e: Any) -> int:
+    return int(e[0] if type(e) is list else e["index"])
+
+
+def _set_leaf(e: Any, leaf: str) -> None:
+    if type(e) is list:
+        e[1] = leaf
+    else:
+        e["leaf"] = leaf
+
+
+def _set_index(e: Any, index: int) -> None:
+    if type(e) is list:
+        e[0] = index
+    else:
+        e["index"] = index
+
+
+def _as_maps(events: list[Any]) -> list[dict[str, Any]]:
+    return [{"leaf": _leaf(e), "index": _index(e)} for e in events]
+
+
+def _entry(bundle: dict[str, Any], kind: str) -> Any:
     for e in bundle["events"]:
-        if parse_leaf(bytes.fromhex(e["leaf"])).kind == kind:
+        if parse_leaf(bytes.fromhex(_leaf(e))).kind == kind:
             return e
     raise AssertionError(f"no {kind} in the bundle")
 
@@ -452,14 +479,14 @@ def _flip_precommit(b: dict[str, Any]) -> None:
 
 def _flip_event_signature(b: dict[str, Any]) -> None:
     e = _entry(b, "label.issue")
-    e["leaf"] = _flip(e["leaf"], len(e["leaf"]) // 2 - 3)  # inside the last signature
+    _set_leaf(e, _flip(_leaf(e), len(_leaf(e)) // 2 - 3))  # inside the last signature
 
 
 def _change_cut(b: dict[str, Any]) -> None:
     e = _entry(b, "label.issue")
-    value = codec.decode(bytes.fromhex(e["leaf"]))
+    value = codec.decode(bytes.fromhex(_leaf(e)))
     value["event"]["body"]["labels"][0]["cut"] = "羊排"
-    e["leaf"] = codec.encode(value).hex()
+    _set_leaf(e, codec.encode(value).hex())
 
 
 def _reprove(b: dict[str, Any], store: Any) -> None:
@@ -467,7 +494,7 @@ def _reprove(b: dict[str, Any], store: Any) -> None:
     events left (if their indexes still make a proof at all)."""
     try:
         size = b["checkpoint"]["header"]["log_size"]
-        hashes = [h.hex() for h in merkle.multiproof([e["index"] for e in b["events"]], size, store.get_node)]
+        hashes = [h.hex() for h in merkle.multiproof([_index(e) for e in b["events"]], size, store.get_node)]
         b["proof"] = "".join(hashes) if type(b["proof"]) is str else hashes
     except (ProofError, KeyError, TypeError):
         pass
@@ -482,7 +509,7 @@ def _drop(kind: str) -> Callable[[dict[str, Any]], None]:
 
 def _drop_plant_enrolment(b: dict[str, Any]) -> None:
     for e in b["events"]:
-        ev = parse_leaf(bytes.fromhex(e["leaf"]))
+        ev = parse_leaf(bytes.fromhex(_leaf(e)))
         if ev.kind == "actor.enroll" and ev.body["id"] == PLANT:
             b["events"].remove(e)
             return
@@ -691,6 +718,7 @@ def _as_v1(b: dict[str, Any], store: Any, genesis_json: dict[str, Any]) -> dict[
     out = {k: copy.deepcopy(v) for k, v in b.items() if k != "proof"}
     out.update(format="lambtrace-label-proof/v1", genesis=copy.deepcopy(genesis_json))
     out["checkpoint"]["certificate"] = _full_certificate(b)
+    out["events"] = _as_maps(out["events"])
     for e in out["events"]:
         e["proof"] = [h.hex() for h in merkle.inclusion_proof(e["index"], size, store.get_node)]
     return out
@@ -748,12 +776,12 @@ def _mutated_bundles(genuine: dict[str, Any], genesis: Any, store: Any,
         return g
 
     for k, e in enumerate(genuine["events"]):
-        n = len(e["leaf"]) // 2
+        n = len(_leaf(e)) // 2
         for pos in sorted({0, 1, n // 2, n - 1, n - 40}):
             add(f"leaf {k} byte {pos}",
-                lambda m, k=k, pos=pos: m["events"][k].update(leaf=_flip(m["events"][k]["leaf"], pos)))
+                lambda m, k=k, pos=pos: _set_leaf(m["events"][k], _flip(_leaf(m["events"][k]), pos)))
         add(f"drop event {k}", lambda m, k=k: (m["events"].pop(k), _reprove(m, store)))
-        add(f"index {k} + 1", lambda m, k=k: m["events"][k].update(index=m["events"][k]["index"] + 1))
+        add(f"index {k} + 1", lambda m, k=k: _set_index(m["events"][k], _index(m["events"][k]) + 1))
     add("drop event 0, proof kept", lambda m: m["events"].pop(0))
     for k in range(len(_hashes(genuine["proof"]))):
         add(f"multiproof hash {k}", lambda m, k=k: _flip_multiproof(m, k, 3))
@@ -765,7 +793,12 @@ def _mutated_bundles(genuine: dict[str, Any], genesis: Any, store: Any,
     add("multiproof as a list (v2's form)", lambda m: m.update(proof=_hashes(m["proof"])))
     add("multiproof uppercase", lambda m: m.update(proof=m["proof"].upper()))
     add("no multiproof", lambda m: m.pop("proof"))
-    add("event with a path (v1 shape)", lambda m: m["events"][0].update(proof=[]))
+    add("event with a path (v1 shape)", lambda m: m["events"].__setitem__(0, {**_as_maps(m["events"])[0], "proof": []}))
+    add("event as a map (v2's form)", lambda m: m["events"].__setitem__(0, _as_maps(m["events"])[0]))
+    add("events as maps (v2's form)", lambda m: m.update(events=_as_maps(m["events"])))
+    add("event as [leaf, index]", lambda m: m["events"][0].reverse())
+    add("event a triple", lambda m: m["events"][0].append(m["events"][0][1]))
+    add("event index as text", lambda m: m["events"][0].__setitem__(0, str(m["events"][0][0])))
     add("swap events", _reorder)
     for f in ("prev", "log_root", "validators"):
         add(f"header.{f}", lambda m, f=f: m["checkpoint"]["header"].update({f: _flip(m["checkpoint"]["header"][f], 0)}))
@@ -790,7 +823,7 @@ def _mutated_bundles(genuine: dict[str, Any], genesis: Any, store: Any,
     add("recalls dropped", lambda m: m.pop("recalls"))
     add("recalls dropped, format v2", lambda m: (m.pop("recalls"), m.update(format="lambtrace-label-proof/v2")))
     add("recalls dropped, in v2's form", lambda m: (m.pop("recalls"), m.update(
-        format="lambtrace-label-proof/v2", proof=_hashes(m["proof"]),
+        format="lambtrace-label-proof/v2", proof=_hashes(m["proof"]), events=_as_maps(m["events"]),
         checkpoint={**m["checkpoint"], "certificate": _full_certificate(m)})))
     add("recalls depth + 1", lambda m: m["recalls"].update(depth=m["recalls"]["depth"] + 1))
     add("recalls mask not hex", lambda m: m["recalls"].update(mask="zz"))
@@ -853,6 +886,7 @@ def _mutated_bundles(genuine: dict[str, Any], genesis: Any, store: Any,
             "depth": 0, "mask": "", "siblings": "", "other": ""}), legacy.v2)
         add("v2: in v3's form on its chain", lambda m: m.update(
             format="lambtrace-label-proof/v3", proof="".join(m["proof"]),
+            events=[[_index(e), _leaf(e)] for e in m["events"]],
             checkpoint={**m["checkpoint"], "certificate": {k: cert(m)[k] for k in ("round", "precommits")}},
             recalls={"depth": 0, "mask": "", "siblings": "", "other": ""}), legacy.v2)
         add("v2: re-certified header with a state_root",
@@ -1120,7 +1154,7 @@ def test_js_verifier_matches_python(chain: Chain, served: Served, driver: Any,
             for label in ("l-0002", "l-0003")}
     for label, bundle in more.items():
         verify_label(json.dumps(bundle), w.genesis, label=label)
-    kinds = {parse_leaf(bytes.fromhex(e["leaf"])).kind for e in genuine["events"]}
+    kinds = {parse_leaf(bytes.fromhex(_leaf(e))).kind for e in genuine["events"]}
     assert {"actor.revoke", "key.rotate", "device.register"} <= kinds  # the membership replay is exercised
     genesis_json = requests.get(served.url + "/v1/genesis", timeout=10).json()
     legacy = Legacy()
@@ -1138,6 +1172,7 @@ def test_js_verifier_matches_python(chain: Chain, served: Served, driver: Any,
     assert by_name["v2: with a recall proof"] == by_name["recalls dropped"] == "malformed_bundle"
     assert by_name["v2: in v3's form on its chain"] == by_name["recalls dropped, format v2"] == "malformed_bundle"
     for name in ("multiproof as a list (v2's form)", "cert in full (v2's form)", "recalls siblings a list",
+                 "event as a map (v2's form)", "events as maps (v2's form)", "event as [leaf, index]", "event a triple",
                  "recalls other a list", "v2: multiproof as one string (v3's form)"):
         assert by_name[name] == "malformed_bundle", (name, by_name[name])
     forms = {
@@ -1153,7 +1188,7 @@ def test_js_verifier_matches_python(chain: Chain, served: Served, driver: Any,
         verify_label(json.dumps(form["bundle"]), g, label="l-0001")
     # Leaving out a revocation that came after every signature it touches goes unnoticed
     # (no bundle can prove an absence; docs/label-proof.md); everything else must fail.
-    parsed = [parse_leaf(bytes.fromhex(e["leaf"])) for e in genuine["events"]]
+    parsed = [parse_leaf(bytes.fromhex(_leaf(e))) for e in genuine["events"]]
     revocations = {f"drop event {k}" for k, ev in enumerate(parsed)
                    if ev.kind == "actor.revoke" or (ev.kind == "key.rotate" and ev.body.get("revoke"))}
     assert len(revocations) == 2

@@ -99,7 +99,7 @@ def test_lifecycle_survives_sigkill(real_node: Any) -> None:
     bundle = codec.decode(raw)
     assert bundle["format"] == "lambtrace-label-proof/v3" and "genesis" not in bundle
     head = bundle["checkpoint"]["header"]
-    merkle.verify_multiproof({e["index"]: merkle.leaf_hash(e["leaf"]) for e in bundle["events"]}, head["log_size"],
+    merkle.verify_multiproof({i: merkle.leaf_hash(leaf) for i, leaf in bundle["events"]}, head["log_size"],
                              merkle.split_hashes(bundle["proof"]), head["log_root"])
     assert load_genesis_value(client.genesis()).hash == w.genesis.hash
     assert verify_label(raw, w.genesis, label="L1").tag == A

@@ -61,11 +61,21 @@ def raw(seasoned: tuple[ApiWorld, dict[str, Any]]) -> bytes:
     return r.get_data()
 
 
+def entries(b: dict[str, Any]) -> list[tuple[int, bytes]]:
+    """A bundle's events as (index, leaf): v3 sends pairs, v2 and v1 maps."""
+    return [(e[0], e[1]) if type(e) is list else (e["index"], e["leaf"]) for e in b["events"]]
+
+
+INDEX = 0
+"""Where a v3 event pair holds its index (the leaf is at 1)."""
+
+
 def as_v2(b: dict[str, Any]) -> dict[str, Any]:
-    """A v3 bundle in v2's form: no recall path, the multiproof as a list of hashes, the
-    certificate with its height and block hash."""
+    """A v3 bundle in v2's form: no recall path, events as maps, the multiproof as a list
+    of hashes, the certificate with its height and block hash."""
     out = {k: v for k, v in b.items() if k != "recalls"}
     out["format"] = "lambtrace-label-proof/v2"
+    out["events"] = [{"leaf": leaf, "index": i} for i, leaf in entries(b)]
     out["proof"] = merkle.split_hashes(b["proof"])
     header = Header.from_dict(b["checkpoint"]["header"])
     out["checkpoint"] = {"header": b["checkpoint"]["header"],
@@ -156,7 +166,8 @@ def test_bundle_shapes_and_the_other_forms(seasoned: tuple[ApiWorld, dict[str, A
     assert b3["recalls"] == {"depth": 0, "mask": b"", "siblings": b"", "other": b""}
     # v3's compact form: hashes as one byte string, the certificate without what its header gives
     assert type(b3["proof"]) is bytes and len(b3["proof"]) == 32 * merkle.multiproof_length(
-        [e["index"] for e in b3["events"]], b3["checkpoint"]["header"]["log_size"])
+        [i for i, _ in entries(b3)], b3["checkpoint"]["header"]["log_size"])
+    assert all(type(e) is list and len(e) == 2 for e in b3["events"])  # v3: [index, leaf] pairs
     assert set(b3["checkpoint"]["certificate"]) == {"round", "precommits"}
     assert codec.decode(forms["v3+genesis"]) == {**b3, "genesis": new.genesis.to_dict()}
     reports3 = [verify_label(forms[f], new.genesis, label=LABEL) for f in ("v3", "v3+genesis")]
@@ -238,7 +249,10 @@ def test_decode_errors_are_verification_errors(raw: bytes, seasoned: tuple[ApiWo
     # duplicate JSON keys, floats and upper-case hex are refused too
     text = json.dumps(schema.to_json(codec.decode(raw)))
     must_fail(text[:-1] + ', "label": "l-0001"}', g, "duplicate key")
-    must_fail(text.replace('"index": 0', '"index": 0.0', 1), g, "float")
+    first = codec.decode(raw)["events"][0][0]
+    floated = text.replace(f'"events": [[{first}, ', f'"events": [[{first}.0, ', 1)
+    assert floated != text
+    must_fail(floated, g, "float")
     h = codec.decode(raw)["genesis_hash"].hex()
     must_fail(text.replace(h, h.upper()), g, "upper-case hex")
 
@@ -383,7 +397,7 @@ def targeted_mutations(b: dict[str, Any]) -> Iterator[tuple[str, Any]]:
     evs = b["events"]
     for i in range(len(evs)):
         for j in range(i + 1, len(evs)):
-            for f in sorted(evs[0]):
+            for f in (sorted(evs[0]) if type(evs[0]) is dict else [0, 1]):
                 m = copy.deepcopy(b)
                 m["events"][i][f], m["events"][j][f] = evs[j][f], evs[i][f]
                 yield f"swap {f} of events {i} and {j}", m
@@ -432,13 +446,18 @@ def targeted_mutations(b: dict[str, Any]) -> Iterator[tuple[str, Any]]:
         if joined:
             yield "multiproof as a list", set_at(b, ("proof",), multi)
             yield "multiproof a byte short", set_at(b, ("proof",), b["proof"][:-1])
-        for k, e in enumerate(evs):
+        at = INDEX if joined else "index"
+        for k, (index, _leaf) in enumerate(entries(b)):
             for delta in (1, -1, 2, 1 << 10):
-                if e["index"] + delta >= 0:
-                    yield f"event {k} index {delta:+d}", set_at(b, ("events", k, "index"), e["index"] + delta)
-        last = evs[-1]["index"]
+                if index + delta >= 0:
+                    yield f"event {k} index {delta:+d}", set_at(b, ("events", k, at), index + delta)
+        last = entries(b)[-1][0]
         if last + 1 < size:  # an event moved to a leaf nobody asked about, proof unchanged
-            yield "last event moved right", set_at(b, ("events", len(evs) - 1, "index"), size - 1)
+            yield "last event moved right", set_at(b, ("events", len(evs) - 1, at), size - 1)
+        if joined:
+            yield "event 0 as a map (v2's form)", set_at(b, ("events", 0), {"leaf": evs[0][1], "index": evs[0][0]})
+            yield "event 0 a triple", set_at(b, ("events", 0), [*evs[0], evs[0][1]])
+            yield "event 0 as [leaf, index]", set_at(b, ("events", 0), evs[0][::-1])
     else:
         yield "genesis added", {**b, "genesis": None}
     yield "label of the sibling", set_at(b, ("label",), "l-0002")
@@ -520,6 +539,7 @@ def forge(w: ApiWorld, leaves: list[bytes], picks: list[int], *, label: str = LA
         "gaps": [],
     }
     if proof is not None:  # v3's compact form
+        out["events"] = [[i, leaves[i]] for i in indexes]
         out["proof"] = b"".join(out["proof"])
         out["checkpoint"]["certificate"] = {"round": cert.round, "precommits": cert.to_dict()["precommits"]}
         out["recalls"] = proof.to_value()
@@ -551,7 +571,7 @@ class Log:
     def __init__(self, w: ApiWorld, raw: bytes) -> None:
         self.w = w
         self.leaves = [leaf for _i, leaf in w.store.leaves(0, w.store.log_size)]
-        self.picks = [e["index"] for e in codec.decode(raw)["events"]]
+        self.picks = [i for i, _ in entries(codec.decode(raw))]
 
     def find(self, kind: str, pred: Callable[[E.SignedEvent], bool] = lambda ev: True) -> int:
         for i in self.picks:
@@ -780,7 +800,7 @@ def test_node_bundles_carry_recalls_and_revocations() -> None:
     assert codec.decode(raw)["gaps"] == []
     report = verify_label(raw, w.genesis, label=LABEL)
     assert [(r.target_type, r.reason) for r in report.recalls] == [("carcass", "兽药残留")]
-    kinds = [E.parse_leaf(e["leaf"]).kind for e in codec.decode(raw)["events"]]
+    kinds = [E.parse_leaf(leaf).kind for _, leaf in entries(codec.decode(raw))]
     assert kinds.count("key.rotate") == 2  # the plant's new key, and the revocation of its old one
     assert report.recalls_complete
     # A server that leaves the recall out: the recall map in the certified header gives it away.
@@ -794,8 +814,9 @@ def test_node_bundles_carry_recalls_and_revocations() -> None:
 
 
 def _without_recalls(b: dict[str, Any], w: ApiWorld) -> dict[str, Any]:
-    b["events"] = [e for e in b["events"] if E.parse_leaf(e["leaf"]).kind != "recall"]
-    proof = merkle.multiproof([e["index"] for e in b["events"]], b["checkpoint"]["header"]["log_size"],
+    b["events"] = [e for e, (_, leaf) in zip(b["events"], entries(b), strict=True)
+                   if E.parse_leaf(leaf).kind != "recall"]
+    proof = merkle.multiproof([i for i, _ in entries(b)], b["checkpoint"]["header"]["log_size"],
                               w.store.get_node)
     b["proof"] = b"".join(proof) if type(b["proof"]) is bytes else proof
     return b

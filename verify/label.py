@@ -11,10 +11,10 @@ The workflow, cheap checks first and attacker-sized work last (STYLE §4):
    ``_unverified_*`` values: a known ``format`` (:data:`FORMATS`: ``v3`` and ``v2``, which
    the prover emits on chains with and without a recall map, and the archived ``v1``),
    exact field sets, types, sizes, at most
-   :data:`MAX_EVENTS` events, at most 64 proof hashes per event.  ``v3`` sends its
-   multiproof and recall-path hashes as one byte string each and its certificate
-   without the height and block hash, which are the header's; a field in the other
-   format's form is malformed.  ``gaps`` must be empty: a bundle whose builder could
+   :data:`MAX_EVENTS` events, at most 64 proof hashes per event.  ``v3`` sends each
+   event as a pair ``[index, leaf]``, its multiproof and recall-path hashes as one byte
+   string each and its certificate without the height and block hash, which are the
+   header's; a field in the other format's form is malformed.  ``gaps`` must be empty: a bundle whose builder could
    not find a part is not a proof.
 2. **Anchor**: the bundle's ``genesis_hash`` is the hash of the trusted genesis, and
    an embedded genesis document (always in ``v1``, on request in ``v2``) is that
@@ -342,6 +342,8 @@ def _json_to_values(value: Any) -> Any:
                     e["leaf"] = _unhex(e["leaf"], "event.leaf")
                 if type(e.get("proof")) is list:
                     e["proof"] = [_unhex(h, "event.proof") for h in e["proof"]]
+            elif type(e) is list and len(e) == 2:  # v3: [index, leaf]
+                e = [e[0], _unhex(e[1], "event.leaf")]
             conv_evs.append(e)
         out["events"] = conv_evs
     if type(value.get("proof")) is list:
@@ -451,9 +453,14 @@ def _unverified_bundle(value: Any, limits: Limits) -> _UnverifiedBundle:
     entry_fields = _EVENT_FIELDS_V1 if v1 else _EVENT_FIELDS_V2
     entries = []
     for k, e in enumerate(evs):
-        if type(e) is not dict or set(e) != entry_fields:
+        if fmt == FORMAT:  # v3: a pair [index, leaf]
+            if type(e) is not list or len(e) != 2:
+                raise MalformedBundle(f"events[{k}] must be a pair [index, leaf]")
+            index, leaf = e
+        elif type(e) is not dict or set(e) != entry_fields:
             raise MalformedBundle(f"events[{k}] must have exactly {', '.join(sorted(entry_fields))}")
-        leaf, index = e["leaf"], e["index"]
+        else:
+            leaf, index = e["leaf"], e["index"]
         if type(leaf) is not bytes or not 0 < len(leaf) <= limits.max_event_bytes:
             raise MalformedBundle(f"events[{k}].leaf must be 1 to {limits.max_event_bytes} bytes")
         if type(index) is not int or index < 0:

@@ -18,8 +18,9 @@
 // Workflow of verifyLabelBundle, step for step verify/label.py's (cheap structure first,
 // attacker-sized work last, STYLE §4):
 //   1. parse the untrusted JSON bundle into values with real bytes (a known format,
-//      exact shapes, v3's recall proof included, v3's hashes as one byte string each and
-//      its certificate without the height and block the header gives; gaps must be empty);
+//      exact shapes, v3's recall proof included, v3's events as [index, leaf] pairs, its
+//      hashes as one byte string each and its certificate without the height and block
+//      the header gives; gaps must be empty);
 //   2. anchor: the fingerprint (if any) is a prefix of genesis_hash, the genesis
 //      document (v2/v3: fetched by the page from GET /v1/genesis and passed in, unless
 //      the bundle embeds it; v1: embedded) hashes to genesis_hash; the header names
@@ -1194,8 +1195,14 @@ function parseBundle(j) {
     fail("malformed_bundle", `events must be a list of 1 to ${LIMITS.maxEvents} entries`);
   }
   const entryFields = v1 ? ["leaf", "index", "proof"] : ["leaf", "index"];
-  const entries = j.events.map((e, k) => {
-    if (!hasExactly(e, entryFields)) fail("malformed_bundle", `events[${k}] must have exactly ${entryFields.join(", ")}`);
+  const entries = j.events.map((pair, k) => {
+    let e = pair;
+    if (v3) { // v3: a pair [index, leaf]
+      if (!Array.isArray(pair) || pair.length !== 2) fail("malformed_bundle", `events[${k}] must be a pair [index, leaf]`);
+      e = { index: pair[0], leaf: pair[1] };
+    } else if (!hasExactly(e, entryFields)) {
+      fail("malformed_bundle", `events[${k}] must have exactly ${entryFields.join(", ")}`);
+    }
     const leaf = hexToBytes(e.leaf, `events[${k}].leaf`);
     if (leaf.length === 0 || leaf.length > LIMITS.maxEventBytes) {
       fail("malformed_bundle", `events[${k}].leaf must be 1 to ${LIMITS.maxEventBytes} bytes`);
