@@ -166,24 +166,20 @@ class LabelProver:
             raise StorageError(f"block {header.height} has no certificate", code="corrupt_store")
         indexes = sorted(included)
         proof = merkle.multiproof(indexes, size, self._get_node) if indexes else []
-        certificate = cert.quorum(self.store.genesis.validators).to_dict()
-        out: dict[str, Any] = {
-            "format": FORMAT if recalls is not None else FORMAT_V2,
-            "genesis_hash": self.store.genesis.hash,
-            "label": label,
-            "checkpoint": {"header": header.to_dict(), "certificate": certificate},
-            "events": [{"leaf": included[i], "index": i} for i in indexes],
-            "proof": proof,
-            "gaps": _dedupe(gaps),
-        }
-        if recalls is not None:
-            # v3's compact form: events as [index, leaf] pairs, the hashes as one byte
-            # string, the certificate without the height and block hash its header gives
-            # (docs/label-proof.md)
-            out["events"] = [[i, included[i]] for i in indexes]
-            out["proof"] = b"".join(proof)
-            out["checkpoint"]["certificate"] = {"round": cert.round, "precommits": certificate["precommits"]}
-            out["recalls"] = recalls.to_value()
+        quorum = cert.quorum(self.store.genesis.validators).to_dict()
+        out: dict[str, Any] = {"genesis_hash": self.store.genesis.hash, "label": label, "gaps": _dedupe(gaps)}
+        if recalls is None:
+            out.update(format=FORMAT_V2, checkpoint={"header": header.to_dict(), "certificate": quorum},
+                       events=[{"leaf": included[i], "index": i} for i in indexes], proof=proof)
+        else:
+            # v3, compact (docs/label-proof.md): events as [index, leaf] pairs, the hashes
+            # as one byte string, the certificate without the height and block hash its
+            # header gives, and the label's path in the recall map
+            out.update(format=FORMAT,
+                       checkpoint={"header": header.to_dict(),
+                                   "certificate": {"round": quorum["round"], "precommits": quorum["precommits"]}},
+                       events=[[i, included[i]] for i in indexes], proof=b"".join(proof),
+                       recalls=recalls.to_value())
         if embed_genesis:
             out["genesis"] = self.store.genesis.to_dict()
         return out

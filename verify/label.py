@@ -14,8 +14,8 @@ The workflow, cheap checks first and attacker-sized work last (STYLE §4):
    :data:`MAX_EVENTS` events, at most 64 proof hashes per event.  ``v3`` sends each
    event as a pair ``[index, leaf]``, its multiproof and recall-path hashes as one byte
    string each and its certificate without the height and block hash, which are the
-   header's; a field in the other format's form is malformed.  ``gaps`` must be empty: a bundle whose builder could
-   not find a part is not a proof.
+   header's; a field in the other format's form is malformed.  ``gaps`` must be empty:
+   a bundle whose builder could not find a part is not a proof.
 2. **Anchor**: the bundle's ``genesis_hash`` is the hash of the trusted genesis, and
    an embedded genesis document (always in ``v1``, on request in ``v2``) is that
    genesis; the checkpoint header names genesis's chain and validator set; the
@@ -53,6 +53,7 @@ recalls too), is in docs/adr/0005-label-verification.md and docs/adr/0011.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -127,6 +128,8 @@ _FIELDS_V2 = frozenset({"format", "genesis_hash", "label", "checkpoint", "events
 _FIELDS_V3 = _FIELDS_V2 | {"recalls"}
 _OPTIONAL_V2 = frozenset({"genesis"})
 _EVENT_FIELDS_V2 = frozenset({"leaf", "index"})
+_HASH_TO_COME = bytes(32)
+"""A v3 certificate's block hash until the header is hashed (it is the header's)."""
 _MEMBERSHIP = ("actor.enroll", "key.rotate", "device.register", "actor.revoke")
 _PATH = ("tags.issue", "lamb.tag", "custody.ship", "custody.receive", "lamb.slaughter", "label.issue", "recall")
 
@@ -252,6 +255,7 @@ class _UnverifiedBundle:
     label: str
     header: Header
     certificate: CommitCertificate
+    """v3: with the header's height, and :data:`_HASH_TO_COME` for its block hash."""
     entries: tuple[_UnverifiedEntry, ...]
     multiproof: tuple[bytes, ...] | None
     """v2: the one multiproof of every entry's leaf; v1: ``None``."""
@@ -440,9 +444,10 @@ def _unverified_bundle(value: Any, limits: Limits) -> _UnverifiedBundle:
     cert_value = cp["certificate"]
     if fmt == FORMAT:
         # v3 leaves out the certificate's height and block hash: they are the header's
+        # (the block hash is filled in once the header is hashed, at the anchor step)
         if type(cert_value) is not dict or set(cert_value) != {"round", "precommits"}:
             raise MalformedBundle("checkpoint certificate: a v3 certificate has exactly round and precommits")
-        cert_value = {**cert_value, "height": header.height, "block": header.hash}
+        cert_value = {**cert_value, "height": header.height, "block": _HASH_TO_COME}
     try:
         cert = CommitCertificate.from_dict(cert_value)
     except Rejected as exc:
@@ -859,6 +864,8 @@ def _verify(
         if header.state_root is not None:
             raise BadCertificate("the checkpoint carries a state_root, which this chain's genesis does not define")
     block_hash = header.hash
+    if b.format == FORMAT:
+        cert = dataclasses.replace(cert, block=block_hash)
     _check_certificate_shape(cert, g, header.height, block_hash)
     age: int | None = None
     if now_ms is not None:

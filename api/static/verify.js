@@ -1122,22 +1122,17 @@ export async function headerHash(header) {
 }
 
 /** A commit certificate value from its JSON form; `compact` (a v3 bundle's): without the
- * height and block hash, which the caller takes from the header (block: null until then). */
+ * height and block hash, which the caller takes from the header (null until then). */
 export function certificateFromJson(j, compact = false) {
-  if (compact) {
-    if (!hasExactly(j, ["round", "precommits"])) fail("malformed", "a v3 certificate has exactly round and precommits");
-    return { ...certificateFromJson({ ...j, height: 0, block: "00".repeat(32) }), height: null, block: null };
-  }
-  if (!hasExactly(j, ["height", "round", "block", "precommits"])) {
-    fail("malformed", "a certificate has height, round, block and precommits");
-  }
+  const fields = compact ? ["round", "precommits"] : ["height", "round", "block", "precommits"];
+  if (!hasExactly(j, fields)) fail("malformed", `a ${compact ? "v3 " : ""}certificate has exactly ${fields.join(", ")}`);
   if (!Array.isArray(j.precommits) || j.precommits.length > LIMITS.maxPrecommits) {
     fail("malformed", "certificate precommits must be a list");
   }
   return {
-    height: jsonInt(j.height, "certificate.height"),
+    height: compact ? null : jsonInt(j.height, "certificate.height"),
     round: jsonInt(j.round, "certificate.round"),
-    block: hexToBytes(j.block, "certificate.block", 32),
+    block: compact ? null : hexToBytes(j.block, "certificate.block", 32),
     precommits: j.precommits.map((p) => {
       if (!hasExactly(p, ["validator", "sig"])) fail("malformed", "a precommit has validator and sig");
       return { validator: jsonStr(p.validator, "precommit.validator"), sig: hexToBytes(p.sig, "precommit.sig", 64) };
