@@ -48,7 +48,7 @@ MAX_PLACES = 32
 """Distinct places kept per label (two are enough to flag; the cap bounds storage)."""
 
 _READ_AS = {"O": "0", "I": "1", "L": "1"}
-_SEPARATORS = " -\t"
+_SEPARATORS = " -\t\u2010\u2011\u2012\u2013\u2014\u2212"  # spaces and the dashes phones type
 
 
 def check_commitment(label: str, code: str) -> bytes:
@@ -59,11 +59,12 @@ def check_commitment(label: str, code: str) -> bytes:
 
 def normalize_code(text: str) -> str | None:
     """The canonical form of a typed code (upper case, no spaces or dashes, O read as 0,
-    I and L as 1), or ``None`` when it cannot be a check code."""
+    I and L as 1), or ``None`` when it cannot be a check code.  Full-width letters, digits,
+    dashes and spaces (a Chinese input method's) read as their ASCII forms (NFKC)."""
     if len(text) > 64:
         return None
     out = []
-    for ch in text.upper():
+    for ch in unicodedata.normalize("NFKC", text).upper():
         if ch in _SEPARATORS:
             continue
         ch = _READ_AS.get(ch, ch)

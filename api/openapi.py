@@ -15,8 +15,9 @@ import re
 from typing import Any
 
 from ledger.events import KINDS, ROLES
-from ledger.schema import ID_RE, TAG_RE, describe
+from ledger.schema import ID_RE, TAG_PATTERN, describe
 
+from .params import UINT_MAX
 from .submit import DEFAULT_WAIT_MS, MAX_WAIT_MS
 
 VERSION = "0.1.0"
@@ -29,7 +30,7 @@ def _ecma(rx: re.Pattern[str]) -> str:
 
 
 _ID = _ecma(ID_RE)
-_TAG = _ecma(TAG_RE)
+_TAG = TAG_PATTERN
 
 _HEX = {"type": "string", "pattern": "^([0-9a-f]{2})*$", "description": "bytes as lowercase hex"}
 _HASH = {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "32 bytes as lowercase hex"}
@@ -53,12 +54,23 @@ def _err(description: str) -> dict[str, Any]:
     return _json(_ref("Error"), description)
 
 
+def _bounded(schema: dict[str, Any]) -> dict[str, Any]:
+    """An integer parameter reads at most 19 digits (``api.params``): say so."""
+    if schema.get("type") == "integer" and "maximum" not in schema:
+        return {**schema, "maximum": UINT_MAX}
+    return schema
+
+
 def _path_param(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
+    return {"name": name, "in": "path", "required": True, "schema": _bounded(schema), "description": description}
 
 
 def _query(name: str, schema: dict[str, Any], description: str, required: bool = False) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+    return {"name": name, "in": "query", "required": required, "schema": _bounded(schema),
+            "description": description}
+
+
+_LANG = _query("lang", {"type": "string", "default": "zh"}, "page language: zh or en (any other value: zh)")
 
 
 def _get(summary: str, ok: dict[str, Any], errors: dict[str, str], parameters: list[Any] | None = None,
@@ -519,7 +531,9 @@ def _components() -> dict[str, Any]:
 def _label_check_paths() -> dict[str, Any]:
     """Scan counts and check-code verification (api/routes/checks.py): node-local records."""
     label = [_path_param("label", {"type": "string", "pattern": _ID}, "label id")]
-    place = {"type": "string", "maxLength": 64, "description": "coarse place (region or city) the consumer gives"}
+    place = {"type": "string", "maxLength": 64, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+             "description": "coarse place (region or city) the consumer gives: printable characters, at most 64 "
+                            "once spaces are collapsed"}
     stats: dict[str, Any] = {
         "type": "object",
         "required": ["label", "scans", "verifications", "first_verified_at", "suspect_clone", "reasons"],
@@ -564,7 +578,10 @@ def _label_check_paths() -> dict[str, Any]:
                 "tags": ["trace"],
                 "parameters": label,
                 "requestBody": body({"type": "object", "required": ["code"], "properties": {
-                    "code": {"type": "string", "description": "12 symbols, as printed (dashes and spaces ignored)"},
+                    "code": {"type": "string", "maxLength": 64,
+                             "pattern": "^[-\\t ]*(?:[0-9A-TV-Za-tv-z][-\\t ]*){12}$",
+                             "description": "12 symbols, as printed: any case, dashes and spaces ignored, O read as "
+                                            "0, I and L as 1; full-width forms read as these"},
                     "place": place}}, True),
                 "responses": {
                     "200": _json(checked),
@@ -680,7 +697,7 @@ def _dashboard_paths() -> dict[str, Any]:
                 "summary": "Trace offices' dashboard (zh, ?lang=en): live counts, quota use, season chart, "
                            "alerts, consensus health",
                 "tags": ["operations"],
-                "parameters": [_query("lang", {"enum": ["zh", "en"], "default": "zh"}, "page language")],
+                "parameters": [_LANG],
                 "responses": {"200": html},
             }
         },
@@ -691,7 +708,17 @@ def _dashboard_paths() -> dict[str, Any]:
                            "block, a heartbeat comment every 15 s",
                 "tags": ["operations"],
                 "responses": {
-                    "200": {"description": "OK", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                    "200": {"description": "OK", "content": {"text/event-stream": {"schema": {
+                        "type": "object",
+                        "description": "one event of the stream (heartbeats are comments, not events)",
+                        "properties": {
+                            "event": {"const": "summary"},
+                            "id": {"type": "string", "pattern": "^[0-9]+$", "description": "the height"},
+                            "data": {"type": "string", "contentMediaType": "application/json",
+                                     "description": "what GET /dashboard/summary answers, as JSON"},
+                            "retry": {"type": "integer", "description": "reconnect after this many ms"},
+                        },
+                    }}}},
                     "503": _err("too_many_streams"),
                 },
             }
@@ -738,7 +765,7 @@ def _paths() -> dict[str, Any]:
             "A committed, pending or recently rejected event",
             _ref("EventRecord"),
             {"400": "bad_id", "404": "not_found"},
-            [_path_param("event_id", _HASH, "event id (64 hex)")],
+            [_path_param("event_id", {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}, "event id (64 hex)")],
             "events",
         ),
         "/v1/tags": _get(
@@ -861,9 +888,9 @@ def _paths() -> dict[str, Any]:
                            "genesis fingerprint in the QR link's #g= fragment; verdict in data-verdict",
                 "tags": ["trace"],
                 "parameters": [
-                    _path_param("label", {"type": "string"}, "label id (an unknown or malformed one gets a "
-                                "page saying so)"),
-                    _query("lang", {"enum": ["zh", "en"], "default": "zh"}, "page language"),
+                    _path_param("label", {"type": "string", "pattern": _ID},
+                                "label id (an unknown or malformed one gets a page saying so)"),
+                    _LANG,
                 ],
                 "responses": {
                     status: {"description": why, "content": {"text/html": {"schema": {"type": "string"}}}}

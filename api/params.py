@@ -14,6 +14,7 @@ from .errors import ApiError
 # ``\Z``, not ``$``: Python's ``$`` also matches before a trailing newline ("1\n" is no height)
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}\Z")
 _UINT = re.compile(r"^[0-9]{1,19}\Z")
+UINT_MAX = 10**19 - 1  # the largest integer _UINT reads: heights and integer query parameters
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 

@@ -40,6 +40,9 @@ COUNTIES: dict[str, str] = {
     "152530": "正蓝旗",
     "152531": "多伦县",
 }
+# TAG_RE with the county code spelled out, as a JSON Schema (ECMA-262) pattern: exactly the
+# tags the rules take (TAG_RE and a county of COUNTIES), for documents that cannot run code.
+TAG_PATTERN = "^3(?:" + "|".join(sorted(COUNTIES)) + ")[0-9]{8}$"
 
 
 @dataclass(frozen=True)
@@ -298,7 +301,7 @@ def _describe_field(f: Field) -> dict[str, Any]:
     simple: dict[str, dict[str, Any]] = {
         "str": {"type": "string"},
         "id": {"type": "string", "pattern": _ecma(ID_RE)},
-        "tag": {"type": "string", "pattern": _ecma(TAG_RE)},
+        "tag": {"type": "string", "pattern": TAG_PATTERN},
         "chip": {"type": "string", "pattern": _ecma(CHIP_RE)},
         "date": {"type": "string", "format": "date"},
         "county": {"type": "string", "enum": sorted(COUNTIES)},

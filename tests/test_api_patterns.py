@@ -29,6 +29,7 @@ import pytest
 
 from api import openapi
 from helpers_api import AGENT, COOP, PLANT, TAG_A, ApiWorld, error_of
+from ledger.schema import COUNTIES
 from node.kv import MemoryKV
 
 PYTHON_ONLY = re.compile(r"\\[AZz]|\(\?P[<=]|\(\?[aiLmsux]")
@@ -118,11 +119,33 @@ def test_documented_patterns_accept_real_ids_under_ecma_262(seasoned: tuple[ApiW
         (schemas["TagLifecycle"]["properties"]["tag"]["pattern"], TAG_A, True),
         (schemas["Envelope.lamb.tag"]["properties"]["actor"]["pattern"], AGENT, True),
         (param_pattern(doc, "/v1/tags/{tag}", "tag"), TAG_A + "Z", False),
+        (param_pattern(doc, "/v1/tags/{tag}", "tag"), "300000000000000", False),  # no county of the league
+        (check_body(doc, "code"), "7kq2-m9xd 4hrt", True),
+        (check_body(doc, "code"), "7KQ2-M9XD-4HRU", False),
+        (check_body(doc, "place"), "锡林浩特市", True),
+        (check_body(doc, "place"), "x\u0085y", False),
     ]
     run = subprocess.run([node, "-e", ECMA_CHECK], input=json.dumps([[p, v] for p, v, _ in cases]),
                          capture_output=True, text=True, timeout=60, check=True)
     got = json.loads(run.stdout)
     assert got == [want for _p, _v, want in cases], list(zip(cases, got))
+
+
+def check_body(doc: dict[str, Any], name: str) -> str:
+    body = doc["paths"]["/v1/labels/{label}/check"]["post"]["requestBody"]["content"]["application/json"]
+    pattern: str = body["schema"]["properties"][name]["pattern"]
+    return pattern
+
+
+def test_documented_tag_pattern_is_the_servers_tag_rule(seasoned: tuple[ApiWorld, Any]) -> None:
+    """The documented pattern names the league's counties, so a client that checks it knows
+    which tags the node answers for, not only their shape."""
+    w, _ids = seasoned
+    pattern = param_pattern(openapi.document(), "/v1/tags/{tag}", "tag")
+    for county in ("152500", "152502", "152531", "152599", "110101", "000000"):
+        tag = f"3{county}00000001"
+        known = w.http.get(f"/v1/tags/{tag}").status_code != 400
+        assert bool(re.search(pattern, tag)) == known == (county in COUNTIES), (tag, pattern)
 
 
 def test_tag_answer_conforms_to_its_documented_pattern(seasoned: tuple[ApiWorld, Any]) -> None:

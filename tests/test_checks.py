@@ -72,6 +72,9 @@ def test_scheme_is_the_seasons_and_reads_typed_codes() -> None:
     assert normalize_code(CODE) == normalize_code(" 7kq2 m9xd 4hrt ") == CANON
     assert normalize_code("OIL0-0000-0000") == "011000000000"
     assert normalize_code("7KQ2-M9XD-4HR") is None and normalize_code("7KQ2-M9XD-4HRU") is None
+    # a Chinese input method in full-width mode, and a phone's dashes
+    assert normalize_code("７ＫＱ２－ｍ９ｘｄ\u3000４ＨＲＴ") == normalize_code("7KQ2\u2013M9XD\u20104HRT") == CANON
+    assert normalize_code("7KQ2·M9XD·4HRT") is None
     code = season.new_check_code(random.Random(1))
     assert normalize_code(season.format_check_code(code)) == code and len(code) == 12
 

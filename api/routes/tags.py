@@ -33,9 +33,8 @@ def list_ranges() -> Response:
     if to is not None:
         to = params.ident(to, "id")
     limit = params.query_int("limit", default=1000)
-    if limit is None or limit < 1:
-        raise ApiError("bad_param", "query parameter limit must be at least 1")
-    limit = min(limit, MAX_RANGES)
+    if limit is None or not 1 <= limit <= MAX_RANGES:
+        raise ApiError("bad_param", f"limit is 1 to {MAX_RANGES}")
     return respond(tag_ranges(runtime().node.store, to, limit))
 
 
