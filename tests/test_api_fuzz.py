@@ -7,7 +7,8 @@ the requests reach past "not found".  The run checks that
 
 * no request gets a 5xx;
 * every status, content type and header is one the document lists for that route;
-* every JSON answer fits its documented schema;
+* every answer fits its documented schema, in JSON and in msgpack (``Accept``; bytes read as
+  the hex JSON has, ``tests/schemathesis_hooks.py``);
 
 and afterwards that the node still serves and its chain is what it was: bad input neither
 crashes the node nor changes what it has accepted.
@@ -94,7 +95,9 @@ def served_chain(tmp_path: Path) -> Any:
         proc.wait()
 
 
-def test_requests_from_the_openapi_document_never_break_the_node(served_chain: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("accept", "per_route"), [("application/json", 25), ("application/msgpack", 10)])
+def test_requests_from_the_openapi_document_never_break_the_node(served_chain: Any, tmp_path: Path, accept: str,
+                                                                 per_route: int) -> None:
     url, ids, proc, log = served_chain
     before = requests.get(url + "/v1/status", timeout=5).json()
     state = requests.get(url + "/v1/state/hash", timeout=5).json()
@@ -110,14 +113,16 @@ def test_requests_from_the_openapi_document_never_break_the_node(served_chain: A
         "",
     ]))
     slow = os.environ.get("LAMBTRACE_SLOW") == "1"
-    examples = os.environ.get("LAMBTRACE_FUZZ_EXAMPLES", "200" if slow else "25")
+    examples = os.environ.get("LAMBTRACE_FUZZ_EXAMPLES", "200" if slow else str(per_route))
     seed = os.environ.get("LAMBTRACE_FUZZ_SEED")
     chosen = ["--seed", seed] if seed else ["--generation-deterministic"]
     cmd = [_st(), "--config-file", str(config), "run", url + "/openapi.json", "--checks", CHECKS,
            "--phases", "examples,coverage,fuzzing", "--max-examples", examples, *chosen, "--workers", "1",
+           "--header", f"Accept: {accept}",
            "--request-timeout", "30", "--no-color", "--warnings", "off"]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path,
-                         env={**os.environ, "SCHEMATHESIS_HOOKS": ""})
+                         env={**os.environ, "SCHEMATHESIS_HOOKS": "schemathesis_hooks",
+                              "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])})
     report = run.stdout[-12_000:] + run.stderr[-4_000:]
     assert run.returncode == 0, f"seed {seed or 'none (deterministic)'}:\n{report}"
     assert "Test cases:" in run.stdout and " generated" in run.stdout, report
