@@ -66,3 +66,27 @@ def full_page_screenshot(driver: Any, name: str, metrics: dict[str, Any], tmp_pa
     with capsys.disabled():
         print(f"\n  screenshot: {kept}")
     return kept
+
+
+AXE = Path(__file__).parent / "js" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def axe_missing() -> str | None:
+    """Why the pages' accessibility cannot be checked here, or None when it can."""
+    if not AXE.exists():
+        return f"axe-core is not installed at {AXE} (scripts/bootstrap installs it with npm)"
+    return None
+
+
+def accessibility_violations(driver: Any) -> list[str]:
+    """What axe-core (WCAG 2.x A and AA, and its best practices) finds wrong with the page
+    as it is now, one line per rule and element; empty when nothing."""
+    if not driver.execute_script("return typeof window.axe === 'object'"):
+        driver.execute_script(AXE.read_text())
+    found = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document, {resultTypes: ['violations']})"
+        ".then((r) => done(r.violations.flatMap((v) => v.nodes.map((n) =>"
+        " `${v.impact} ${v.id}: ${v.help} at ${n.target.join(' ')}: ${n.failureSummary.replace(/\\s+/g, ' ')}`))))"
+        ".catch((e) => done([`axe failed: ${e}`]));")
+    return [str(x) for x in found]

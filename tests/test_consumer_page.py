@@ -39,7 +39,15 @@ import requests
 from werkzeug.serving import make_server
 
 from api import create_app
-from browser import ARTIFACTS, PHONE, browser_missing, full_page_screenshot, start_chromium
+from browser import (
+    ARTIFACTS,
+    PHONE,
+    accessibility_violations,
+    axe_missing,
+    browser_missing,
+    full_page_screenshot,
+    start_chromium,
+)
 from helpers import Served
 from helpers_api import AGENT, OFFICE, PLANT, TAG_B, ApiWorld
 from ledger import codec, merkle
@@ -398,6 +406,43 @@ def test_wrong_genesis_fingerprint_fails(chain: Chain, served: Served, driver: A
     screenshot(driver, "failed-fingerprint-zh", tmp_path, capsys)
     box = open_page(driver, f"{served.url}/l/l-0001#g={chain.genesis_hex[:16]}")
     assert (box.get_attribute("data-verdict"), box.get_attribute("data-reason")) == ("failed", "bad_fingerprint")
+
+
+def test_every_state_of_the_page_is_accessible(chain: Chain, served: Served, driver: Any) -> None:
+    """axe-core finds nothing wrong (WCAG 2.x A/AA and best practices: contrast, names,
+    landmarks, headings, language) in each state a consumer can meet, in both languages:
+    verified with the details open, recalled, failed, a wrong check code, no such label."""
+    missing = axe_missing()
+    if missing:
+        pytest.skip(missing)
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    found: dict[str, list[str]] = {}
+    other = ("0" if chain.genesis_hex[0] != "0" else "1") + chain.genesis_hex[1:32]
+    for lang in ("zh", "en"):
+        clear_language(driver, served.url)
+        q = "" if lang == "zh" else "?lang=en"
+        open_page(driver, f"{served.url}/l/l-0001{q}#g={chain.genesis_hex}")
+        driver.execute_script("document.getElementById('tech').open = true")
+        found[f"verified, details open ({lang})"] = accessibility_violations(driver)
+        if driver.execute_script("return document.getElementById('check-code').hidden") is False:
+            driver.find_element(By.ID, "check-input").send_keys("AAAA-AAAA-AAAA")
+            driver.execute_script("document.getElementById('check-result').dataset.state = 'idle'")
+            driver.find_element(By.ID, "check-submit").click()
+            WebDriverWait(driver, 15).until(
+                lambda d: d.find_element(By.ID, "check-result").get_attribute("data-state") != "idle")
+            found[f"wrong check code ({lang})"] = accessibility_violations(driver)
+        assert open_page(driver, f"{served.url}/l/l-0003{q}#g={chain.genesis_hex}").get_attribute(
+            "data-verdict") == "verified"
+        found[f"recalled ({lang})"] = accessibility_violations(driver)
+        assert open_page(driver, f"{served.url}/l/l-0001{q}#g={other}").get_attribute("data-verdict") == "failed"
+        found[f"failed ({lang})"] = accessibility_violations(driver)
+        driver.get(f"{served.url}/l/l-0404{q}")
+        found[f"no such label ({lang})"] = accessibility_violations(driver)
+    assert len(found) >= 8
+    bad = {state: lines for state, lines in found.items() if lines}
+    assert not bad, json.dumps(bad, ensure_ascii=False, indent=1)
 
 
 # -- a server that lies -----------------------------------------------------------------------

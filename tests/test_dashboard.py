@@ -29,7 +29,16 @@ from werkzeug.serving import make_server
 
 from api import create_app
 from api.routes import dashboard
-from browser import ARTIFACTS, DESKTOP, PHONE, browser_missing, full_page_screenshot, start_chromium
+from browser import (
+    ARTIFACTS,
+    DESKTOP,
+    PHONE,
+    accessibility_violations,
+    axe_missing,
+    browser_missing,
+    full_page_screenshot,
+    start_chromium,
+)
 from helpers import Served, wait_until
 from helpers_api import AGENT, ApiWorld
 from node.kv import MemoryKV
@@ -311,3 +320,26 @@ def test_dashboard_in_chromium_renders_updates_live_and_switches_language(
     assert driver.execute_script("return document.documentElement.scrollWidth") <= PHONE["width"]
     screenshot(driver, "dashboard-phone-zh", PHONE, tmp_path, capsys)
     _viewport(driver, DESKTOP)
+
+
+def test_dashboard_is_accessible_on_a_phone_and_a_desktop(season: Season, driver: Any) -> None:
+    """axe-core finds nothing wrong (WCAG 2.x A/AA and best practices) with the dashboard,
+    in both languages, at a phone's width (tables scroll sideways) and a desktop's."""
+    missing = axe_missing()
+    if missing:
+        pytest.skip(missing)
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    found: dict[str, list[str]] = {}
+    for name, metrics in (("phone", PHONE), ("desktop", DESKTOP)):
+        _viewport(driver, metrics)
+        _open(driver, season.served.url)
+        WebDriverWait(driver, 10).until(
+            lambda d: d.find_element(By.ID, "alerts-body").get_attribute("data-state") != "loading")
+        found[f"{name} zh"] = accessibility_violations(driver)
+        driver.find_element(By.ID, "lang-switch").click()
+        WebDriverWait(driver, 10).until(lambda d: d.execute_script("return document.documentElement.lang") == "en")
+        found[f"{name} en"] = accessibility_violations(driver)
+    bad = {view: lines for view, lines in found.items() if lines}
+    assert not bad, json.dumps(bad, ensure_ascii=False, indent=1)

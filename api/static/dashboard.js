@@ -169,6 +169,7 @@ function renderSeason(s) {
   box.replaceChildren();
   const pts = s.series;
   if (!pts.length) {
+    box.setAttribute("aria-label", t("season.empty"));
     box.append(el("p", { class: "empty", i18n: "season.empty" }));
     return;
   }
@@ -180,7 +181,9 @@ function renderSeason(s) {
   const X = (v) => L + ((v - x0) / (x1 - x0)) * (W - L - R);
   const Y = (v) => H - B - (v / yMax) * (H - T - B);
   const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, class: "season-svg" });
-  chart.setAttribute("aria-label", `${t("season.records")}: ${fmt(pts[pts.length - 1].log_size)}`);
+  // the box is the image (role="img"); what it shows, in words
+  box.setAttribute("aria-label", `${t("season.records")}: ${fmt(pts[pts.length - 1].log_size)}`);
+  chart.setAttribute("aria-hidden", "true");
   const defs = svg("defs");
   const grad = svg("linearGradient", { id: "season-fill", x1: 0, y1: 0, x2: 0, y2: 1 });
   grad.append(svg("stop", { offset: "0%", "stop-color": "#24603f", "stop-opacity": 0.45 }));
@@ -255,10 +258,10 @@ function renderHealth(s) {
   for (const [key, value, st] of rows) {
     list.append(el("div", {}, el("dt", { i18n: key }), el("dd", st ? { "data-state": st, id: "validators-up" } : {}, value)));
   }
+  const chips = document.getElementById("health-chips");
+  chips.replaceChildren();
   if (h.mode === "multi") {
-    const chips = el("div", { class: "chips" });
     for (const v of h.validators) chips.append(el("span", { class: "chip", "data-up": String(up.includes(v)) }, v));
-    list.append(chips);
   }
 }
 
@@ -276,7 +279,7 @@ function renderAlerts() {
       if (n) counts.append(el("span", { class: "chip", "data-kind": kind }, `${alertName(kind)} ${fmt(n)}`));
     }
     if (counts.childElementCount) box.append(counts);
-    const list = el("ul", { class: "alert-list" });
+    const list = el("ul", { class: "alert-list", tabindex: "0", "aria-labelledby": "h-alerts" });
     for (const a of alertsState.items.slice(0, 50)) {
       const kind = String(a.kind ?? "alert");
       list.append(
