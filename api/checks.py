@@ -18,15 +18,20 @@ keys (``node.store``), never touching them::
     V <label> 0x00 f            first verification: canonical {"at", "place"}
     V <label> 0x00 p <place>    a distinct place (normalised) of a successful check: {"at"}
 
-Wrong codes are rate-limited in memory per (client key, label) and per label, in
-bounded LRU maps.  The client key is a keyed hash of the remote address with a key
-made at start-up, so it is not even stable across restarts and never stored.
+A client's scans of one label count once per ``scan_window_ms`` (an hour), so reloading
+the page, or a script posting scans in a loop, cannot flag a genuine label: the count is
+of scanners, as a clone's many buyers would be.  Wrong codes are rate-limited in memory
+per (client key, label) and per label.  Both are bounded LRU maps.  The client key is a
+keyed hash of the remote address (an IPv6 address's /64 network, which one subscriber
+holds whole) with a key made at start-up, so it is not even stable across restarts and
+never stored.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import os
 import threading
 import unicodedata
@@ -100,6 +105,8 @@ class CheckConfig:
     wrong_per_label: int = 50
     """Wrong codes all clients together may send for one label per window."""
     window_ms: int = 600_000
+    scan_window_ms: int = 3_600_000
+    """A client's scans of one label count once per this window."""
     max_tracked: int = 100_000
     """Entries each in-memory limiter keeps (least recently used go first)."""
 
@@ -111,6 +118,7 @@ class CheckConfig:
             wrong_per_client=int(config.get("check_wrong_per_client", d.wrong_per_client)),
             wrong_per_label=int(config.get("check_wrong_per_label", d.wrong_per_label)),
             window_ms=int(config.get("check_window_ms", d.window_ms)),
+            scan_window_ms=int(config.get("check_scan_window_ms", d.scan_window_ms)),
             max_tracked=int(config.get("check_max_tracked", d.max_tracked)),
         )
 
@@ -155,8 +163,17 @@ class WrongCodeLimiter:
 
 
 def client_key(remote_addr: str | None, secret: bytes) -> bytes:
-    """A keyed hash of the remote address: 16 bytes, kept only in memory."""
-    return hmac.new(secret, (remote_addr or "").encode(), hashlib.sha256).digest()[:16]
+    """A keyed hash of the remote address: 16 bytes, kept only in memory.  An IPv6
+    address counts by its /64 network (an IPv4-mapped one as the IPv4 address): a home or
+    phone subscriber is given a whole /64 and could otherwise be a new client per request."""
+    text = remote_addr or ""
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        ip = None
+    if isinstance(ip, ipaddress.IPv6Address):
+        text = str(ip.ipv4_mapped) if ip.ipv4_mapped else str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return hmac.new(secret, text.encode(), hashlib.sha256).digest()[:16]
 
 
 def _u64(n: int) -> bytes:
@@ -175,6 +192,8 @@ class LabelChecks:
                                             self.config.max_tracked)
         self._per_label = WrongCodeLimiter(self.config.wrong_per_label, self.config.window_ms,
                                            self.config.max_tracked)
+        self._scanned: OrderedDict[tuple[bytes, str], int] = OrderedDict()
+        """(client, label) -> when that client's scan of the label last counted (monotonic ms)."""
 
     @staticmethod
     def _key(label: str, part: bytes) -> bytes:
@@ -210,11 +229,25 @@ class LabelChecks:
             "reasons": reasons,
         }
 
-    def record_scan(self, label: str, now_ms: int, place: str | None = None) -> dict[str, Any]:
-        """Count one scan of ``label`` (``place`` is accepted for symmetry and not stored:
-        scans come from anyone and prove nothing about where the label is)."""
-        del now_ms, place
+    def record_scan(self, label: str, now_ms: int, place: str | None = None, client: bytes | None = None, *,
+                    mono_ms: int | None = None) -> dict[str, Any]:
+        """Count one scan of ``label`` unless ``client`` had one counted within the scan
+        window (``mono_ms``, a monotonic clock, runs the window; ``now_ms`` when not
+        given).  ``place`` is accepted for symmetry and not stored: scans come from anyone
+        and prove nothing about where the label is."""
+        del place
+        t = now_ms if mono_ms is None else mono_ms
         with self._lock:
+            if client is not None:
+                key = (client, label)
+                last = self._scanned.get(key)
+                if last is not None and t - last < self.config.scan_window_ms:
+                    self._scanned.move_to_end(key)
+                    return self.stats(label)
+                self._scanned[key] = t
+                self._scanned.move_to_end(key)
+                while len(self._scanned) > self.config.max_tracked:
+                    self._scanned.popitem(last=False)
             n = self._count(label, b"n") + 1
             self.kv.write({self._key(label, b"n"): _u64(n)}, sync=False)
         return self.stats(label)

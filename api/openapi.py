@@ -561,7 +561,8 @@ def _label_check_paths() -> dict[str, Any]:
             "get": _get("Scan count, first verification and clone flags (this node's records)", stats,
                         {"400": "bad_label", "404": "not_found"}, label, "trace")["get"],
             "post": {
-                "summary": "Count a scan of the label (the consumer page does on opening)",
+                "summary": "Count a scan of the label (the consumer page does on opening); a client's scans of "
+                           "one label count once an hour",
                 "tags": ["trace"],
                 "parameters": label,
                 "requestBody": body({"type": "object", "properties": {"place": {

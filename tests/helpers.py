@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
+import json
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from werkzeug.serving import make_server
@@ -183,3 +186,19 @@ def free_ports(n: int) -> list[int]:
 
 def free_port() -> int:
     return free_ports(1)[0]
+
+
+def post_from(source: str, url: str, body: Any = None) -> tuple[int, Any]:
+    """POST ``body`` (JSON, or nothing) to ``url`` from the local address ``source``
+    (any of 127.0.0.0/8): to the node, a client of its own.  Returns the status and the
+    JSON answer."""
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port, timeout=30, source_address=(source, 0))
+    try:
+        data = None if body is None else json.dumps(body).encode()
+        headers = {} if data is None else {"Content-Type": "application/json"}
+        conn.request("POST", u.path + (f"?{u.query}" if u.query else ""), body=data, headers=headers)
+        r = conn.getresponse()
+        return r.status, json.loads(r.read() or b"null")
+    finally:
+        conn.close()

@@ -17,7 +17,7 @@ from flask import Flask
 
 from api import create_app
 from api.checks import CheckConfig, LabelChecks, WrongCodeLimiter, check_commitment, normalize_code
-from helpers import Served, World
+from helpers import Served, World, post_from
 from lambtrace import season
 from node.kv import LevelKV, MemoryKV
 from test_rejections_http import base, slaughtered
@@ -169,9 +169,13 @@ def test_scans_are_counted_and_flag_a_clone_over_the_threshold(world: World) -> 
             s.commit()
         before = chain_of(s)
         for n in (1, 2, 3):
-            got = post(s, f"/v1/labels/{LABEL}/scans", {"place": "锡林浩特"} if n == 1 else None).json()
-            assert got["scans"] == n and got["suspect_clone"] is False
-        got = post(s, f"/v1/labels/{LABEL}/scans", {}).json()
+            status, got = post_from(f"127.0.0.{n + 1}", s.url + f"/v1/labels/{LABEL}/scans",
+                                    {"place": "锡林浩特"} if n == 1 else None)
+            assert status == 200 and got["scans"] == n and got["suspect_clone"] is False
+        # one client scanning again and again is one scan an hour: no flag
+        for _ in range(10):
+            assert post_from("127.0.0.2", s.url + f"/v1/labels/{LABEL}/scans", {})[1]["scans"] == 3
+        status, got = post_from("127.0.0.5", s.url + f"/v1/labels/{LABEL}/scans", {})
         assert got["scans"] == 4 and got["suspect_clone"] is True and got["reasons"] == ["scans_over_threshold"]
         assert s.http.get(s.url + f"/v1/labels/{LABEL}/scans", timeout=10).json()["scans"] == 4
         assert s.http.get(s.url + f"/v1/labels/{OTHER}/scans", timeout=10).json()["scans"] == 0
@@ -193,11 +197,32 @@ def test_verifications_from_two_places_flag_a_clone(served: Served) -> None:
     assert got["places"] == 2 and got["verifications"] == 4
 
 
+def test_a_clients_scans_count_once_a_window_and_ipv6_counts_by_its_network() -> None:
+    checks = LabelChecks(MemoryKV(), CheckConfig(scan_threshold=2, scan_window_ms=1000))
+    a, b = checks.client_key("203.0.113.7"), checks.client_key("2001:db8:1:2::1")
+    assert checks.client_key("2001:db8:1:2:aaaa:bbbb:cccc:dddd") == b  # the same /64
+    assert checks.client_key("2001:db8:1:3::1") != b and checks.client_key("::ffff:203.0.113.7") == a
+    assert checks.client_key("fe80::1%eth0") == checks.client_key("fe80::2")
+    counts = [checks.record_scan(LABEL, 0, client=a, mono_ms=t)["scans"] for t in (0, 10, 999, 1000, 1500, 2000)]
+    assert counts == [1, 1, 1, 2, 2, 3]
+    assert checks.record_scan(LABEL, 0, client=b, mono_ms=2000)["scans"] == 4
+    assert checks.record_scan(OTHER, 0, client=a, mono_ms=2000)["scans"] == 1  # per label
+    assert checks.stats(LABEL)["suspect_clone"] is True
+    # without a client (a caller that has none), every scan counts
+    assert [checks.record_scan(OTHER, 0)["scans"] for _ in range(2)] == [2, 3]
+    # the map of recent scanners is bounded
+    small = LabelChecks(MemoryKV(), CheckConfig(max_tracked=3, scan_window_ms=10**9))
+    for i in range(5):
+        small.record_scan(LABEL, 0, client=bytes([i]), mono_ms=0)
+    assert len(small._scanned) == 3
+    assert small.record_scan(LABEL, 0, client=bytes([0]), mono_ms=1)["scans"] == 6  # forgotten: counts again
+
+
 def test_records_survive_a_restart_and_stay_off_the_chain(world: World, tmp_path: Path) -> None:
     s = start(world, LevelKV(str(tmp_path / "db")), setup=True)
     before = chain_of(s)
-    post(s, f"/v1/labels/{LABEL}/scans")
-    post(s, f"/v1/labels/{LABEL}/scans")
+    post_from("127.0.0.2", s.url + f"/v1/labels/{LABEL}/scans")
+    post_from("127.0.0.3", s.url + f"/v1/labels/{LABEL}/scans")
     first = post(s, f"/v1/labels/{LABEL}/check", {"code": CODE, "place": "呼和浩特"}).json()
     assert chain_of(s) == before
     s.close()

@@ -1,7 +1,7 @@
 """Scan counts and check-code verification of a label (docs/adr/0008): node-local, not ledger events.
 
 ``GET  /v1/labels/<label>/scans``   counts and clone flags
-``POST /v1/labels/<label>/scans``   count a scan (body ``{"place"?}``, may be empty)
+``POST /v1/labels/<label>/scans``   count a scan, once an hour per client (body ``{"place"?}``, may be empty)
 ``GET  /v1/labels/<label>/check``   the first verification and flags, checking nothing
 ``POST /v1/labels/<label>/check``   check a scratch-off code (body ``{"code", "place"?}``)
 """
@@ -73,7 +73,9 @@ def get_scans(label: str) -> Response:
 def post_scan(label: str) -> Response:
     lid, _lab = _label(label)
     body = _body(optional=True)
-    return respond(checks().record_scan(lid, _now(), normalize_place(body.get("place"))))
+    store = checks()
+    return respond(store.record_scan(lid, _now(), normalize_place(body.get("place")),
+                                     store.client_key(request.remote_addr), mono_ms=int(time.monotonic() * 1000)))
 
 
 @bp.get("/v1/labels/<label>/check")
