@@ -12,6 +12,7 @@ Relative paths are relative to the config file.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from collections.abc import Iterator
@@ -71,6 +72,17 @@ def write_json(path: str | os.PathLike[str], value: Any, mode: int = 0o644) -> N
     os.replace(tmp, p)
 
 
+CHECK_SETTINGS = ("check_scan_threshold", "check_scan_window_ms", "check_wrong_per_client", "check_wrong_per_label",
+                  "check_window_ms", "check_max_tracked")
+"""Node-config keys for label scans and check codes (``api.checks.CheckConfig``, docs/node-config.md)."""
+
+KNOWN_KEYS = frozenset({"name", "genesis", "data", "listen", "key", "peers", "role", "limits", "log_level",
+                        "verify_processes", "p2p_listen", "min_block_interval_ms", "observers", "trusted_proxy",
+                        *CHECK_SETTINGS})
+"""Every key a node config may hold; any other is refused (a misspelt setting would
+otherwise be ignored without a word)."""
+
+
 @dataclass
 class NodeConfig:
     name: str
@@ -92,6 +104,11 @@ class NodeConfig:
     """Where peers connect (``host:port``); empty for a single-validator chain."""
     observers: list[dict[str, str]] = field(default_factory=list)
     """Non-validator nodes allowed to connect: ``{name, alg, pub (hex)}``."""
+    trusted_proxy: str = ""
+    """The address of a reverse proxy in front of the API whose ``X-Forwarded-For`` names
+    the client (one hop); empty: clients connect directly and the header is ignored."""
+    checks: dict[str, int] = field(default_factory=dict)
+    """Label scan and check-code settings (:data:`CHECK_SETTINGS`), as given."""
     path: Path | None = None
 
     def p2p_address(self) -> tuple[str, int] | None:
@@ -139,6 +156,8 @@ class NodeConfig:
             "p2p_listen": self.p2p_listen,
             "min_block_interval_ms": self.min_block_interval_ms,
             "observers": self.observers,
+            **({"trusted_proxy": self.trusted_proxy} if self.trusted_proxy else {}),
+            **self.checks,
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -182,10 +201,25 @@ class NodeConfig:
                 p2p_listen=d.get("p2p_listen", ""),
                 min_block_interval_ms=int(d.get("min_block_interval_ms", 100)),
                 observers=list(d.get("observers", [])),
+                trusted_proxy=str(d.get("trusted_proxy") or ""),
+                checks={k: d[k] for k in CHECK_SETTINGS if k in d},
                 path=p,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise LedgerError(f"node config {path} lacks or mistypes {exc}", code="bad_config") from exc
+        unknown = sorted(set(d) - KNOWN_KEYS)
+        if unknown:
+            raise LedgerError(f"node config {path}: unknown setting(s) {', '.join(unknown)} "
+                              f"(known: {', '.join(sorted(KNOWN_KEYS))})", code="bad_config")
+        for k, v in cfg.checks.items():
+            if type(v) is not int or v < 1:
+                raise LedgerError(f"node config {path}: {k} is a positive integer, not {v!r}", code="bad_config")
+        if cfg.trusted_proxy:
+            try:
+                ipaddress.ip_address(cfg.trusted_proxy)
+            except ValueError as exc:
+                raise LedgerError(f"node config {path}: trusted_proxy {cfg.trusted_proxy!r} is not an IP address",
+                                  code="bad_config") from exc
         for name, value in (("listen", cfg.listen), ("p2p_listen", cfg.p2p_listen)):
             if value or name == "listen":
                 check_host_port(value, f"node config {path}: {name}", code="bad_config")

@@ -118,8 +118,13 @@ def _server(cfg: NodeConfig, app: Any) -> Any:
                 threading.Thread(target=wz.shutdown, daemon=True).start()
 
         return _Wz()
+    # behind a reverse proxy, the client is the one its X-Forwarded-For names (the scan and
+    # wrong-code limits are per client); from anyone else the header is dropped
+    proxy: dict[str, Any] = ({"trusted_proxy": cfg.trusted_proxy, "trusted_proxy_count": 1,
+                              "trusted_proxy_headers": "x-forwarded-for", "clear_untrusted_proxy_headers": True}
+                             if cfg.trusted_proxy else {})
     server = waitress.create_server(app, host=cfg.host, port=cfg.port, threads=8, ident="lambtrace",
-                                    recv_bytes=256 * 1024)
+                                    recv_bytes=256 * 1024, **proxy)
     server.channel_class = _json_error_channel()
     return server
 
@@ -180,7 +185,7 @@ def serve(cfg: NodeConfig, *, ready: threading.Event | None = None, fresh_sign_g
         return 2
     peers = [p.split("@", 1)[0] for p in cfg.peers]
     app = create_app(node, config={"role": cfg.role, "peers": peers,
-                                   "consensus_status": consensus.status if consensus else None})
+                                   "consensus_status": consensus.status if consensus else None, **cfg.checks})
     server = _server(cfg, app)
     tune_process()
     stop = threading.Event()

@@ -111,6 +111,27 @@ def test_node_config_with_a_port_beyond_65535(tmp_path: Path, capsys: pytest.Cap
     assert not (tmp_path / "data").exists()
 
 
+def test_node_config_with_a_trusted_proxy_that_is_no_address(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"name": "league", "genesis": "g.json", "data": "data", "trusted_proxy": "proxy.lan"}))
+    rc, _, err = run(capsys, "node", "--config", str(cfg))
+    assert rc == 2 and "bad_config" in err and "trusted_proxy" in err and "proxy.lan" in err
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(("extra", "said"), [({"check_scan_treshold": 5}, "check_scan_treshold"),
+                                             ({"check_scan_threshold": 0}, "positive integer"),
+                                             ({"check_window_ms": "600000"}, "positive integer")])
+def test_node_config_with_a_misspelt_or_mistyped_setting(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         extra: dict[str, Any], said: str) -> None:
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"name": "league", "genesis": "g.json", "data": "data", **extra}))
+    rc, _, err = run(capsys, "node", "--config", str(cfg))
+    assert rc == 2 and "bad_config" in err and said in err
+    assert not (tmp_path / "data").exists()
+
+
 # --------------------------------------------------------------------------- a URL that is no LambTrace node
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -133,3 +134,40 @@ def test_sigkill_during_steady_load_loses_nothing_committed(real_node: Any) -> N
     again = client.submit([w.tag("agent", f"31525230000009{j}") for j in range(5)], wait=True)
     assert [r["id"] for r in again] == [r["id"] for r in pending]
     assert all(r["status"] in ("accepted", "duplicate") for r in again)
+
+
+def test_clients_behind_a_trusted_reverse_proxy_are_told_apart(real_node: Any) -> None:
+    """Scans count once an hour per client. Without ``trusted_proxy`` the client is the
+    connecting address and ``X-Forwarded-For`` is ignored (anyone can send it); with it,
+    the proxy's header names the client, and only the proxy's."""
+    w, url, launch, tmp = real_node
+    proc = launch()
+    Client(url).submit([*base(w), *slaughtered(w), w.label("plant", "c-1", [("L1", 3000)])], wait=True)
+
+    def scan(source: str, forwarded_for: str) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=30,
+                                          source_address=(source, 0))
+        try:
+            conn.request("POST", "/v1/labels/L1/scans", headers={"X-Forwarded-For": forwarded_for})
+            r = conn.getresponse()
+            assert r.status == 200
+            return int(json.loads(r.read())["scans"])
+        finally:
+            conn.close()
+
+    assert [scan("127.0.0.1", f"198.51.100.{i}") for i in (1, 2, 3)] == [1, 1, 1]
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.wait()
+    cfg = NodeConfig.load(tmp / "config.json")
+    cfg.trusted_proxy = "127.0.0.1"
+    cfg.checks = {"check_scan_threshold": 4}
+    cfg.save(tmp / "config.json")
+    saved = json.loads((tmp / "config.json").read_text())
+    assert (saved["trusted_proxy"], saved["check_scan_threshold"]) == ("127.0.0.1", 4)
+    launch()
+    assert [scan("127.0.0.1", f"198.51.100.{i}") for i in (1, 2, 3, 1)] == [2, 3, 4, 4]
+    # a client that is not the proxy is itself, whatever it claims
+    assert [scan("127.0.0.9", f"198.51.100.{i}") for i in (7, 8)] == [5, 5]
+    # the node config's threshold is the node's
+    stats = requests.get(url + "/v1/labels/L1/scans", timeout=10).json()
+    assert stats["scan_threshold"] == 4 and stats["suspect_clone"] is True
