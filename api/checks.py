@@ -92,8 +92,19 @@ def normalize_place(text: object) -> str | None:
     return place or None
 
 
-def _place_key(place: str) -> str:
-    return place.casefold()
+_REGION_SUFFIXES = sorted(("特别行政区", "维吾尔自治区", "壮族自治区", "回族自治区", "自治区", "自治州", "自治县",
+                           "地区", "省", "市", "盟", "县", "区", "旗"), key=len, reverse=True)
+
+
+def place_key(place: str) -> str:
+    """How places are compared: full-width forms, case and spaces aside, and without one
+    administrative suffix, so "北京" and "北京市", "锡林郭勒" and "锡林郭勒盟" are one place
+    (checks of one pack by one household must not look like a clone in two cities)."""
+    text = "".join(unicodedata.normalize("NFKC", place).casefold().split())
+    for suffix in _REGION_SUFFIXES:
+        if text.endswith(suffix) and len(text) - len(suffix) >= 2:
+            return text[: -len(suffix)]
+    return text
 
 
 @dataclass(frozen=True)
@@ -286,7 +297,7 @@ class LabelChecks:
             if first:
                 puts[self._key(label, b"f")] = codec.encode({"at": now_ms, "place": place})
             if place is not None:
-                pkey = self._key(label, b"p" + _place_key(place).encode())
+                pkey = self._key(label, b"p" + place_key(place).encode())
                 known = self.kv.get(pkey) is not None
                 if not known and sum(1 for _ in self.kv.scan(self._key(label, b"p"))) < MAX_PLACES:
                     puts[pkey] = codec.encode({"at": now_ms})

@@ -16,7 +16,14 @@ import requests
 from flask import Flask
 
 from api import create_app
-from api.checks import CheckConfig, LabelChecks, WrongCodeLimiter, check_commitment, normalize_code
+from api.checks import (
+    CheckConfig,
+    LabelChecks,
+    WrongCodeLimiter,
+    check_commitment,
+    normalize_code,
+    place_key,
+)
 from helpers import Served, World, post_from
 from lambtrace import season
 from node.kv import LevelKV, MemoryKV
@@ -195,6 +202,23 @@ def test_verifications_from_two_places_flag_a_clone(served: Served) -> None:
     got = post(served, f"/v1/labels/{LABEL}/check", {"code": CODE, "place": "广州"}).json()
     assert got["suspect_clone"] is True and got["reasons"] == ["verified_in_several_places"]
     assert got["places"] == 2 and got["verifications"] == 4
+
+
+def test_one_place_written_two_ways_is_one_place() -> None:
+    same = [("北京", "北京市"), ("锡林郭勒", "锡林郭勒盟"), ("内蒙古", "内蒙古自治区"), ("Hohhot", " hohhot "),
+            ("苏尼特左旗", "苏尼特左"), ("ＢＥＩＪＩＮＧ", "beijing"), ("新疆", "新疆维吾尔自治区")]
+    for a, b in same:
+        assert place_key(a) == place_key(b), (a, b)
+    for a, b in (("北京", "上海"), ("锡林浩特", "呼和浩特"), ("市", "区")):
+        assert place_key(a) != place_key(b), (a, b)
+    assert place_key("市") == "市" and place_key("沙市") == "沙市"  # a name is never cut below two characters
+    checks = LabelChecks(MemoryKV())
+    lab = {"check": check_commitment(LABEL, CANON)}
+    for where in ("北京", "北京市", " 北京 "):
+        got = checks.check_code(LABEL, lab["check"], CODE, 0, where, b"c", mono_ms=0)
+    assert got["places"] == 1 and got["suspect_clone"] is False
+    got = checks.check_code(LABEL, lab["check"], CODE, 0, "广州市", b"c", mono_ms=0)
+    assert got["places"] == 2 and got["reasons"] == ["verified_in_several_places"]
 
 
 def test_a_clients_scans_count_once_a_window_and_ipv6_counts_by_its_network() -> None:
