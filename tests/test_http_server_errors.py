@@ -23,7 +23,7 @@ def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
     (p,) = free_ports(1)
-    server = _server(SimpleNamespace(host="127.0.0.1", port=p), app)  # type: ignore[arg-type]
+    server = _server(SimpleNamespace(host="127.0.0.1", port=p, trusted_proxy=""), app)  # type: ignore[arg-type]
     t = threading.Thread(target=server.run, daemon=True)
     t.start()
     yield p
