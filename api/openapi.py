@@ -192,7 +192,8 @@ def _components() -> dict[str, Any]:
                 "time": {"type": "integer"},
                 "consensus": {
                     "type": "object",
-                    "description": "in a network: the consensus machine's step (Tendermint)",
+                    "description": "in a network: the consensus machine's step (Tendermint); step `idle` while "
+                                   "the next height waits for events",
                     "properties": {
                         "height": {"type": "integer"},
                         "round": {"type": "integer"},

@@ -91,7 +91,12 @@ class Consensus:
 
     def status(self) -> dict[str, Any]:
         m = self.replica.machine
-        return {"consensus": m.state(), "connected": sorted(self.transport.connected()),
+        state = m.state()
+        if self.replica.idle:
+            # nothing to decide yet: the next height waits for events, with no round, lock or value
+            state = {"height": self.replica.height, "round": 0, "step": "idle", "locked_round": -1,
+                     "valid_round": -1, "decided": None}
+        return {"consensus": state, "connected": sorted(self.transport.connected()),
                 "transport": self.transport.stats, "replica": {"decided": self.replica.stats.decided,
                                                               "late_rounds": self.replica.stats.late_rounds,
                                                               "synced": self.replica.stats.synced,

@@ -175,6 +175,13 @@ def same_chain(c: RealCluster, names: list[str]) -> None:
 def test_all_nodes_hold_the_same_blocks(cluster: RealCluster) -> None:
     assert wait_until(lambda: len(set(cluster.heights().values())) == 1, 30)
     same_chain(cluster, NAMES)
+    # with nothing to commit, every node says it waits for events at the next height
+    # (not the machine's height -1 from before its first round)
+    def idle(n: str) -> bool:
+        st = cluster.status(n)
+        return st["consensus"]["step"] == "idle" and st["consensus"]["height"] == st["height"] + 1
+
+    assert wait_until(lambda: all(idle(n) for n in NAMES), 30), {n: cluster.status(n)["consensus"] for n in NAMES}
 
 
 def test_sigkill_one_node_under_load(cluster: RealCluster) -> None:

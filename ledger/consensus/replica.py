@@ -309,6 +309,11 @@ class Replica:
         """The height being decided (one above the last committed)."""
         return self.app.committed_height() + 1
 
+    @property
+    def idle(self) -> bool:
+        """Whether the next height waits for events (or a peer's proposal) to begin."""
+        return self._idle_since is not None
+
     def start(self, now_ms: int) -> list[Out]:
         """Begin (or resume) at the app's next height, replaying that height's WAL."""
         out: list[Out] = []
