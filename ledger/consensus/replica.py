@@ -120,7 +120,7 @@ class App(Protocol):
 
     def has_pending(self) -> bool:
         """Whether there is anything to put in a block (a node waits for work before it
-        starts a height, so an idle chain makes no empty blocks)."""
+        starts a height; a quiet chain makes one empty block per ``heartbeat_ms``)."""
         ...
 
     def propose(self, height: int, now_ms: int) -> tuple[bytes, Any]:
