@@ -254,7 +254,10 @@ function renderHealth(s) {
     ["health.node", `${h.node} (${h.role})`],
     ["health.last_block", dateTime(extra.last_block_time ?? s.time)],
   ];
-  if (consensus) rows.push(["health.round", `${consensus.height} / ${consensus.round}`], ["health.step", String(consensus.step)]);
+  if (consensus) {
+    const step = String(consensus.step);
+    rows.push(["health.round", `${consensus.height} / ${consensus.round}`], ["health.step", STRINGS[lang][`step.${step}`] ?? step]);
+  }
   for (const [key, value, st] of rows) {
     list.append(el("div", {}, el("dt", { i18n: key }), el("dd", st ? { "data-state": st, id: "validators-up" } : {}, value)));
   }
