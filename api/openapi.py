@@ -707,17 +707,18 @@ def _dashboard_paths() -> dict[str, Any]:
         "/dashboard/stream": {
             "get": {
                 "summary": "Server-sent events: a `summary` event (id: height) at once and after every committed "
-                           "block, a heartbeat comment every 15 s",
+                           "block, a heartbeat comment every 5 s, a `bye` event when the stream ends (after an hour)",
                 "tags": ["operations"],
                 "responses": {
                     "200": {"description": "OK", "content": {"text/event-stream": {"schema": {
                         "type": "object",
                         "description": "one event of the stream (heartbeats are comments, not events)",
                         "properties": {
-                            "event": {"const": "summary"},
-                            "id": {"type": "string", "pattern": "^[0-9]+$", "description": "the height"},
+                            "event": {"enum": ["summary", "bye"]},
+                            "id": {"type": "string", "pattern": "^[0-9]+$", "description": "a summary's height"},
                             "data": {"type": "string", "contentMediaType": "application/json",
-                                     "description": "what GET /dashboard/summary answers, as JSON"},
+                                     "description": "a summary: what GET /dashboard/summary answers, as JSON; "
+                                                    "bye: {\"reason\": \"closed\"}"},
                             "retry": {"type": "integer", "description": "reconnect after this many ms"},
                         },
                     }}}},
