@@ -6,9 +6,12 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -202,3 +205,17 @@ def post_from(source: str, url: str, body: Any = None) -> tuple[int, Any]:
         return r.status, json.loads(r.read() or b"null")
     finally:
         conn.close()
+
+
+def start(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
+    """``lambtrace node --config cfg`` in its own process (and session), output to ``log``."""
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "lambtrace", "node", "--config", str(cfg)],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def healthy(url: str) -> bool:
+    try:
+        return requests.get(url + "/healthz", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False

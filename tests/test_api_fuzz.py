@@ -25,7 +25,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +32,6 @@ import pytest
 import requests
 
 from api.client import Client
-from helpers import World, free_port, wait_until
-from lambtrace.config import NodeConfig, genesis_to_json
-from signer import save_key_file
 from test_rejections_http import A, base, slaughtered
 
 pytestmark = pytest.mark.cluster
@@ -62,37 +58,17 @@ def _toml_list(values: list[str]) -> str:
 
 
 @pytest.fixture
-def served_chain(tmp_path: Path) -> Any:
-    w = World(now=int(time.time() * 1000))
-    (tmp_path / "genesis.json").write_text(genesis_to_json(w.genesis))
-    save_key_file(w.validator, tmp_path / "node.key", passphrase=None, insecure_plain=True)
-    port = free_port()
-    cfg = NodeConfig(name="league", genesis=tmp_path / "genesis.json", data=tmp_path / "data",
-                     listen=f"127.0.0.1:{port}", key=tmp_path / "node.key")
-    cfg.save(tmp_path / "config.json")
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "node.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "lambtrace", "node", "--config", str(tmp_path / "config.json")],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def up() -> bool:
-        try:
-            return requests.get(url + "/healthz", timeout=1).ok
-        except requests.RequestException:
-            return False
-
-    try:
-        assert wait_until(up, 30), log.read_text()
-        events = [*base(w), *slaughtered(w), w.label("plant", "c-1", [("L1", 3000), ("L2", 2500)])]
-        results = Client(url).submit(events, wait=True)
-        assert all(r.get("state") == "committed" for r in results), results
-        ids = {"labels": ["L1", "L2"], "tags": [A], "actors": ["coop", "plant", "agent"],
-               "events": [r["id"] for r in results[-3:]]}
-        yield url, ids, proc, log
-    finally:
-        proc.kill()
-        proc.wait()
+def served_chain(real_node: Any) -> Any:
+    """A real node process (conftest.py's ``real_node``) holding a short chain: a lamb
+    tagged, shipped, slaughtered, labelled."""
+    w, url, launch, tmp = real_node
+    proc = launch()
+    events = [*base(w), *slaughtered(w), w.label("plant", "c-1", [("L1", 3000), ("L2", 2500)])]
+    results = Client(url).submit(events, wait=True)
+    assert all(r.get("state") == "committed" for r in results), results
+    ids = {"labels": ["L1", "L2"], "tags": [A], "actors": ["coop", "plant", "agent"],
+           "events": [r["id"] for r in results[-3:]]}
+    return url, ids, proc, tmp / "node.log"
 
 
 @pytest.mark.parametrize(("accept", "per_route"), [("application/json", 25), ("application/msgpack", 10)])

@@ -6,63 +6,19 @@ import http.client
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
 from api.client import Client
-from helpers import World, free_port, wait_until
-from lambtrace.config import NodeConfig, genesis_to_json
+from helpers import healthy
+from lambtrace.config import NodeConfig
 from ledger import codec, merkle
-from signer import save_key_file
 from test_rejections_http import A, base, slaughtered
 from verify import load_genesis_value, verify_label
 
 pytestmark = pytest.mark.cluster
-
-
-def start(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "lambtrace", "node", "--config", str(cfg)],
-        stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
-
-
-def healthy(url: str) -> bool:
-    try:
-        return requests.get(url + "/healthz", timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
-
-
-@pytest.fixture
-def real_node(tmp_path: Path) -> Any:
-    w = World(now=int(time.time() * 1000))
-    (tmp_path / "genesis.json").write_text(genesis_to_json(w.genesis))
-    save_key_file(w.validator, tmp_path / "node.json", passphrase=None, insecure_plain=True)
-    port = free_port()
-    cfg = NodeConfig(name="league", genesis=tmp_path / "genesis.json", data=tmp_path / "data",
-                     listen=f"127.0.0.1:{port}", key=tmp_path / "node.json")
-    cfg.save(tmp_path / "config.json")
-    url = f"http://127.0.0.1:{port}"
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def launch() -> subprocess.Popen[bytes]:
-        p = start(tmp_path / "config.json", tmp_path / "node.log")
-        procs.append(p)
-        assert wait_until(lambda: healthy(url), 30), (tmp_path / "node.log").read_text()
-        return p
-
-    yield w, url, launch, tmp_path
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
 
 
 def chain_view(url: str) -> tuple[list[str], str, int]:
