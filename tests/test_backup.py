@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 import requests
-from test_e2e_node import chain_view, free_port, healthy, start
+from test_e2e_node import chain_view
 
 from api.client import Client
-from helpers import World, wait_until
+from helpers import World, free_port, healthy, start, wait_until
 from helpers_api import COOP, ApiWorld
 from lambtrace.cli import main
 from lambtrace.config import NodeConfig, genesis_to_json
