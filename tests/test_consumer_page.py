@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -239,6 +240,14 @@ def test_page_html_and_static_files(chain: Chain, served: Served) -> None:
         s = requests.get(served.url + path, timeout=10)
         assert s.status_code == 200 and s.text, path
     assert "javascript" in requests.get(served.url + "/static/verify.js", timeout=10).headers["Content-Type"]
+    # every module the page script imports is preloaded beside it (no round trip waits on
+    # another), and the page names its icon
+    imports = re.findall(r'^import .* from "\./([a-z0-9]+\.js)";$', requests.get(served.url + "/static/label.js",
+                                                                             timeout=10).text, re.M)
+    preloaded = re.findall(r'<link rel="modulepreload" href="/static/([a-z0-9]+\.js)">', html)
+    assert imports and sorted(imports) == sorted(preloaded), (imports, preloaded)
+    icon = requests.get(served.url + "/static/icon.svg", timeout=10)
+    assert 'rel="icon" href="/static/icon.svg"' in html and icon.headers["Content-Type"].startswith("image/svg+xml")
     gone = requests.get(served.url + "/l/l-9999", timeout=10)
     assert gone.status_code == 404 and 'data-verdict="failed"' in gone.text and "查无此标签" in gone.text
     assert requests.get(served.url + "/l/bad%20label", timeout=10).status_code == 400
