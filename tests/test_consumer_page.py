@@ -293,6 +293,13 @@ def test_genuine_label_verifies_in_the_browser(chain: Chain, served: Served, dri
     assert "账本证明" in text(driver, "#verdict-recalls") and "均无召回记录" in text(driver, "#verdict-recalls")
     assert driver.execute_script("return document.getElementById('scan-stats').hidden") is True
     screenshot(driver, "verified-zh", tmp_path, capsys)
+    # the bundle and the genesis were fetched once each, by prefetch.js ahead of the page
+    # script, and the page script took both answers
+    fetched = driver.execute_script(
+        "return performance.getEntriesByType('resource').map((r) => new URL(r.name).pathname)")
+    assert fetched.count("/v1/labels/l-0001/proof") == 1 and fetched.count("/v1/genesis") == 1, fetched
+    assert fetched.index("/static/prefetch.js") < fetched.index("/v1/labels/l-0001/proof"), fetched
+    assert driver.execute_script("return Object.keys(window.lambtracePrefetch)") == []
     driver.execute_script("document.getElementById('tech').open = true")
     assert chain.genesis_hex in text(driver, "#tech")
     screenshot(driver, "verified-zh-details", tmp_path, capsys)

@@ -1,0 +1,20 @@
+// Starts the consumer page's two downloads, the label's proof bundle and the genesis
+// document, as soon as this small module arrives (it is loaded `async`), while label.js
+// and verify.js are still on their way: on a slow mobile link that is a round trip or
+// two sooner.  label.js takes the answers from `window.lambtracePrefetch` (and fetches
+// itself whatever is not there).  Nothing is trusted or checked here; the requests are
+// the ones label.js makes, with the same options.
+const FETCH_TIMEOUT_MS = 20_000;
+const started = {};
+for (const meta of document.querySelectorAll('meta[name="lambtrace-fetch"]')) {
+  const url = meta.content;
+  const answer = fetch(url, {
+    headers: { Accept: "application/json" },
+    cache: "no-store",
+    credentials: "omit",
+    signal: AbortSignal.timeout(FETCH_TIMEOUT_MS),
+  });
+  answer.catch(() => {}); // label.js reports the failure when it takes this answer
+  started[url] = answer;
+}
+window.lambtracePrefetch = started;
