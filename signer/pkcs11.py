@@ -1014,7 +1014,7 @@ class Pkcs11Signer:
     def storage(self) -> str:
         return STORAGE_HSM
 
-    def sign(self, message: bytes) -> bytes:
+    def sign(self, message: bytes | bytearray | memoryview) -> bytes:
         """The 64-byte signature over ``message`` (the exact bytes to sign, tag included).
 
         Ed25519: the token's ``CKM_EDDSA`` signature over ``message``.  ecdsa-p256: the

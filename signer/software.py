@@ -183,7 +183,7 @@ class SoftwareSigner:
     def storage(self) -> str:
         return STORAGE_SOFTWARE
 
-    def sign(self, message: bytes) -> bytes:
+    def sign(self, message: bytes | bytearray | memoryview) -> bytes:
         """The 64-byte signature over ``message`` (the exact bytes to sign, tag included).
 
         Ed25519: deterministic RFC 8032 signature.  ecdsa-p256: ECDSA over SHA-256 of

@@ -42,6 +42,11 @@ def _packable(value: Any) -> Any:
 
 
 @schemathesis.serializer("application/msgpack")
-def msgpack_request(ctx: Any, value: Any) -> dict[str, Any]:
-    """Bodies documented as msgpack go out as msgpack (the generated values as they are)."""
-    return {"data": msgpack.packb(_packable(value), use_bin_type=True)}
+def msgpack_request(ctx: schemathesis.SerializationContext, value: Any) -> bytes:
+    """Bodies documented as msgpack go out as msgpack (the generated values as they are).
+
+    ``schemathesis.serializer`` wants the body itself (``bytes``, or ``None`` for none) and
+    passes it on as the request's ``data``; only the per-transport registries take
+    ``{"data": ...}`` maps."""
+    packed: bytes = msgpack.packb(_packable(value), use_bin_type=True)
+    return packed

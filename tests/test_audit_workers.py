@@ -137,6 +137,7 @@ def test_prediction_miss_is_verified_in_the_main_process(chain: Chain, pool: Aud
     h = chain.block([ev], check_sigs=False)
     chain.close()
     inline = audit(chain)
+    assert inline.failure is not None
     assert (inline.failure or {}).get("code") == "bad_event_signature" and inline.failure["index"] == index
     assert inline.failure["height"] == h
     monkeypatch.setattr(audit_mod.Auditor, "_predict", lambda self, leaf: None)  # predict no enrolment
@@ -267,6 +268,7 @@ def test_no_worker_outlives_an_audit(chain: Chain, monkeypatch: pytest.MonkeyPat
     # a leaf of block 1 broken: the audit fails while the workers still have every other block queued
     corrupt(chain.dir, b"L" + u64(begin), 0, 0xFF)
     rep = audit(chain, 2, batch_sigs=1, in_flight=100)
+    assert rep.failure is not None
     assert (rep.failure or {}).get("code") == "bad_event" and rep.failure["height"] == 1
     # a header that does not decode: the audit stops at once
     corrupt(chain.dir, b"H" + u64(1), 0, 0xFF)

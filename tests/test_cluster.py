@@ -123,8 +123,8 @@ class RealCluster:
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 p.kill()
-        for p in self.proxies.values():
-            p.close()
+        for proxy in self.proxies.values():
+            proxy.close()
 
 
 class Load:

@@ -149,7 +149,7 @@ def test_a_validator_whose_disk_fails_stops_and_the_rest_go_on(cluster: Cluster,
     cluster.nodes["n0"].submit(base(w))
     assert wait_until(lambda: all(n.store.log_size == 10 for n in cluster.nodes.values()), 30)
     sick = cluster.nodes["n3"]
-    sick.store.kv.write_fault = StorageError("LevelDB write failed: File too large",  # type: ignore[attr-defined]
+    sick.store.kv.write_fault = StorageError("LevelDB write failed: File too large",
                                              code="storage_unavailable")
     cluster.nodes["n1"].submit([w.tag("agent", f"3152523000000{i:02d}") for i in range(10, 20)])
     assert wait_until(lambda: all(cluster.nodes[n].store.log_size == 20 for n in ("n0", "n1", "n2")), 30)
@@ -208,7 +208,7 @@ def test_timers_survive_a_wall_clock_stepped_back(cluster: Cluster, monkeypatch:
     assert wait_until(lambda: all(n.store.log_size == 10 for n in cluster.nodes.values()), 30)
     real = time.time
     for node in cluster.nodes.values():
-        node.clock = lambda: int(real() * 1000)  # type: ignore[method-assign]
+        node.clock = lambda: int(real() * 1000)
     monkeypatch.setattr(time, "time", lambda: real() - 3600)
     cluster.net.cut |= {"n0"}  # the first proposer of every fourth height is gone
     live = [cluster.nodes[n] for n in ("n1", "n2", "n3")]
@@ -246,7 +246,7 @@ def test_a_validator_that_lost_its_sign_guard_sits_out_until_the_network_moved_o
     # the network's clocks pass the margin: the next block releases it
     real = time.time
     for node in cluster.nodes.values():
-        node.clock = lambda: int(real() * 1000) + LOST_GUARD_MARGIN_MS + 5_000  # type: ignore[method-assign]
+        node.clock = lambda: int(real() * 1000) + LOST_GUARD_MARGIN_MS + 5_000
     cluster.nodes["n2"].submit([w.tag("agent", f"3152523000000{i:02d}") for i in range(15, 20)])
     assert wait_until(lambda: replica.paused_until_ms is None, 30), cluster.heights()
     assert stats.resumed_at is not None
@@ -288,7 +288,7 @@ def test_a_validator_reinstalled_on_an_empty_disk_stops_signing_when_it_sees_its
     assert any("an earlier run of it signed on this chain" in r.getMessage() for r in caplog.records)
     real = time.time
     for node in cluster.nodes.values():
-        node.clock = lambda: int(real() * 1000) + LOST_GUARD_MARGIN_MS + 5_000  # type: ignore[method-assign]
+        node.clock = lambda: int(real() * 1000) + LOST_GUARD_MARGIN_MS + 5_000
     cluster.nodes["n2"].submit([w.tag("agent", f"3152523000000{i:02d}") for i in range(15, 20)])
     assert wait_until(lambda: replica.paused_until_ms is None, 30), cluster.heights()
     assert wait_until(lambda: all(n.store.log_size == 20 for n in cluster.nodes.values()), 30), cluster.heights()

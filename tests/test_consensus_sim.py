@@ -20,6 +20,7 @@ from ledger.consensus import replica
 from ledger.consensus.machine import (
     PRECOMMIT,
     PREVOTE,
+    Action,
     BroadcastVote,
     Decide,
     GetValue,
@@ -178,8 +179,8 @@ V = b"\x01" * 32
 W = b"\x02" * 32
 
 
-def votes(m: Machine, kind: str, r: int, value: bytes | None, who: str) -> list[object]:
-    out: list[object] = []
+def votes(m: Machine, kind: str, r: int, value: bytes | None, who: str) -> list[Action]:
+    out: list[Action] = []
     for n in who:
         out += m.step(VoteIn(kind, 1, r, value, n, b"sig-" + n.encode()))
     return out
@@ -372,9 +373,14 @@ def test_messages_for_rounds_the_machine_refuses_cost_no_signature_storage_or_ex
     h = victim.height
     victim.on_message("v1", _signed(sim, "v1", {"t": "vote", "type": "prevote", "height": h, "round": 0,
                                                 "value": None}), 1)  # starts the height
-    checked = []
+    checked: list[int] = []
     real_verify = replica.verify_signature
-    monkeypatch.setattr(replica, "verify_signature", lambda *a: checked.append(1) or real_verify(*a))
+
+    def counting_verify(alg: str, public_key: bytes, message: bytes, signature: bytes) -> bool:
+        checked.append(1)
+        return real_verify(alg, public_key, message, signature)
+
+    monkeypatch.setattr(replica, "verify_signature", counting_verify)
     logged, executed = len(wal.records(h)), app.executed
     vs = victim.vset
     far = [r for r in range(1_000, 1_200) if vs.proposer(h, r) == "v1"]
@@ -456,9 +462,14 @@ def test_a_peer_sending_bad_signatures_is_not_heard_until_the_next_height(monkey
     victim = Replica(name="v0", genesis=sim.genesis, app=SimApp(sim.genesis.hash), wal=MemoryWAL(),
                      signer=sim.nodes["v0"].signer)
     victim.start(0)
-    checked = []
+    checked: list[int] = []
     real_verify = replica.verify_signature
-    monkeypatch.setattr(replica, "verify_signature", lambda *a: checked.append(1) or real_verify(*a))
+
+    def counting_verify(alg: str, public_key: bytes, message: bytes, signature: bytes) -> bool:
+        checked.append(1)
+        return real_verify(alg, public_key, message, signature)
+
+    monkeypatch.setattr(replica, "verify_signature", counting_verify)
     for i in range(1_000):
         vote = _signed(sim, "v2", {"t": "vote", "type": "prevote", "height": 1, "round": 0, "value": None})
         victim.on_message("v1", dict(vote, sig=i.to_bytes(4, "big") * 16), 1)  # v1 relays junk

@@ -142,8 +142,12 @@ class TamperingServer:
         environ = {k: v for k, v in environ.items() if k != "HTTP_ACCEPT_ENCODING"}
         got: dict[str, Any] = {}
 
-        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        def no_write(data: bytes) -> object:
+            raise AssertionError("the app wrote through start_response's write()")
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None, /) -> Callable[[bytes], object]:
             got["status"], got["headers"] = status, headers
+            return no_write
 
         answer = self.app(environ, capture)
         try:
@@ -520,8 +524,9 @@ def _flip_multiproof(b: dict[str, Any], k: int, pos: int) -> None:
 def _header_of(hj: dict[str, Any]) -> Any:
     from ledger.blocks.header import Header
 
-    return Header(**{k: (bytes.fromhex(v) if k in ("prev", "log_root", "validators", "state_root") else v)
-                     for k, v in hj.items()})
+    fields: dict[str, Any] = {k: (bytes.fromhex(v) if k in ("prev", "log_root", "validators", "state_root") else v)
+                              for k, v in hj.items()}
+    return Header(**fields)
 
 
 def _full_certificate(b: dict[str, Any]) -> dict[str, Any]:
@@ -684,7 +689,12 @@ def test_a_liar_serving_its_own_genesis_and_bundle_fails_on_the_fingerprint(chai
     fake = json.loads(json.dumps(CHAIN_GENESIS[0]))
     _swap_validator_key(fake)
     fake_hash = _genesis_hash_of_json(fake)
-    liar.mutate_genesis = lambda g: (g.clear(), g.update(copy.deepcopy(fake)))
+
+    def mutate_genesis(g: dict[str, Any]) -> None:
+        g.clear()
+        g.update(copy.deepcopy(fake))
+
+    liar.mutate_genesis = mutate_genesis
     liar.mutate = lambda b: b.update(genesis_hash=fake_hash)
     try:
         box = open_page(driver, f"{liar.url}/l/l-0001#g={chain.genesis_hex}")
@@ -839,13 +849,28 @@ def _mutated_bundles(genuine: dict[str, Any], genesis: Any, store: Any,
     for k, e in enumerate(genuine["events"]):
         n = len(_leaf(e)) // 2
         for pos in sorted({0, 1, n // 2, n - 1, n - 40}):
-            add(f"leaf {k} byte {pos}",
-                lambda m, k=k, pos=pos: _set_leaf(m["events"][k], _flip(_leaf(m["events"][k]), pos)))
-        add(f"drop event {k}", lambda m, k=k: (m["events"].pop(k), _reprove(m, store)))
-        add(f"index {k} + 1", lambda m, k=k: _set_index(m["events"][k], _index(m["events"][k]) + 1))
+
+            def flip_leaf(m: dict[str, Any], k: int = k, pos: int = pos) -> None:
+                _set_leaf(m["events"][k], _flip(_leaf(m["events"][k]), pos))
+
+            add(f"leaf {k} byte {pos}", flip_leaf)
+
+        def drop_event(m: dict[str, Any], k: int = k) -> None:
+            m["events"].pop(k)
+            _reprove(m, store)
+
+        def bump_index(m: dict[str, Any], k: int = k) -> None:
+            _set_index(m["events"][k], _index(m["events"][k]) + 1)
+
+        add(f"drop event {k}", drop_event)
+        add(f"index {k} + 1", bump_index)
     add("drop event 0, proof kept", lambda m: m["events"].pop(0))
     for k in range(len(_hashes(genuine["proof"]))):
-        add(f"multiproof hash {k}", lambda m, k=k: _flip_multiproof(m, k, 3))
+
+        def flip_hash(m: dict[str, Any], k: int = k) -> None:
+            _flip_multiproof(m, k, 3)
+
+        add(f"multiproof hash {k}", flip_hash)
     add("multiproof truncated", lambda m: m.update(proof=m["proof"][:-64]))
     add("multiproof a byte short", lambda m: m.update(proof=m["proof"][:-2]))
     add("multiproof with one more", lambda m: m.update(proof=m["proof"] + m["proof"][:64]))
@@ -861,10 +886,18 @@ def _mutated_bundles(genuine: dict[str, Any], genesis: Any, store: Any,
     add("event a triple", lambda m: m["events"][0].append(m["events"][0][1]))
     add("event index as text", lambda m: m["events"][0].__setitem__(0, str(m["events"][0][0])))
     add("swap events", _reorder)
-    for f in ("prev", "log_root", "validators"):
-        add(f"header.{f}", lambda m, f=f: m["checkpoint"]["header"].update({f: _flip(m["checkpoint"]["header"][f], 0)}))
-    for f in ("height", "time", "log_size"):
-        add(f"header.{f}", lambda m, f=f: m["checkpoint"]["header"].update({f: m["checkpoint"]["header"][f] + 1}))
+    for field in ("prev", "log_root", "validators"):
+
+        def flip_field(m: dict[str, Any], field: str = field) -> None:
+            m["checkpoint"]["header"].update({field: _flip(m["checkpoint"]["header"][field], 0)})
+
+        add(f"header.{field}", flip_field)
+    for field in ("height", "time", "log_size"):
+
+        def bump_field(m: dict[str, Any], field: str = field) -> None:
+            m["checkpoint"]["header"].update({field: m["checkpoint"]["header"][field] + 1})
+
+        add(f"header.{field}", bump_field)
     add("header.chain", lambda m: m["checkpoint"]["header"].update(chain="other"))
     add("header.proposer", lambda m: m["checkpoint"]["header"].update(proposer="other"))
     if validator is not None:
@@ -882,10 +915,18 @@ def _mutated_bundles(genuine: dict[str, Any], genesis: Any, store: Any,
                 _recertified(lambda h: h.update(state_root="00" * 32), validator, genesis.chain), recalled)
     # the recall map path
     add("recalls dropped", lambda m: m.pop("recalls"))
-    add("recalls dropped, format v2", lambda m: (m.pop("recalls"), m.update(format="lambtrace-label-proof/v2")))
-    add("recalls dropped, in v2's form", lambda m: (m.pop("recalls"), m.update(
-        format="lambtrace-label-proof/v2", proof=_hashes(m["proof"]), events=_as_maps(m["events"]),
-        checkpoint={**m["checkpoint"], "certificate": _full_certificate(m)})))
+
+    def drop_recalls_v2(m: dict[str, Any]) -> None:
+        m.pop("recalls")
+        m.update(format="lambtrace-label-proof/v2")
+
+    def drop_recalls_in_v2_form(m: dict[str, Any]) -> None:
+        m.pop("recalls")
+        m.update(format="lambtrace-label-proof/v2", proof=_hashes(m["proof"]), events=_as_maps(m["events"]),
+                 checkpoint={**m["checkpoint"], "certificate": _full_certificate(m)})
+
+    add("recalls dropped, format v2", drop_recalls_v2)
+    add("recalls dropped, in v2's form", drop_recalls_in_v2_form)
     add("recalls depth + 1", lambda m: m["recalls"].update(depth=m["recalls"]["depth"] + 1))
     add("recalls mask not hex", lambda m: m["recalls"].update(mask="zz"))
     add("recalls with a sibling", lambda m: m["recalls"].update(depth=1, mask="80", siblings="11" * 32))
@@ -898,9 +939,18 @@ def _mutated_bundles(genuine: dict[str, Any], genesis: Any, store: Any,
     add("recalls unknown field", lambda m: m["recalls"].update(x=1))
     if recalled is not None:
         add("l-0003: genuine", lambda m: None, recalled)
-        add("l-0003: recall event dropped", lambda m: (_drop("recall")(m), _reprove(m, store)), recalled)
-        add("l-0003: claims no entry", lambda m: (_drop("recall")(m), _reprove(m, store), m["recalls"].update(
-            other="33" * 32 + "22" * 32)), recalled)
+
+        def drop_recall_event(m: dict[str, Any]) -> None:
+            _drop("recall")(m)
+            _reprove(m, store)
+
+        def claim_no_entry(m: dict[str, Any]) -> None:
+            _drop("recall")(m)
+            _reprove(m, store)
+            m["recalls"].update(other="33" * 32 + "22" * 32)
+
+        add("l-0003: recall event dropped", drop_recall_event, recalled)
+        add("l-0003: claims no entry", claim_no_entry, recalled)
         add("l-0003: recall path sibling flipped", lambda m: m["recalls"].update(
             siblings=_flip(m["recalls"]["siblings"], 1)) if m["recalls"]["siblings"] else m["recalls"].update(
             depth=1, mask="80", siblings="44" * 32), recalled)
@@ -920,7 +970,11 @@ def _mutated_bundles(genuine: dict[str, Any], genesis: Any, store: Any,
     add("label", lambda m: m.update(label="l-0002"))
     for fmt in ("lambtrace-label-proof/v0", "lambtrace-label-proof/v1", "lambtrace-label-proof/v2",
                 "lambtrace-label-proof/v4", 2):
-        add(f"format {fmt}", lambda m, fmt=fmt: m.update(format=fmt))
+
+        def set_format(m: dict[str, Any], fmt: str | int = fmt) -> None:
+            m.update(format=fmt)
+
+        add(f"format {fmt}", set_format)
     add("no format", lambda m: m.pop("format"))
     add("gaps", lambda m: m.update(gaps=[{"kind": "key", "subject": "k", "reason": "not found"}]))
     add("unknown field", lambda m: m.update(extra=1))
@@ -938,7 +992,12 @@ def _mutated_bundles(genuine: dict[str, Any], genesis: Any, store: Any,
     add("v1: drop event 0", lambda m: m["events"].pop(0), v1)
     if legacy is not None:
         add("v2: genuine", lambda m: None, legacy.v2)
-        add("v2: drop event 0", lambda m: (m["events"].pop(0), _reprove(m, legacy.world.store)), legacy.v2)
+
+        def drop_first_event(m: dict[str, Any]) -> None:
+            m["events"].pop(0)
+            _reprove(m, legacy.world.store)
+
+        add("v2: drop event 0", drop_first_event, legacy.v2)
         add("v2: multiproof hash 0", lambda m: _flip_multiproof(m, 0, 3), legacy.v2)
         add("v2: cert.block", lambda m: cert(m).update(block=_flip(cert(m)["block"], 0)), legacy.v2)
         add("v2: cert.height", lambda m: cert(m).update(height=cert(m)["height"] + 1), legacy.v2)
@@ -991,7 +1050,11 @@ def _multiproof_vectors() -> list[dict[str, Any]]:
         root = cr.root()
         for t in range(4):
             picks = sorted(rng.sample(range(n), rng.randint(1, min(n, 12))))
-            proof = merkle.multiproof(picks, n, lambda lv, ix, nodes=nodes: nodes[(lv, ix)])
+
+            def node_at(lv: int, ix: int, nodes: dict[tuple[int, int], bytes] = nodes) -> bytes:
+                return nodes[(lv, ix)]
+
+            proof = merkle.multiproof(picks, n, node_at)
             leaves = [(i, nodes[(0, i)]) for i in picks]
             cases = [("genuine", leaves, proof, True), ("extra hash", leaves, [*proof, root], False),
                      ("changed leaf", [(leaves[0][0], merkle.leaf_hash(b"forged")), *leaves[1:]], proof, False)]
@@ -1255,7 +1318,7 @@ def test_js_verifier_matches_python(chain: Chain, served: Served, driver: Any,
     assert len(revocations) == 2
     assert {c["name"] for c in mutations if c["code"] is None} == revocations | {
         "re-certified genuine header", "l-0003: genuine", "v2: genuine"}
-    vectors = {
+    vectors: dict[str, Any] = {
         "encoded": encoded, "bad": bad, "headers": headers, "leaves": leaves, "keys": keys,
         "genesis": {"json": genesis_json, "hash": w.genesis.hash.hex(),
                     "validators": w.genesis.validators_hash.hex()},

@@ -31,6 +31,7 @@ def test_demo_runs_serves_and_resumes(tmp_path: Path) -> None:
     proc = demo(tmp_path, port)
     info_path = tmp_path / "d" / "demo.json"
     try:
+        assert proc.stdout is not None  # stdout=PIPE
         assert wait_until(info_path.exists, 240), proc.stdout.read() if proc.poll() is not None else "no demo.json"
         info = json.loads(info_path.read_text())
         assert set(info) >= {"chain_id", "genesis", "nodes", "actors", "labels"}
@@ -81,6 +82,7 @@ def test_four_node_demo_replicates(tmp_path: Path, victim_index: int) -> None:
     )
     info_path = tmp_path / "d4" / "demo.json"
     try:
+        assert proc.stdout is not None  # stdout=PIPE
         assert wait_until(info_path.exists, 240), proc.stdout.read() if proc.poll() is not None else "no demo.json"
         info = json.loads(info_path.read_text())
         assert len(info["nodes"]) == 4 and len({n["pid"] for n in info["nodes"]}) == 4

@@ -41,6 +41,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Any:
     )
     info_path = tmp / "d" / "demo.json"
     try:
+        assert proc.stdout is not None  # stdout=PIPE
         assert wait_until(info_path.exists, 240), proc.stdout.read() if proc.poll() is not None else "no demo.json"
         info = json.loads(info_path.read_text())
         info["dir"] = tmp

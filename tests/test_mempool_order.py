@@ -106,7 +106,9 @@ def test_a_reordering_that_changes_the_state_makes_the_node_recheck() -> None:
     before = node.metrics.reexecuted
     _commit(w, node, [rot[1], rot[0]])
     assert node.metrics.reexecuted - before == 2  # the block; nothing was left to recheck
-    keys = node.store.state_get("a/coop")["keys"]
+    coop = node.store.state_get("a/coop")
+    assert coop is not None
+    keys = coop["keys"]
     assert len(keys) == 3
     # and with something behind them in the mempool, the node rebuilds it
     w2, node2, leaves2 = _setup()

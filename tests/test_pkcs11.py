@@ -211,6 +211,7 @@ def test_sign_and_verify_with_the_ledger_verifier(keys: dict[str, p11.Pkcs11Sign
         if alg == "ecdsa-p256":
             # Raw CKM_ECDSA output is high-S about half the time; the signer must normalise.
             assert sigs.is_low_s(signature)
+    # sign() is annotated ``bytes`` but documented (and checked here) to take any bytes-like
     assert signer.sign(bytearray(b"m")) and signer.sign(memoryview(b"m"))
     with pytest.raises(TypeError):
         signer.sign("text")  # type: ignore[arg-type]
@@ -297,12 +298,14 @@ def test_a_lost_session_is_reopened_and_the_signature_retried(hsm: Hsm) -> None:
     link = signer._link
     assert other._link is link  # one logged-in session per token, shared
     epoch = link.epoch
+    assert link._session is not None  # generate_key logged in
     link._session.close()  # logs out and closes the session under both signers
     message = b"after the session was lost"
     assert sigs.verify_signature(signer.alg, signer.public_key, message, signer.sign(message))
     assert sigs.verify_signature(other.alg, other.public_key, message, other.sign(message))
     assert link.epoch > epoch
     # The reopen reads the PIN again: without it the second attempt fails with a clear code.
+    assert link._session is not None  # the signatures above reopened it
     link._session.close()
     hidden = hsm.root / "pin-moved-away"
     os.rename(hsm.pin_file, hidden)

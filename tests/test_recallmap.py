@@ -142,6 +142,7 @@ def test_a_proof_round_trips_through_its_bundle_value_and_shapes_are_checked() -
     assert p.other is not None and len(good["other"]) == 64 and len(good["siblings"]) == 32 * len(p.siblings)
     held = tree.prove(next(iter(_entries(50))))
     assert held.other is None and held.to_value()["other"] == b"" and R.proof_from_value(held.to_value()) == held
+    bad: object
     for bad in (
         None, [], {**good, "x": 1}, {k: v for k, v in good.items() if k != "other"},
         {**good, "depth": -1}, {**good, "depth": 257}, {**good, "depth": True}, {**good, "depth": 1.0},

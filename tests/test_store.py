@@ -9,6 +9,7 @@ import pytest
 from helpers import World
 from ledger import merkle
 from ledger.blocks.certificate import verify_commit
+from ledger.blocks.header import Header
 from ledger.errors import StorageError
 from ledger.events import parse_unverified
 from ledger.rules import Context, apply_event
@@ -20,6 +21,19 @@ from test_rejections_http import A, base, slaughtered
 
 def lifecycle(w: World) -> list[dict]:
     return [*base(w), *slaughtered(w), w.label("plant", "c-1", [("L1", 3000), ("L2", 2500)])]
+
+
+def header_at(store: ChainStore, height: int) -> Header:
+    """The committed header at ``height`` (which the test knows is there)."""
+    hdr = store.header(height)
+    assert hdr is not None
+    return hdr
+
+
+def last_header(store: ChainStore) -> Header:
+    """The store's last header (the test has committed at least one block)."""
+    assert store.last_header is not None
+    return store.last_header
 
 
 @pytest.mark.parametrize("kind", ["memory", "leveldb"])
@@ -41,10 +55,13 @@ def test_lifecycle_commits_and_links(tmp_path: Path, kind: str) -> None:
         assert cert is not None
         verify_commit(cert, w.chain, h, hdr.hash, w.genesis.validators)
         prev = hdr.hash
-    assert merkle.root_from_store(store.log_size, store.get_node) == store.last_header.log_root
+    assert merkle.root_from_store(store.log_size, store.get_node) == last_header(store).log_root
     lamb = store.state_get(f"t/{A}")
+    assert lamb is not None
     assert lamb["status"] == "slaughtered" and lamb["holder"] == "plant"
-    assert store.state_get("l/L1")["carcass"] == "c-1"
+    label = store.state_get("l/L1")
+    assert label is not None
+    assert label["carcass"] == "c-1"
     assert len(store.tag_event_indexes(A)) == 5  # tag, ship, receive, slaughter, label
 
 
@@ -53,12 +70,12 @@ def test_restart_recovers_the_same_chain(tmp_path: Path) -> None:
     node = w.new_node(LevelKV(str(tmp_path / "db")))
     node.submit(lifecycle(w))
     node.produce_block()
-    hashes = [node.store.header(h).hash for h in range(1, node.store.height + 1)]
-    root, size, sh = node.store.last_header.log_root, node.store.log_size, node.store.state_hash()
+    hashes = [header_at(node.store, h).hash for h in range(1, node.store.height + 1)]
+    root, size, sh = last_header(node.store).log_root, node.store.log_size, node.store.state_hash()
     node.store.close()
     store = ChainStore(LevelKV(str(tmp_path / "db")), w.genesis)
-    assert [store.header(h).hash for h in range(1, store.height + 1)] == hashes
-    assert (store.last_header.log_root, store.log_size, store.state_hash()) == (root, size, sh)
+    assert [header_at(store, h).hash for h in range(1, store.height + 1)] == hashes
+    assert (last_header(store).log_root, store.log_size, store.state_hash()) == (root, size, sh)
     store.close()
 
 
@@ -89,7 +106,7 @@ def test_apply_is_deterministic_and_state_hash_agrees() -> None:
     from ledger.state import genesis_writes, state_hash
 
     replay = MemoryState(genesis_writes(w.genesis))
-    hdr = store.last_header
+    hdr = last_header(store)
     for i in range(store.log_size):
         view = StateView(replay)
         ev = parse_unverified(__import__("ledger.codec", fromlist=["decode"]).decode(store.leaf(i)))
@@ -124,5 +141,5 @@ def test_blocks_respect_the_event_limit() -> None:
     sizes = []
     while node.mempool_size:
         node.produce_block()
-        sizes.append(node.store.last_header.log_size)
+        sizes.append(last_header(node.store).log_size)
     assert sizes == [4, 8, 10]

@@ -154,8 +154,8 @@ def _nested(depth: int) -> dict[str, Any]:
 def test_handshake_signature_binds_names_nonces_and_role() -> None:
     k = KEYS["a"]
     n1, n2 = b"\x01" * NONCE_BYTES, b"\x02" * NONCE_BYTES
-    t = {"chain": CHAIN, "genesis_hash": GENESIS, "initiator": "a", "initiator_nonce": n1,
-         "responder": "b", "responder_nonce": n2}
+    t: dict[str, Any] = {"chain": CHAIN, "genesis_hash": GENESIS, "initiator": "a", "initiator_nonce": n1,
+                         "responder": "b", "responder_nonce": n2}
     sig = sign_handshake(k, role="initiator", **t)
     assert verify_handshake(k.alg, k.public_key, sig, role="initiator", **t)
     assert not verify_handshake(k.alg, k.public_key, sig, role="responder", **t)  # no reflection
@@ -357,7 +357,11 @@ def test_bad_frames_are_dropped_counted_and_cut() -> None:
             reader, writer, _ = await raw_handshake(a.port)
             writer.write(struct.pack(">I", len(body)) + body)
             assert await closed_by_peer(reader), i
-            await until(lambda i=i: a.t.stats["dropped_malformed"] == i, f"bad frame {i} counted")
+
+            def counted(i: int = i) -> bool:
+                return a.t.stats["dropped_malformed"] == i
+
+            await until(counted, f"bad frame {i} counted")
 
         assert "obs" not in a.t.connected()
         assert a.got("obs") == [{"p": b"x" * pad}, {"n": 1}]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -11,7 +12,7 @@ from lambtrace.tuning import GC_THRESHOLD, tune_process
 
 
 @pytest.fixture
-def saved_gc():
+def saved_gc() -> Iterator[None]:
     threshold, enabled, switch = gc.get_threshold(), gc.isenabled(), sys.getswitchinterval()
     yield
     gc.set_threshold(*threshold)
@@ -20,7 +21,8 @@ def saved_gc():
     sys.setswitchinterval(switch)
 
 
-def test_raises_the_young_threshold_freezes_startup_objects_and_restores(saved_gc, monkeypatch):
+def test_raises_the_young_threshold_freezes_startup_objects_and_restores(saved_gc: None,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LAMBTRACE_GC_THRESHOLD", raising=False)
     before = gc.get_threshold()
     restore = tune_process()
@@ -33,14 +35,15 @@ def test_raises_the_young_threshold_freezes_startup_objects_and_restores(saved_g
 
 
 @pytest.mark.parametrize(("raw", "expect"), [("20000", (20000,)), ("bogus", (GC_THRESHOLD,)), ("", (GC_THRESHOLD,))])
-def test_threshold_from_the_environment(saved_gc, monkeypatch, raw, expect):
+def test_threshold_from_the_environment(saved_gc: None, monkeypatch: pytest.MonkeyPatch, raw: str,
+                                        expect: tuple[int]) -> None:
     monkeypatch.setenv("LAMBTRACE_GC_THRESHOLD", raw)
     restore = tune_process()
     assert gc.get_threshold()[:1] == expect
     restore()
 
 
-def test_zero_turns_the_collector_off_until_restored(saved_gc, monkeypatch):
+def test_zero_turns_the_collector_off_until_restored(saved_gc: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LAMBTRACE_GC_THRESHOLD", "0")
     restore = tune_process()
     assert not gc.isenabled()
@@ -48,7 +51,7 @@ def test_zero_turns_the_collector_off_until_restored(saved_gc, monkeypatch):
     assert gc.isenabled()
 
 
-def test_a_bad_switch_interval_falls_back(saved_gc, monkeypatch):
+def test_a_bad_switch_interval_falls_back(saved_gc: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LAMBTRACE_SWITCH_S", "soon")
     restore = tune_process()
     assert sys.getswitchinterval() == pytest.approx(0.005)

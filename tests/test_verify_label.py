@@ -529,7 +529,7 @@ def forge(w: ApiWorld, leaves: list[bytes], picks: list[int], *, label: str = LA
         header = dataclasses.replace(header, state_root=tree.root)
         proof = tree.prove(label)
     cert = sign_commit(g.chain, header.height, 0, header.hash, signers or [(VALIDATOR, w.validator)])
-    out = {
+    out: dict[str, Any] = {
         "format": "lambtrace-label-proof/v3" if proof is not None else "lambtrace-label-proof/v2",
         "genesis_hash": g.hash,
         "label": label,
@@ -860,7 +860,9 @@ def test_the_recall_map_follows_lambs_carcasses_labels_and_siblings() -> None:
     assert recallmap.size_in(w.store) == 2
     assert recallmap.value_in(w.store, LABEL) is not None and recallmap.value_in(w.store, "l-0002") is not None
     # a recalled lamb's carcass can no longer be labelled
-    assert w.store.state_get(f"t/{TAG_A}")["carcass"] == "c-1"
+    lamb = w.store.state_get(f"t/{TAG_A}")
+    assert lamb is not None
+    assert lamb["carcass"] == "c-1"
 
 
 # -- the command line --------------------------------------------------------------------------
