@@ -248,10 +248,18 @@ def test_page_html_and_static_files(chain: Chain, served: Served) -> None:
     # another), and the page names its icon
     imports = re.findall(r'^import .* from "\./([a-z0-9]+\.js)";$', requests.get(served.url + "/static/label.js",
                                                                              timeout=10).text, re.M)
-    preloaded = re.findall(r'<link rel="modulepreload" href="/static/([a-z0-9]+\.js)">', html)
+    preloaded = re.findall(r'<link rel="modulepreload" href="/static/v/[0-9a-f]{16}/([a-z0-9]+\.js)">', html)
     assert imports and sorted(imports) == sorted(preloaded), (imports, preloaded)
-    icon = requests.get(served.url + "/static/icon.svg", timeout=10)
-    assert 'rel="icon" href="/static/icon.svg"' in html and icon.headers["Content-Type"].startswith("image/svg+xml")
+    (icon_url,) = re.findall(r'<link rel="icon" href="(/static/v/[0-9a-f]{16}/icon\.svg)"', html)
+    assert requests.get(served.url + icon_url, timeout=10).headers["Content-Type"].startswith("image/svg+xml")
+    # everything the page links is under one version of the static files, kept for a year
+    linked = re.findall(r'(?:href|src)="(/static/[^"]+)"', html)
+    assert len(linked) >= 7 and len({u.split("/")[3] for u in linked}) == 1, linked
+    for u in linked:
+        a = requests.get(served.url + u, timeout=10)
+        assert a.status_code == 200 and a.headers["Cache-Control"] == "public, max-age=31536000, immutable", u
+    old = requests.get(served.url + "/static/v/0000000000000000/label.js", timeout=10)
+    assert old.status_code == 200 and old.headers["Cache-Control"] == "no-cache"  # another version: revalidated
     gone = requests.get(served.url + "/l/l-9999", timeout=10)
     assert gone.status_code == 404 and 'data-verdict="failed"' in gone.text and "查无此标签" in gone.text
     assert requests.get(served.url + "/l/bad%20label", timeout=10).status_code == 400
@@ -302,7 +310,10 @@ def test_genuine_label_verifies_in_the_browser(chain: Chain, served: Served, dri
     fetched = driver.execute_script(
         "return performance.getEntriesByType('resource').map((r) => new URL(r.name).pathname)")
     assert fetched.count("/v1/labels/l-0001/proof") == 1 and fetched.count("/v1/genesis") == 1, fetched
-    assert fetched.index("/static/prefetch.js") < fetched.index("/v1/labels/l-0001/proof"), fetched
+    scripts = [u.rsplit("/", 1)[-1] for u in fetched]
+    assert scripts.index("prefetch.js") < fetched.index("/v1/labels/l-0001/proof"), fetched
+    # the page's scripts load from one version, their relative imports included
+    assert len({u.split("/")[3] for u in fetched if u.startswith("/static/")}) == 1, fetched
     assert driver.execute_script("return Object.keys(window.lambtracePrefetch)") == []
     driver.execute_script("document.getElementById('tech').open = true")
     assert chain.genesis_hex in text(driver, "#tech")

@@ -13,6 +13,7 @@ from flask import Blueprint
 from . import (
     actors,
     alerts,
+    assets,
     backup,
     blocks,
     checks,
@@ -44,4 +45,5 @@ BLUEPRINTS: tuple[Blueprint, ...] = (
     backup.bp,
     alerts.bp,
     reports.bp,
+    assets.bp,
 )
