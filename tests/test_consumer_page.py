@@ -416,6 +416,65 @@ def test_language_switch_is_remembered(chain: Chain, served: Served, driver: Any
     assert text(driver, "#verdict-title") == "Authentic record"
 
 
+NEWER_APIS = ("AbortSignal.timeout", "AbortSignal.any", "Object.hasOwn", "Object.groupBy", "structuredClone",
+               "Array.prototype.at", "Array.prototype.findLast", "Array.prototype.findLastIndex",
+               "Array.prototype.toSorted", "String.prototype.at", "String.prototype.replaceAll")
+"""What browsers added after Safari 14 and Chrome 86, the oldest the pages are for (phones
+that are not updated any more, and in-app browsers that lag)."""
+
+
+# AbortSignal.timeout goes (the pages must work without it); the others stay for the
+# browser driver's own scripts, and a call to one from a page's script is written down
+OLDER_BROWSER = """
+delete AbortSignal.timeout; delete AbortSignal.any;
+window.__newerApiCalls = [];
+for (const name of %s) {
+  const parts = name.split("."), prop = parts.pop();
+  const owner = parts.reduce((o, p) => (o ? o[p] : undefined), window);
+  const original = owner && owner[prop];
+  if (typeof original !== "function") continue;
+  owner[prop] = function (...args) {
+    if ((new Error().stack || "").includes("/static/")) window.__newerApiCalls.push(name);
+    return original.apply(this, args);
+  };
+}
+"""
+
+
+def test_a_phone_without_the_newest_browser_apis_still_verifies(chain: Chain, served: Served, driver: Any) -> None:
+    source = OLDER_BROWSER % json.dumps([n for n in NEWER_APIS if not n.startswith("AbortSignal.")])
+    added = driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": source})
+    try:
+        clear_language(driver, served.url)
+        box = open_page(driver, f"{served.url}/l/l-0001#g={chain.genesis_hex}")
+        assert driver.execute_script("return typeof AbortSignal.timeout") == "undefined"
+        assert box.get_attribute("data-verdict") == "verified", text(driver, "#verdict")
+        assert driver.execute_script("return window.__newerApiCalls") == []
+        # the page's own requests work too: a code typed into the form is checked
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        assert driver.execute_script("return document.getElementById('check-code').hidden") is False
+        driver.find_element(By.ID, "check-input").send_keys("AAAA-AAAA-AAAA")
+        driver.execute_script("document.getElementById('check-result').dataset.state = 'idle'")
+        driver.find_element(By.ID, "check-submit").click()
+        WebDriverWait(driver, 15).until(
+            lambda d: d.find_element(By.ID, "check-result").get_attribute("data-state") != "idle")
+        assert driver.find_element(By.ID, "check-result").get_attribute("data-state") == "wrong", text(
+            driver, "#check-result")
+        assert open_page(driver, f"{served.url}/l/l-0003#g={chain.genesis_hex}").get_attribute(
+            "data-verdict") == "verified"
+        assert driver.execute_script("return document.getElementById('recall').hidden") is False
+        assert driver.execute_script("return window.__newerApiCalls") == []
+        other = ("0" if chain.genesis_hex[0] != "0" else "1") + chain.genesis_hex[1:32]
+        box = open_page(driver, f"{served.url}/l/l-0001#g={other}")
+        assert (box.get_attribute("data-verdict"), box.get_attribute("data-reason")) == (
+            "failed", "fingerprint_mismatch")
+        assert driver.execute_script("return window.__newerApiCalls") == []
+    finally:
+        driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": added["identifier"]})
+
+
 def test_without_fingerprint_the_page_says_it_used_the_servers_genesis(chain: Chain, served: Served,
                                                                        driver: Any) -> None:
     clear_language(driver, served.url)

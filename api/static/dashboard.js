@@ -301,7 +301,7 @@ function renderAlerts() {
 }
 
 function alertName(kind) {
-  return STRINGS[lang][`alert.${kind}`] ?? kind.replaceAll("_", " ");
+  return STRINGS[lang][`alert.${kind}`] ?? kind.split("_").join(" ");
 }
 
 function subjectText(subject) {

@@ -337,6 +337,14 @@ function setVerdict(state, { code = null, message = "", anchor, checkedBy }) {
 
 const FETCH_TIMEOUT_MS = 20_000;
 
+/** A signal that aborts after ``ms`` (AbortSignal.timeout is Safari 16 and Chrome 103). */
+function timeoutSignal(ms) {
+  if (typeof AbortSignal.timeout === "function") return AbortSignal.timeout(ms);
+  const controller = new AbortController();
+  setTimeout(() => controller.abort(new DOMException("the request timed out", "TimeoutError")), ms);
+  return controller.signal;
+}
+
 /** The answer prefetch.js already asked for (once), or null. */
 function prefetched(url) {
   const started = window.lambtracePrefetch;
@@ -353,7 +361,7 @@ async function getJson(url, what) {
       headers: { Accept: "application/json" },
       cache: "no-store",
       credentials: "omit",
-      signal: AbortSignal.timeout(FETCH_TIMEOUT_MS),
+      signal: timeoutSignal(FETCH_TIMEOUT_MS),
     }));
   } catch (e) {
     throw new V.VerificationError("fetch_failed", `could not fetch ${what}: ${e.message}`);
@@ -438,7 +446,7 @@ async function postJson(url, body) {
     body: JSON.stringify(body),
     cache: "no-store",
     credentials: "omit",
-    signal: AbortSignal.timeout(FETCH_TIMEOUT_MS),
+    signal: timeoutSignal(FETCH_TIMEOUT_MS),
   });
   let json = null;
   try {

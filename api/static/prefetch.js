@@ -6,13 +6,22 @@
 // the ones label.js makes, with the same options.
 const FETCH_TIMEOUT_MS = 20_000;
 const started = {};
+
+function timeoutSignal(ms) {
+  // as label.js's: AbortSignal.timeout is Safari 16 and Chrome 103
+  if (typeof AbortSignal.timeout === "function") return AbortSignal.timeout(ms);
+  const controller = new AbortController();
+  setTimeout(() => controller.abort(new DOMException("the request timed out", "TimeoutError")), ms);
+  return controller.signal;
+}
+
 for (const meta of document.querySelectorAll('meta[name="lambtrace-fetch"]')) {
   const url = meta.content;
   const answer = fetch(url, {
     headers: { Accept: "application/json" },
     cache: "no-store",
     credentials: "omit",
-    signal: AbortSignal.timeout(FETCH_TIMEOUT_MS),
+    signal: timeoutSignal(FETCH_TIMEOUT_MS),
   });
   answer.catch(() => {}); // label.js reports the failure when it takes this answer
   started[url] = answer;

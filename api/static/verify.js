@@ -85,6 +85,9 @@ function fail(code, message) {
 
 // ------------------------------------------------------------------------- bytes
 
+// Object.hasOwn is Safari 15.4 and Chrome 93: phones older than that still verify
+const hasOwn = (obj, key) => Object.prototype.hasOwnProperty.call(obj, key);
+
 const utf8Encoder = new TextEncoder();
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
@@ -160,7 +163,7 @@ function isInt(v) {
 function hasExactly(obj, required, optional = []) {
   if (!isMap(obj)) return false;
   const keys = Object.keys(obj);
-  for (const k of required) if (!Object.hasOwn(obj, k)) return false;
+  for (const k of required) if (!hasOwn(obj, k)) return false;
   for (const k of keys) if (!required.includes(k) && !optional.includes(k)) return false;
   return true;
 }
@@ -936,9 +939,9 @@ function validDate(text) {
 
 function checkFields(spec, value, path) {
   if (!isMap(value)) badField(path, "must be a map");
-  for (const k of Object.keys(value)) if (!Object.hasOwn(spec, k)) badField(`${path}.${k}`, "is not a field of this kind");
+  for (const k of Object.keys(value)) if (!hasOwn(spec, k)) badField(`${path}.${k}`, "is not a field of this kind");
   for (const [name, f] of Object.entries(spec)) {
-    if (!Object.hasOwn(value, name)) {
+    if (!hasOwn(value, name)) {
       if (f.req) badField(`${path}.${name}`, "is required");
       continue;
     }
@@ -954,10 +957,10 @@ function checkField(f, v, path) {
     if (n > (t === "str" && f.max ? f.max : LIMITS.maxStrChars)) badField(path, "too long");
     if (t === "str" && f.min !== undefined && n < f.min) badField(path, "too short");
     if (t === "id" && !ID_RE.test(v)) badField(path, "not an id");
-    if (t === "tag" && !(TAG_RE.test(v) && Object.hasOwn(COUNTIES, v.slice(1, 7)))) badField(path, "not an ear tag");
+    if (t === "tag" && !(TAG_RE.test(v) && hasOwn(COUNTIES, v.slice(1, 7)))) badField(path, "not an ear tag");
     if (t === "chip" && !CHIP_RE.test(v)) badField(path, "not a chip id");
     if (t === "date" && !validDate(v)) badField(path, "not a YYYY-MM-DD date");
-    if (t === "county" && !Object.hasOwn(COUNTIES, v)) badField(path, "not a county code of the league");
+    if (t === "county" && !hasOwn(COUNTIES, v)) badField(path, "not a county code of the league");
     if (t === "enum" && !f.choices.includes(v)) badField(path, `must be one of ${f.choices.join(", ")}`);
   } else if (t === "int") {
     if (!isInt(v)) badField(path, "must be an integer");
@@ -999,7 +1002,7 @@ export async function parseLeaf(leaf) {
     fail("bad_event", "event.time must be milliseconds since the epoch");
   }
   const kind = KINDS[env.kind];
-  if (!Object.hasOwn(KINDS, env.kind)) fail("bad_event", `unknown event kind ${env.kind}`);
+  if (!hasOwn(KINDS, env.kind)) fail("bad_event", `unknown event kind ${env.kind}`);
   checkFields(kind.body, env.body, "body");
   const sigs = value.sigs;
   if (!Array.isArray(sigs) || sigs.length === 0) fail("bad_event", "an event needs at least one signature");
@@ -1041,7 +1044,7 @@ function jsonStr(v, what) {
 }
 
 function jsonPub(alg, hex, what) {
-  if (!Object.hasOwn(KEY_SIZES, alg)) fail("malformed", `${what}: unknown key algorithm ${alg}`);
+  if (!hasOwn(KEY_SIZES, alg)) fail("malformed", `${what}: unknown key algorithm ${alg}`);
   return hexToBytes(hex, what, KEY_SIZES[alg]);
 }
 
@@ -1068,7 +1071,7 @@ export function genesisFromJson(j) {
     fail("malformed", "genesis trace_office has id, banner, keys[, name]");
   }
   const traceOffice = { id: jsonStr(to.id, "trace office id"), banner: jsonStr(to.banner, "banner") };
-  if (Object.hasOwn(to, "name")) traceOffice.name = jsonStr(to.name, "trace office name");
+  if (hasOwn(to, "name")) traceOffice.name = jsonStr(to.name, "trace office name");
   traceOffice.keys = to.keys.map((k) => {
     if (!hasExactly(k, ["alg", "pub", "storage"])) fail("malformed", "a root key has alg, pub and storage");
     return { alg: k.alg, pub: jsonPub(k.alg, k.pub, "root key"), storage: jsonStr(k.storage, "storage") };
@@ -1113,7 +1116,7 @@ export function headerFromJson(j) {
     validators: hexToBytes(j.validators, "header.validators", 32),
     proposer: jsonStr(j.proposer, "header.proposer"),
   };
-  if (Object.hasOwn(j, "state_root") && j.state_root !== null) h.state_root = hexToBytes(j.state_root, "header.state_root", 32);
+  if (hasOwn(j, "state_root") && j.state_root !== null) h.state_root = hexToBytes(j.state_root, "header.state_root", 32);
   return h;
 }
 
@@ -1170,7 +1173,7 @@ function hashString(text, most, what) {
 /** The bundle's shape (format, exact fields, types, sizes) as values with real bytes; no hashing. */
 function parseBundle(j) {
   if (!isMap(j)) fail("malformed_bundle", "a bundle is a map");
-  if (!Object.hasOwn(j, "format")) fail("malformed_bundle", "the bundle has no format");
+  if (!hasOwn(j, "format")) fail("malformed_bundle", "the bundle has no format");
   if (typeof j.format !== "string") fail("malformed_bundle", "format must be text");
   if (!FORMATS.includes(j.format)) fail("unsupported_format", `bundle format ${j.format.slice(0, 64)}; this page reads ${FORMATS.join(", ")}`);
   const v1 = j.format === FORMAT_V1;
@@ -1208,7 +1211,7 @@ function parseBundle(j) {
   return {
     format: j.format,
     genesisHash: hexToBytes(j.genesis_hash, "genesis_hash", 32),
-    genesis: Object.hasOwn(j, "genesis") ? genesisFromJson(j.genesis) : null,
+    genesis: hasOwn(j, "genesis") ? genesisFromJson(j.genesis) : null,
     label: j.label,
     header: headerFromJson(j.checkpoint.header),
     certificate: certificateFromJson(j.checkpoint.certificate, v3),
@@ -1316,7 +1319,7 @@ async function buildMembers(g, events) {
     if (keys.has(kid)) fail("inconsistent_story", `key ${kid} is put on the ledger twice`);
     keys.set(kid, {
       kid, alg: rec.alg, pub: rec.pub, storage: rec.storage, actor, device, notBefore: ev.time,
-      notAfter: Object.hasOwn(rec, "not_after") ? rec.not_after : null, index: ev.index, revokedAt: null, revokedIndex: null,
+      notAfter: hasOwn(rec, "not_after") ? rec.not_after : null, index: ev.index, revokedAt: null, revokedIndex: null,
     });
   };
   for (const ev of events) {
@@ -1503,10 +1506,10 @@ export async function verifyLabelBundle(json, { label, fingerprint = null, genes
     if (b.format !== FORMAT) {
       fail("incomplete_bundle", `this chain commits its recalls in every header; a ${b.format} bundle cannot prove that no recall was left out`);
     }
-    if (!Object.hasOwn(h, "state_root")) fail("bad_certificate", "the checkpoint carries no state_root, which this chain's genesis requires");
+    if (!hasOwn(h, "state_root")) fail("bad_certificate", "the checkpoint carries no state_root, which this chain's genesis requires");
   } else {
     if (b.format === FORMAT) fail("malformed_bundle", "the bundle has a recall proof for a chain whose genesis defines no recall map");
-    if (Object.hasOwn(h, "state_root")) fail("bad_certificate", "the checkpoint carries a state_root, which no rule of this chain defines");
+    if (hasOwn(h, "state_root")) fail("bad_certificate", "the checkpoint carries a state_root, which no rule of this chain defines");
   }
   const blockHash = await headerHash(h);
   if (cert.block === null) { // v3: the header gives the certificate's height and block
