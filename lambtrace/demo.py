@@ -474,6 +474,7 @@ def run_demo(args: argparse.Namespace) -> int:
         recalled = state.get("recalled_labels") or []
         if recalled:
             _say(f"recalled label: {urls[0]}/l/{recalled[0]}#g={genesis.hash.hex()[:32]}")
+        _say(f"dashboard:     {urls[0]}/dashboard")
         _say(f"status:        {urls[0]}/v1/status")
         if args.exit_when_ready:
             return 0

@@ -53,11 +53,14 @@ def test_demo_runs_serves_and_resumes(tmp_path: Path) -> None:
         for a in info["actors"]:
             assert Path(a["key_file"]).exists()
         log_size = status["log_size"]
+        dashboard = requests.get(node["api"] + "/dashboard", timeout=5)
+        assert dashboard.status_code == 200 and "text/html" in dashboard.headers["Content-Type"]
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert "consumer page" in out and "demo.json" in out
+    assert f"dashboard:     {node['api']}/dashboard" in out  # DESIGN §7: it prints the consumer and dashboard URLs
     assert "stopped 1 node process(es); the chain stays in" in out  # Ctrl-C says what became of it
     assert wait_until(lambda: not pid_alive(node["pid"]), 20), "the node outlived the demo"
 
