@@ -249,19 +249,23 @@ class LabelChecks:
         del place
         t = now_ms if mono_ms is None else mono_ms
         with self._lock:
-            if client is not None:
-                key = (client, label)
-                last = self._scanned.get(key)
-                if last is not None and t - last < self.config.scan_window_ms:
-                    self._scanned.move_to_end(key)
-                    return self.stats(label)
-                self._scanned[key] = t
-                self._scanned.move_to_end(key)
-                while len(self._scanned) > self.config.max_tracked:
-                    self._scanned.popitem(last=False)
-            n = self._count(label, b"n") + 1
-            self.kv.write({self._key(label, b"n"): _u64(n)}, sync=False)
+            if client is None or self._new_scanner(client, label, t):
+                n = self._count(label, b"n") + 1
+                self.kv.write({self._key(label, b"n"): _u64(n)}, sync=False)
         return self.stats(label)
+
+    def _new_scanner(self, client: bytes, label: str, t: int) -> bool:
+        """Whether ``client``'s scan of ``label`` at ``t`` counts (none counted within the
+        scan window); remembers it if so.  Called under ``_lock``."""
+        key = (client, label)
+        last = self._scanned.get(key)
+        counts = last is None or t - last >= self.config.scan_window_ms
+        if counts:
+            self._scanned[key] = t
+        self._scanned.move_to_end(key)
+        while len(self._scanned) > self.config.max_tracked:
+            self._scanned.popitem(last=False)
+        return counts
 
     def check_code(self, label: str, commitment: bytes, code: str, now_ms: int, place: str | None,
                    client: bytes, *, mono_ms: int | None = None) -> dict[str, Any]:
