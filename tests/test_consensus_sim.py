@@ -12,6 +12,8 @@ seed replays with ``python -m tests.sim.run --seed N``.
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 import pytest
@@ -32,6 +34,7 @@ from ledger.consensus.machine import (
     VoteIn,
 )
 from ledger.consensus.replica import SYNC_IN_FLIGHT_MS, MemoryWAL, Replica, Send
+from sim import run as sim_run
 from sim.sim import Faults, Sim, SimApp, SimFailure, block_hash, run_seed
 
 CI_SEEDS = 500
@@ -51,13 +54,32 @@ def test_500_seeds_with_faults(chunk: int) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # about 400 s on one core here; the suite's 300 s bound is for ordinary tests
 def test_10000_seeds_soak() -> None:
-    failed = []
-    for seed in range(CI_SEEDS, CI_SEEDS + 10_000):
-        try:
-            run_seed(seed)
-        except SimFailure as exc:
-            failed.append(str(exc))
-    assert not failed, "\n".join(failed[:20])
+    failed = sim_run.run(range(CI_SEEDS, CI_SEEDS + 10_000), jobs=os.cpu_count() or 1, quiet=True)
+    assert not failed, "\n".join(why for _seed, why in failed[:20])
+
+
+def test_the_seed_runner_reports_each_failure_with_its_replay(monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m tests.sim.run``: the JSON summary names the failed seeds, the exit code is
+    1, and each failure is printed with the command that replays it."""
+    def flaky(seed: int) -> None:
+        if seed % 7 == 3:
+            raise SimFailure(f"seed {seed}: planted")
+    monkeypatch.setattr(sim_run, "run_seed", flaky)
+    assert sim_run.main(["--seeds", "30", "--start", "100", "--jobs", "1", "--quiet"]) == 1
+    out, err = capsys.readouterr()
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["seeds"] == 30 and summary["first"] == 100
+    assert summary["failed"] == [101, 108, 115, 122, 129]
+    assert "seed 108: planted" in err and "python -m tests.sim.run --seed 108" in err
+    assert sim_run.main(["--seed", "102"]) == 0
+    assert json.loads(capsys.readouterr().out)["failed"] == []
+
+
+def test_the_seed_runner_uses_every_core_and_agrees_with_one() -> None:
+    """Real seeds on two processes: the same (empty) verdict as in this process."""
+    assert sim_run.run(range(40, 90), jobs=2, quiet=True) == []
+    assert sim_run.run(range(40, 45), jobs=1, quiet=True) == []
 
 
 def test_a_run_is_a_function_of_its_seed() -> None:
