@@ -17,7 +17,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +182,7 @@ class NodeConfig:
             return q if q.is_absolute() else (base / q)
 
         try:
-            limits = Limits(**d.get("limits", {}))
+            limits = _limits(path, d.get("limits", {}))
             genesis = path_of(d["genesis"])
             data = path_of(d["data"])
             if genesis is None or data is None:
@@ -224,6 +224,25 @@ class NodeConfig:
             if value or name == "listen":
                 check_host_port(value, f"node config {path}: {name}", code="bad_config")
         return cfg
+
+
+RETIRED_LIMITS = frozenset({"max_proof_nodes"})
+"""Limits a node no longer reads, accepted in old configs and ignored: a proof path's length
+is bounded by the verifier (``verify.label.MAX_PROOF_HASHES``), not by a node."""
+
+
+def _limits(path: str | os.PathLike[str], d: Any) -> Limits:
+    if not isinstance(d, dict):
+        raise LedgerError(f"node config {path}: limits is a JSON object, not {d!r}", code="bad_config")
+    known = {f.name for f in fields(Limits)}
+    unknown = sorted(set(d) - known - RETIRED_LIMITS)
+    if unknown:
+        raise LedgerError(f"node config {path}: unknown limit(s) {', '.join(unknown)} "
+                          f"(known: {', '.join(sorted(known))})", code="bad_config")
+    for k, v in d.items():
+        if k in known and (type(v) is not int or v < 1):
+            raise LedgerError(f"node config {path}: limits.{k} is a positive integer, not {v!r}", code="bad_config")
+    return Limits(**{k: v for k, v in d.items() if k in known})
 
 
 @contextmanager

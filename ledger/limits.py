@@ -21,7 +21,6 @@ class Limits:
     max_block_bytes: int = 8 * 1024 * 1024
     """Leaf bytes in one block; a proposal (block + framing) must fit in one peer message."""
     max_mempool_events: int = 50_000
-    max_proof_nodes: int = 64
     max_message_bytes: int = 16 * 1024 * 1024
     max_sigs_per_event: int = 4
     max_list_items: int = 1_000

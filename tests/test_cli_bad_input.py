@@ -122,7 +122,11 @@ def test_node_config_with_a_trusted_proxy_that_is_no_address(tmp_path: Path,
 
 @pytest.mark.parametrize(("extra", "said"), [({"check_scan_treshold": 5}, "check_scan_treshold"),
                                              ({"check_scan_threshold": 0}, "positive integer"),
-                                             ({"check_window_ms": "600000"}, "positive integer")])
+                                             ({"check_window_ms": "600000"}, "positive integer"),
+                                             ({"limits": {"max_event_byte": 9000}}, "max_event_byte"),
+                                             ({"limits": {"max_event_bytes": "9000"}}, "limits.max_event_bytes"),
+                                             ({"limits": {"max_depth": 0}}, "positive integer"),
+                                             ({"limits": [8]}, "limits is a JSON object")])
 def test_node_config_with_a_misspelt_or_mistyped_setting(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                          extra: dict[str, Any], said: str) -> None:
     cfg = tmp_path / "config.json"
@@ -583,3 +587,16 @@ def test_a_genesis_that_cannot_be_read_names_the_cause_in_words(capsys: pytest.C
     assert rc == 2
     missing = tmp_path / "nope.json"
     assert err.strip() == f"error: genesis_missing: cannot read genesis {missing}: No such file or directory"
+
+
+def test_node_config_with_a_retired_limit_still_loads(tmp_path: Path) -> None:
+    """``max_proof_nodes`` was documented and read by nothing: a config that sets it loads,
+    the limit ignored, the others kept."""
+    from lambtrace.config import NodeConfig
+
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"name": "league", "genesis": "g.json", "data": "data",
+                               "limits": {"max_proof_nodes": 64, "max_depth": 6}}))
+    loaded = NodeConfig.load(cfg)
+    assert loaded.limits.max_depth == 6
+    assert not hasattr(loaded.limits, "max_proof_nodes")
