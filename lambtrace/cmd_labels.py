@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from ledger.errors import LedgerError, TransportError
+from ledger.genesis import FINGERPRINT_HEX
 
 from .config import answer_of
 from .labels import A4_H_MM, A4_W_MM, LABEL_H_MM, LABEL_W_MM, LabelInfo, label_png, label_svg, sheet_pdf
 
 FORMATS = ("svg", "png", "pdf")
 MAX_PNG_SCALE = 100
-FINGERPRINT_HEX = 32
-"""The QR link carries the first 32 hex chars (128 bits) of the genesis hash."""
 
 _LABEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 

@@ -33,7 +33,7 @@ import msgpack
 
 from ledger import codec, merkle
 from ledger.errors import LedgerError, StorageError, VerificationError
-from ledger.genesis import Genesis
+from ledger.genesis import FINGERPRINT_HEX, FINGERPRINT_MAX_HEX, Genesis
 from ledger.state import STATE_HASH_TAG
 
 from .config import answer_of, load_genesis, write_json
@@ -141,7 +141,10 @@ def cmd_verify_label(args: argparse.Namespace) -> int:
             Path(args.save).write_bytes(raw)
     if fingerprint is not None:
         fp = fingerprint.lower()
-        if not re.fullmatch(r"[0-9a-f]{8,64}", fp) or not genesis.hash.hex().startswith(fp):
+        if not re.fullmatch(rf"[0-9a-f]{{{FINGERPRINT_HEX},{FINGERPRINT_MAX_HEX}}}", fp):
+            return _fail(WrongGenesis(f"the link's genesis fingerprint {fingerprint!r} is not {FINGERPRINT_HEX} to "
+                                      f"{FINGERPRINT_MAX_HEX} hex characters"))
+        if not genesis.hash.hex().startswith(fp):
             return _fail(WrongGenesis(f"the link's genesis fingerprint {fingerprint} is not the trusted genesis "
                                       f"{genesis.hash.hex()[:16]}…"))
     max_age = int(args.max_age_s * 1000) if args.max_age_s is not None else None

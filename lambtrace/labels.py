@@ -30,6 +30,8 @@ from xml.sax.saxutils import escape
 
 import segno
 
+from ledger.genesis import FINGERPRINT_HEX, FINGERPRINT_MAX_HEX
+
 __all__ = [
     "A4_H_MM",
     "A4_W_MM",
@@ -62,7 +64,7 @@ SUBHEADING = "Xilingol lamb, traceable: scan to check"
 SCRATCH_ZH = "刮开涂层"
 SCRATCH_EN = "scratch"
 
-_FINGERPRINT = re.compile(r"[0-9a-f]{32,64}")
+_FINGERPRINT = re.compile(rf"[0-9a-f]{{{FINGERPRINT_HEX},{FINGERPRINT_MAX_HEX}}}")
 _MM_TO_PT = 72.0 / 25.4
 
 

@@ -902,6 +902,10 @@ def test_cli_verify_label(tmp_path: Path, seasoned: tuple[ApiWorld, dict[str, An
     # a link carrying another genesis's fingerprint
     assert main(["verify-label", "--url", f"{served.url}/l/{LABEL}#g={'0' * 32}", "--genesis", str(gpath)]) == 1
     assert "wrong_genesis" in capsys.readouterr().err
+    # a fingerprint too short to pin a genesis (the page refuses it too), even a true prefix
+    assert main(["verify-label", "--url", f"{served.url}/l/{LABEL}#g={fp[:16]}", "--genesis", str(gpath)]) == 1
+    err = capsys.readouterr().err
+    assert "wrong_genesis" in err and "32 to 64 hex characters" in err
     # usage and I/O errors are exit 2
     assert main(["verify-label", "--url", served.url, "--genesis", str(gpath)]) == 2
     assert main(["verify-label", "--bundle", str(tmp_path / "none"), "--genesis", str(gpath)]) == 2

@@ -121,6 +121,7 @@ MAX_BUNDLE_BYTES = 4 * 1024 * 1024
 MAX_EVENTS = 1024
 """Most events one bundle may hold (the builder's ``ProofOptions.max_events``)."""
 MAX_PROOF_HASHES = 64
+"""Most hashes on one inclusion path: enough for a log of 2^64 leaves."""
 
 _FIELDS_V1 = frozenset({"format", "genesis_hash", "genesis", "label", "checkpoint", "events", "gaps"})
 _EVENT_FIELDS_V1 = frozenset({"leaf", "index", "proof"})

@@ -65,10 +65,10 @@ export const LIMITS = Object.freeze({
   maxStrChars: 512, // max_str_chars
   maxListItems: 1000, // max_list_items
   maxSigsPerEvent: 4, // max_sigs_per_event
-  maxProofNodes: 64, // max_proof_nodes
-  maxEvents: 1024, // api/proofs.py ProofOptions.max_events
-  maxPrecommits: 1024, // ledger/blocks/certificate.py
-  minFingerprintHex: 32,
+  maxProofNodes: 64, // verify/label.py MAX_PROOF_HASHES
+  maxEvents: 1024, // verify/label.py MAX_EVENTS (api/proofs.py ProofOptions.max_events)
+  maxPrecommits: 1024, // ledger/blocks/certificate.py MAX_PRECOMMITS
+  minFingerprintHex: 32, // ledger/genesis.py FINGERPRINT_HEX
 });
 
 export class VerificationError extends Error {

@@ -22,6 +22,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from signer import Signer
 
 VOTE_TYPES = ("prevote", "precommit")
+MAX_PRECOMMITS = 1024
+"""Most precommits one certificate may carry (the browser's verifier holds the same bound)."""
 
 
 def vote_bytes(vote_type: str, chain: str, height: int, round_: int, block: bytes | None) -> bytes:
@@ -78,7 +80,7 @@ class CommitCertificate:
             and type(d["block"]) is bytes
             and len(d["block"]) == 32
             and type(d["precommits"]) is list
-            and len(d["precommits"]) <= 1024
+            and len(d["precommits"]) <= MAX_PRECOMMITS
         ):
             raise Rejected("bad_certificate", "certificate fields have the wrong type or size")
         pcs = []
