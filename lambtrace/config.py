@@ -290,7 +290,7 @@ def open_stopped_store(data: str | Path, verb: str) -> tuple[Any, Path]:
     if not (path / "CURRENT").exists():
         raise LedgerError(f"no LevelDB chain store at {path}", code="no_data")
     try:
-        return LevelKV(str(path), create=False), path
+        kv = LevelKV(str(path), create=False)
     except StorageError as exc:
         if exc.code == "storage_unavailable" and "permission denied" in exc.message.lower():
             # LevelDB takes its LOCK file even to read: not a running node, a permission
@@ -300,3 +300,11 @@ def open_stopped_store(data: str | Path, verb: str) -> tuple[Any, Path]:
             raise LedgerError(f"a running node holds the LevelDB lock of {path}; stop it, or {verb} over HTTP "
                               "with --url <its API>", code="store_locked") from exc
         raise
+    from node.store import check_store_format
+
+    try:
+        check_store_format(kv)
+    except StorageError:
+        kv.close()
+        raise
+    return kv, path

@@ -21,7 +21,8 @@ checks and reads it back, :func:`restore` writes a fresh LevelDB from it and ope
 result with :class:`~node.store.ChainStore` to check it.  Errors carry stable codes:
 ``backup_format`` (not a backup, or another version), ``backup_corrupt`` (truncated,
 badly framed, or the hash does not match), ``backup_inconsistent`` (the records do not
-make the chain the header names), ``genesis_mismatch``, ``target_not_empty``,
+make the chain the header names), ``store_too_new`` (the records are a later version's
+layout), ``genesis_mismatch``, ``target_not_empty``,
 ``target_unwritable``, ``target_unreadable``.
 """
 
@@ -410,7 +411,7 @@ def restore(src: Path, data: Path, *, genesis: Genesis | None = None,
             store = ChainStore(kv, stored_genesis)
         except StorageError as exc:
             raise BackupError(f"the restored store does not open: {exc.message}",
-                              code="backup_inconsistent") from exc
+                              code="store_too_new" if exc.code == "store_too_new" else "backup_inconsistent") from exc
         if (store.height, store.log_size, store.frontier.root()) != (header.height, header.log_size,
                                                                      header.log_root):
             raise BackupError(

@@ -3,6 +3,7 @@
 Key layout (one byte of prefix, big-endian integers so keys sort by number)::
 
     G                     genesis (canonical bytes)
+    F                     store format (one byte: :data:`STORE_FORMAT`)
     M h                   height of the last committed block
     H <height:8>          header            C <height:8>  commit certificate
     L <index:8>           log leaf          N <level:1><index:8>  Merkle node
@@ -32,6 +33,27 @@ from ledger.state import genesis_writes, state_hash
 
 from .kv import KV
 
+STORE_FORMAT = 1
+"""The layout above. A store written by a later version with another layout says so under
+``F``, and this version refuses to open it (``store_too_new``) instead of misreading it; a
+store from before the marker existed is format 1 and gets the marker when opened."""
+
+
+def check_store_format(kv: KV) -> bytes | None:
+    """The store's format marker (None for a store from before the marker), or
+    :class:`StorageError` ``store_too_new`` for a later version's layout (``corrupt_store``
+    for a marker no version wrote). Every reader of the layout asks this first."""
+    fmt = kv.get(b"F")
+    if fmt is None or fmt == bytes([STORE_FORMAT]):
+        return fmt
+    if len(fmt) == 1 and fmt[0] > STORE_FORMAT:
+        raise StorageError(
+            f"this data directory was written by a newer LambTrace (store format {fmt[0]}; this version "
+            f"reads format {STORE_FORMAT}): run that version, or restore a backup with it",
+            code="store_too_new")
+    raise StorageError(f"this data directory's store format marker {fmt.hex()} is not one LambTrace writes",
+                       code="corrupt_store")
+
 
 def _u64(n: int) -> bytes:
     return n.to_bytes(8, "big")
@@ -50,8 +72,9 @@ class ChainStore:
         self._absent: dict[bytes, None] = {}
         """Event ids recently looked up and not in the log (admission asks twice per event)."""
         stored = kv.get(b"G")
+        fmt = check_store_format(kv)
         if stored is None:
-            puts = {b"G": genesis.encode(), b"Mh": _u64(0)}
+            puts = {b"G": genesis.encode(), b"Mh": _u64(0), b"F": bytes([STORE_FORMAT])}
             for k, v in genesis_writes(genesis).items():
                 puts[b"S" + k.encode()] = codec.encode(v)
             kv.write(puts, sync=True)
@@ -59,6 +82,8 @@ class ChainStore:
             raise StorageError(
                 "this data directory holds another chain's genesis", code="genesis_mismatch"
             )
+        elif fmt is None:
+            kv.write({b"F": bytes([STORE_FORMAT])}, sync=True)
         self.height = int.from_bytes(kv.get(b"Mh") or _u64(0), "big")
         self.last_header: Header | None = self.header(self.height) if self.height else None
         size = self.last_header.log_size if self.last_header else 0

@@ -22,11 +22,11 @@ from helpers import World, free_port, healthy, start, wait_until
 from helpers_api import COOP, ApiWorld
 from lambtrace.cli import main
 from lambtrace.config import NodeConfig, genesis_to_json
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, StorageError
 from node.backup import BackupError, read_backup, restore, snapshot_stream, write_backup
 from node.kv import LevelKV
-from node.store import ChainStore
-from signer import save_key_file
+from node.store import STORE_FORMAT, ChainStore
+from signer import generate, save_key_file
 from test_rejections_http import base
 
 
@@ -284,3 +284,69 @@ def test_restore_replaces_the_scratch_copy_a_killed_restore_left(chain: Any) -> 
     (left / "000003.log").write_bytes(b"half of a LevelDB")
     assert restore(tmp / "b.ltb", tmp / "dst", genesis=w.genesis)["height"] == 4
     assert sorted(p.name for p in (tmp / "dst").iterdir()) == ["chain.ldb"]
+
+
+# --------------------------------------------------------------------------- store format
+
+
+def test_a_store_records_its_format_and_a_newer_one_is_refused_everywhere(
+        chain: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """Format 1 is written at creation; a store without the marker (written before it
+    existed) gets it when opened; a later version's store is refused by the node's store,
+    audit and export (exit 2, ``store_too_new``) and by restore, and is left as it was."""
+    w, tmp = chain
+    kv = w.store.kv
+    assert kv.get(b"F") == bytes([STORE_FORMAT])
+    kv.write({}, (b"F",))  # as a store from before the marker
+    w.store.close()
+    reopened = ChainStore(LevelKV(str(tmp / "src" / "chain.ldb")), w.genesis)
+    assert reopened.kv.get(b"F") == bytes([STORE_FORMAT]) and reopened.height == 4
+    reopened.kv.write({b"F": bytes([STORE_FORMAT + 1])})
+    write_backup(iter(snapshot_stream(reopened.kv)), tmp / "newer.ltb")
+    reopened.close()
+    newer = LevelKV(str(tmp / "src" / "chain.ldb"))
+    with pytest.raises(StorageError) as e:
+        ChainStore(newer, w.genesis)
+    newer.close()
+    assert e.value.code == "store_too_new" and "newer LambTrace" in e.value.message
+    genesis = str(tmp / "genesis.json")
+    for argv in (["audit", "--data", str(tmp / "src"), "--genesis", genesis, "--quiet"],
+                 ["export", "epcis", "--data", str(tmp / "src"), "--out", str(tmp / "e.json"), "--quiet"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "store_too_new" in err and "Traceback" not in err, (argv, err)
+    with pytest.raises(LedgerError) as r:
+        restore(tmp / "newer.ltb", tmp / "dst")
+    assert r.value.code == "store_too_new"
+    assert not (tmp / "dst" / "chain.ldb").exists()
+    # and a marker no version writes is a corrupt store, not a newer one
+    kv2 = LevelKV(str(tmp / "src" / "chain.ldb"))
+    kv2.write({b"F": b"\x00\x07"})
+    with pytest.raises(StorageError) as c:
+        ChainStore(kv2, w.genesis)
+    kv2.close()
+    assert c.value.code == "corrupt_store"
+
+
+def test_a_node_refuses_a_store_of_a_newer_version(tmp_path: Path) -> None:
+    """``lambtrace node`` on a later version's data directory: exit 2 with the code, no
+    traceback, and the store untouched."""
+    w = World()
+    key = tmp_path / "league.key"
+    save_key_file(generate("ed25519"), key, passphrase=None, insecure_plain=True)
+    (tmp_path / "genesis.json").write_text(genesis_to_json(w.genesis))
+    data = tmp_path / "data"
+    data.mkdir()
+    kv = LevelKV(str(data / "chain.ldb"))
+    ChainStore(kv, w.genesis)
+    kv.write({b"F": bytes([STORE_FORMAT + 1])})
+    kv.close()
+    cfg = NodeConfig(name="league", genesis=tmp_path / "genesis.json", data=data, key=key,
+                     listen=f"127.0.0.1:{free_port()}")
+    cfg.save(tmp_path / "node.json")
+    r = lambtrace("node", "--config", str(tmp_path / "node.json"))
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert "store_too_new" in r.stderr and "Traceback" not in r.stderr
+    kv = LevelKV(str(data / "chain.ldb"))
+    assert kv.get(b"F") == bytes([STORE_FORMAT + 1])
+    kv.close()
