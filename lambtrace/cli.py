@@ -60,18 +60,47 @@ def _passphrase(args: argparse.Namespace, *, confirm: bool = False) -> str | Non
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    from signer import generate, save_key_file
+    from signer import generate, save_key_file, save_public_key_file
 
-    if Path(args.out).exists():
-        raise LedgerError(f"{args.out} exists: keygen never overwrites a key file", code="exists")
+    for path in (args.out, args.public_out):
+        if path and Path(path).exists():
+            raise LedgerError(f"{path} exists: keygen never overwrites a key file", code="exists")
+    if args.public_out and Path(args.public_out).resolve() == Path(args.out).resolve():
+        raise LedgerError("--public-out must be another file than --out", code="bad_argument")
+    for opt, path in (("--out", args.out), ("--public-out", args.public_out)):
+        if path and not Path(path).resolve().parent.is_dir():
+            raise LedgerError(f"{opt} {path}: no directory {Path(path).parent} to write it in", code="bad_argument")
     signer = generate(args.alg)
     passphrase = None if args.insecure_plain else _passphrase(args, confirm=True)
     if passphrase is None and not args.insecure_plain:
         raise LedgerError("no passphrase: set LAMBTRACE_KEY_PASSPHRASE or LAMBTRACE_KEY_PASSPHRASE_FILE, type one "
                           "at a terminal, or pass --insecure-plain (demos only)", code="passphrase_required")
     save_key_file(signer, args.out, passphrase=passphrase, insecure_plain=args.insecure_plain)
+    if args.public_out:
+        save_public_key_file(signer, args.public_out)
     print(json.dumps({"key_file": str(args.out), "alg": signer.alg, "key_id": signer.key_id,
-                      "public_key": signer.public_key.hex(), "encrypted": passphrase is not None}))
+                      "public_key": signer.public_key.hex(), "encrypted": passphrase is not None,
+                      **({"public_file": str(args.public_out)} if args.public_out else {})}))
+    return 0
+
+
+def cmd_pubkey(args: argparse.Namespace) -> int:
+    """The public-only key file of a key file: what goes to whoever builds genesis or
+    enrols the key; needs no passphrase (the public key is in the file in clear)."""
+    from signer import load_public_key, save_public_key_file
+
+    pub = load_public_key(args.key)
+    if args.out:
+        if Path(args.out).exists() and not args.force:
+            raise LedgerError(f"{args.out} exists (--force replaces it)", code="exists")
+        if Path(args.out).resolve() == Path(args.key).resolve():
+            raise LedgerError("--out must be another file than --key", code="bad_argument")
+        try:
+            save_public_key_file(pub, args.out, overwrite=args.force)
+        except OSError as exc:
+            raise LedgerError(f"cannot write {args.out}: {exc.strerror or exc}", code="unwritable") from exc
+    print(json.dumps({"alg": pub.alg, "key_id": pub.key_id, "public_key": pub.public_key.hex(),
+                      "storage": pub.storage, **({"public_file": str(args.out)} if args.out else {})}))
     return 0
 
 
@@ -220,7 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--alg", choices=("ed25519", "ecdsa-p256"), default="ed25519")
     s.add_argument("--insecure-plain", action="store_true", help="store the private key unencrypted (demos only)")
+    s.add_argument("--public-out", help="also write a public-only key file (for genesis or enrolment)")
     s.set_defaults(func=cmd_keygen)
+
+    s = sub.add_parser("pubkey", help="print a key file's public key; --out writes a public-only key file")
+    s.add_argument("--key", required=True, help="any key file (encrypted, plain or public-only)")
+    s.add_argument("--out", help="write the public-only key file here")
+    s.add_argument("--force", action="store_true", help="replace an existing --out file")
+    s.set_defaults(func=cmd_pubkey)
 
     s = sub.add_parser("genesis", help="write a genesis file")
     s.add_argument("--chain", required=True, help="chain id")

@@ -1,4 +1,11 @@
-"""``lambtrace network init``: genesis, node keys and configs for a league network.
+"""``lambtrace network init`` and ``lambtrace network node-config``.
+
+``init`` writes everything for a whole network in one place (a demo, a test, Docker
+Compose); ``node-config`` writes one node's config on that node's own machine, from the
+genesis the league distributed and the node key made there (docs/deploy.md), so no
+private key ever leaves its machine.
+
+``init``: genesis, node keys and configs for a league network.
 
 Writes, under ``--dir``: ``genesis.json``, ``keys/node-<name>.json`` (node keys; encrypted
 unless ``--insecure-plain``), ``keys/trace-office.json`` (the trace office's root key) and
@@ -116,6 +123,84 @@ def init_network(args: argparse.Namespace) -> dict[str, Any]:
     return info
 
 
+def node_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Check one node's settings against genesis and write its config (``--out``).
+
+    Raises ``LedgerError``: ``exists`` (``--out`` is there, no ``--force``),
+    ``wrong_node_key`` (a validator's key is not the one genesis names for it),
+    ``bad_argument`` (an unknown validator name, a peer that is neither a validator nor a
+    declared observer, an observer named like a validator, a bad address).
+    """
+    from signer import load_public_key
+
+    from .config import check_host_port, load_genesis
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise LedgerError(f"{out} exists (--force replaces it)", code="exists")
+    genesis = load_genesis(args.genesis)
+    validators = {v.name: v for v in genesis.validators}
+    role = args.role
+    me = validators.get(args.name)
+    if role == "validator" and me is None:
+        raise LedgerError(f"genesis names no validator {args.name!r} (its validators: {', '.join(validators)}); "
+                          "a node that only follows the chain is --role observer", code="bad_argument")
+    if role == "observer" and me is not None:
+        raise LedgerError(f"{args.name!r} is a validator of this genesis: an observer needs a name of its own",
+                          code="bad_argument")
+    key: Path | str = args.key
+    if str(args.key).startswith("pkcs11:"):
+        key = str(args.key)  # read from the token when the node starts (it checks the key then)
+    else:
+        pub = load_public_key(args.key)
+        key = Path(args.key).resolve()
+        if me is not None and (pub.alg, pub.public_key) != (me.alg, me.pub):
+            raise LedgerError(f"the key in {args.key} (key id {pub.key_id}) is not the key genesis names for "
+                              f"{args.name}", code="wrong_node_key")
+    observers = []
+    for spec in args.observer or []:
+        name, sep, pubfile = spec.partition(":")
+        if not sep or not name or not pubfile:
+            raise LedgerError(f"--observer takes NAME:PUBLIC_KEY_FILE, not {spec!r}", code="bad_argument")
+        if name in validators:
+            raise LedgerError(f"--observer {name!r} is a validator of this genesis", code="bad_argument")
+        opub = load_public_key(pubfile)
+        observers.append({"name": name, "alg": opub.alg, "pub": opub.public_key.hex()})
+    declared = set(validators) | {o["name"] for o in observers}
+    peers = []
+    for spec in args.peer or []:
+        name, sep, addr = spec.partition("@")
+        if not sep or not name:
+            raise LedgerError(f"--peer takes NAME@HOST:PORT, not {spec!r}", code="bad_argument")
+        check_host_port(addr, f"--peer {spec}")
+        if name == args.name:
+            raise LedgerError(f"--peer {spec!r} is this node itself", code="bad_argument")
+        if name not in declared:
+            raise LedgerError(f"--peer {name!r} is neither a validator of this genesis nor an --observer",
+                              code="bad_argument")
+        peers.append(spec)
+    if len(validators) > 1 and not [p for p in peers if p.partition("@")[0] in validators]:
+        raise LedgerError("name the other validators' peer addresses (--peer NAME@HOST:PORT): without them this "
+                          "node reaches nobody", code="bad_argument")
+    check_host_port(args.listen, "--listen")
+    if args.p2p_listen:
+        check_host_port(args.p2p_listen, "--p2p-listen")
+    elif len(validators) > 1:
+        raise LedgerError("--p2p-listen is needed in a network of several validators", code="bad_argument")
+    cfg = NodeConfig(name=args.name, genesis=Path(args.genesis).resolve(), data=Path(args.data).resolve(),
+                     listen=args.listen, key=key, peers=peers, role=role, p2p_listen=args.p2p_listen or "",
+                     observers=observers, trusted_proxy=args.trusted_proxy or "")
+    cfg.save(out)
+    NodeConfig.load(out)  # what the node will read, checked the way it will read it
+    return {"config": str(out.resolve()), "name": args.name, "role": role, "chain": genesis.chain,
+            "genesis_hash": genesis.hash.hex(), "peers": peers, "observers": [o["name"] for o in observers]}
+
+
+def cmd_network_node_config(args: argparse.Namespace) -> int:
+    print(json.dumps(node_config(args), indent=2, ensure_ascii=False))
+    return 0
+
+
 def cmd_network_init(args: argparse.Namespace) -> int:
     info = init_network(args)
     print(json.dumps(info, indent=2, ensure_ascii=False))
@@ -136,3 +221,21 @@ def register(sub: Any) -> None:
     s.add_argument("--slaughter-requires-hsm", action="store_true")
     s.add_argument("--insecure-plain", action="store_true", help="store node keys unencrypted (demos, tests)")
     s.set_defaults(func=cmd_network_init)
+
+    s = nsub.add_parser("node-config", help="write one node's config on its own machine, checked against genesis "
+                                            "(docs/deploy.md)")
+    s.add_argument("--genesis", required=True, help="the genesis JSON the league distributed")
+    s.add_argument("--name", required=True, help="this node's name (a validator's as genesis names it)")
+    s.add_argument("--key", required=True, help="this node's key file (or a pkcs11: key spec)")
+    s.add_argument("--data", required=True, help="the data directory")
+    s.add_argument("--listen", default="127.0.0.1:8700", help="the API address (default 127.0.0.1:8700)")
+    s.add_argument("--p2p-listen", default="", help="where peers connect, host:port")
+    s.add_argument("--peer", action="append", metavar="NAME@HOST:PORT",
+                   help="another node's peer address (repeat; every other validator)")
+    s.add_argument("--observer", action="append", metavar="NAME:PUBLIC_KEY_FILE",
+                   help="a non-validator node allowed to connect, with its public key file (repeat)")
+    s.add_argument("--role", choices=("validator", "observer"), default="validator")
+    s.add_argument("--trusted-proxy", default="", help="the address of a reverse proxy in front of the API")
+    s.add_argument("--out", required=True, help="where to write the config")
+    s.add_argument("--force", action="store_true", help="replace an existing --out file")
+    s.set_defaults(func=cmd_network_node_config)
