@@ -149,11 +149,14 @@ class Chaos:
             self.c.heal()
         elif kind == "split":
             pair = {victim, self.rng.choice([n for n in NAMES if n != victim])}
+            at_cut = max(self.heights().values())
             self.c.isolate(pair)
-            time.sleep(0.5)  # frames already in flight may still land
-            frozen = self.heights()
             time.sleep(hold)
-            assert self.heights() == frozen, f"a 2|2 split committed: {frozen} -> {self.heights()} (seed {self.seed})"
+            # precommits already sent (or sitting in a busy node's socket) may still finish
+            # the height in progress; nothing beyond it can gather three of four votes
+            during = self.heights()
+            assert max(during.values()) <= at_cut + 1, (
+                f"a 2|2 split committed: {at_cut} at the cut, {during} after {hold:.1f} s (seed {self.seed})")
             self.c.heal()
         else:
             for proxy in self.c.proxies.values():
