@@ -5,9 +5,7 @@ Compose); ``node-config`` writes one node's config on that node's own machine, f
 genesis the league distributed and the node key made there (docs/deploy.md), so no
 private key ever leaves its machine.
 
-``init``: genesis, node keys and configs for a league network.
-
-Writes, under ``--dir``: ``genesis.json``, ``keys/node-<name>.json`` (node keys; encrypted
+``init`` writes, under ``--dir``: ``genesis.json``, ``keys/node-<name>.json`` (node keys; encrypted
 unless ``--insecure-plain``), ``keys/trace-office.json`` (the trace office's root key) and
 ``nodes/<name>/config.json`` for the league validator, one validator per banner and any
 observers (a regulator's, the big-data bureau's).  Hosts come from ``--host`` (a
@@ -190,8 +188,15 @@ def node_config(args: argparse.Namespace) -> dict[str, Any]:
     cfg = NodeConfig(name=args.name, genesis=Path(args.genesis).resolve(), data=Path(args.data).resolve(),
                      listen=args.listen, key=key, peers=peers, role=role, p2p_listen=args.p2p_listen or "",
                      observers=observers, trusted_proxy=args.trusted_proxy or "")
-    cfg.save(out)
-    NodeConfig.load(out)  # what the node will read, checked the way it will read it
+    # written beside --out and read back the way the node will read it, then renamed: a
+    # config the node would refuse is never left at --out
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        cfg.save(tmp)
+        NodeConfig.load(tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return {"config": str(out.resolve()), "name": args.name, "role": role, "chain": genesis.chain,
             "genesis_hash": genesis.hash.hex(), "peers": peers, "observers": [o["name"] for o in observers]}
 
