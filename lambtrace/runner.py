@@ -123,15 +123,37 @@ def _server(cfg: NodeConfig, app: Any) -> Any:
                 threading.Thread(target=wz.shutdown, daemon=True).start()
 
         return _Wz()
-    # behind a reverse proxy, the client is the one its X-Forwarded-For names (the scan and
-    # wrong-code limits are per client); from anyone else the header is dropped
-    proxy: dict[str, Any] = ({"trusted_proxy": cfg.trusted_proxy, "trusted_proxy_count": 1,
-                              "trusted_proxy_headers": "x-forwarded-for", "clear_untrusted_proxy_headers": True}
-                             if cfg.trusted_proxy else {})
-    server = waitress.create_server(app, host=cfg.host, port=cfg.port, threads=8, ident="lambtrace",
-                                    recv_bytes=256 * 1024, **proxy)
+    # the proxy headers are ours to read (_behind_proxy): waitress must not clear them first
+    server = waitress.create_server(_behind_proxy(app, cfg.trusted_proxy), host=cfg.host, port=cfg.port, threads=8,
+                                    ident="lambtrace", recv_bytes=256 * 1024, clear_untrusted_proxy_headers=False)
     server.channel_class = _json_error_channel()
     return server
+
+
+def _behind_proxy(app: Any, trusted_proxy: str) -> Any:
+    """The WSGI app as the server runs it.
+
+    Behind a reverse proxy, the client is the one its ``X-Forwarded-For`` names (the scan
+    and wrong-code limits are per client); from anyone else the header is dropped. The
+    connection's own address stays in ``environ["lambtrace.peer"]``, and
+    ``environ["lambtrace.via_proxy"]`` says whether the request came through the proxy (from
+    its address, carrying the header): what only local operators may ask for (backups) is
+    refused through it, whatever address the header names.
+    """
+    from waitress.proxy_headers import proxy_headers_middleware
+
+    inner = (proxy_headers_middleware(app, trusted_proxy=trusted_proxy, trusted_proxy_count=1,
+                                      trusted_proxy_headers={"x-forwarded-for"}, clear_untrusted=True)
+             if trusted_proxy else app)
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+        peer = environ.get("REMOTE_ADDR", "")
+        environ["lambtrace.peer"] = peer
+        environ["lambtrace.via_proxy"] = bool(trusted_proxy) and peer == trusted_proxy and \
+            "HTTP_X_FORWARDED_FOR" in environ
+        return inner(environ, start_response)
+
+    return wsgi
 
 
 HTTP_SERVER_CODES = {400: "bad_http", 413: "too_large", 431: "headers_too_large", 500: "internal",

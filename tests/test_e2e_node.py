@@ -127,3 +127,24 @@ def test_clients_behind_a_trusted_reverse_proxy_are_told_apart(real_node: Any) -
     # the node config's threshold is the node's
     stats = requests.get(url + "/v1/labels/L1/scans", timeout=10).json()
     assert stats["scan_threshold"] == 4 and stats["suspect_clone"] is True
+
+    def backup(source: str, forwarded_for: str | None) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=30,
+                                          source_address=(source, 0))
+        try:
+            conn.request("GET", "/v1/backup", headers={"X-Forwarded-For": forwarded_for} if forwarded_for else {})
+            r = conn.getresponse()
+            body = r.read()
+            if r.status == 200:
+                assert body.startswith(b"LAMBTRACE-BACKUP")
+            return r.status
+        finally:
+            conn.close()
+
+    # through the proxy (a proxy on this machine connects from loopback), a backup is
+    # refused whatever client the header names, loopback included
+    assert backup("127.0.0.1", "127.0.0.1") == 403
+    assert backup("127.0.0.1", "198.51.100.1") == 403
+    # the local operator, straight to the node, and a loopback client that is not the proxy
+    assert backup("127.0.0.1", None) == 200
+    assert backup("127.0.0.9", "198.51.100.1") == 200

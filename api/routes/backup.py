@@ -2,7 +2,10 @@
 
 Backups hold everything the node stores, so only loopback clients may ask unless the
 app's config ``backup_allow`` (or the environment variable ``LAMBTRACE_BACKUP_ALLOW``)
-lists more client addresses, comma-separated, or ``*`` for any.  The answer streams
+lists more client addresses, comma-separated, or ``*`` for any.  A request that came
+through the node's trusted reverse proxy is never a loopback client, whatever its
+``X-Forwarded-For`` says (a proxy on the same machine connects from loopback): only an
+address ``backup_allow`` lists, or ``*``, is served through it.  The answer streams
 (chunked) from one LevelDB snapshot while the node goes on committing.
 """
 
@@ -21,11 +24,11 @@ from ..runtime import runtime
 bp = Blueprint("backup", __name__)
 
 
-def _allowed(addr: str | None) -> bool:
+def _allowed(addr: str | None, *, via_proxy: bool) -> bool:
     if not addr:
         return False
     try:
-        if ipaddress.ip_address(addr.split("%", 1)[0]).is_loopback:
+        if not via_proxy and ipaddress.ip_address(addr.split("%", 1)[0]).is_loopback:
             return True
     except ValueError:
         pass
@@ -38,7 +41,7 @@ def _allowed(addr: str | None) -> bool:
 
 @bp.get("/v1/backup")
 def get_backup() -> Response:
-    if not _allowed(request.remote_addr):
+    if not _allowed(request.remote_addr, via_proxy=bool(request.environ.get("lambtrace.via_proxy"))):
         raise ApiError("forbidden", "backups are served to loopback clients only (see docs/backup.md)",
                        status=403)
     stream = snapshot_stream(runtime().node.store.kv)
