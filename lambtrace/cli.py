@@ -10,7 +10,6 @@ import argparse
 import getpass
 import importlib
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -40,17 +39,14 @@ COMMAND_MODULES = (
 ``func`` takes the parsed args and returns an exit code."""
 
 
-def _passphrase(args: argparse.Namespace, *, confirm: bool = False) -> str | None:
-    env = os.environ.get("LAMBTRACE_KEY_PASSPHRASE")
-    if env:
-        return env
-    pfile = os.environ.get("LAMBTRACE_KEY_PASSPHRASE_FILE")
-    if pfile:
-        try:
-            return Path(pfile).read_text(encoding="utf-8").rstrip("\n")
-        except (OSError, ValueError) as exc:
-            raise LedgerError(f"cannot read LAMBTRACE_KEY_PASSPHRASE_FILE {pfile}: {exc}",
-                              code="passphrase_file") from exc
+def _passphrase(args: argparse.Namespace, *, confirm: bool = False) -> str | bytes | None:
+    """The passphrase from the environment (read exactly as the node reads it:
+    :func:`signer.passphrase_from_env`), else asked for at a terminal."""
+    from signer import passphrase_from_env
+
+    found = passphrase_from_env()
+    if found is not None:
+        return found
     if not sys.stdin.isatty():
         return None
     first = getpass.getpass("passphrase for the key file: ")

@@ -33,13 +33,15 @@ from .season import PILOT_BANNERS
 MAX_OBSERVERS = 16
 
 
-def _passphrase(args: argparse.Namespace) -> str | None:
+def _passphrase(args: argparse.Namespace) -> str | bytes | None:
+    from signer import passphrase_from_env
+
     if args.insecure_plain:
         return None
-    p = os.environ.get("LAMBTRACE_KEY_PASSPHRASE")
+    p = passphrase_from_env()
     if not p:
-        raise LedgerError("set LAMBTRACE_KEY_PASSPHRASE to encrypt the node keys, or pass --insecure-plain",
-                          code="passphrase_required")
+        raise LedgerError("set LAMBTRACE_KEY_PASSPHRASE (or LAMBTRACE_KEY_PASSPHRASE_FILE) to encrypt the node keys, "
+                          "or pass --insecure-plain", code="passphrase_required")
     return p
 
 

@@ -386,6 +386,23 @@ def test_keygen_names_the_cli_flag_and_the_passphrase_file(tmp_path: Path, capsy
     assert (tmp_path / "k.json").read_text() == "precious\n"
 
 
+@pytest.mark.parametrize("content", [b"grass\n\n", b"grass \r\n", "cafe\u0301\n".encode()])
+def test_a_key_made_with_a_passphrase_file_opens_with_that_file(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 content: bytes) -> None:
+    """keygen reads LAMBTRACE_KEY_PASSPHRASE_FILE exactly as the node does (one trailing
+    newline off, NFC text): a file with two newlines made a key the node then refused."""
+    from signer import load_signer
+
+    pfile = tmp_path / "pass"
+    pfile.write_bytes(content)
+    monkeypatch.delenv("LAMBTRACE_KEY_PASSPHRASE", raising=False)
+    monkeypatch.setenv("LAMBTRACE_KEY_PASSPHRASE_FILE", str(pfile))
+    rc, out, _ = run(capsys, "keygen", "--out", str(tmp_path / "k.json"))
+    assert rc == 0 and json.loads(out)["encrypted"] is True
+    assert load_signer(str(tmp_path / "k.json")).key_id == json.loads(out)["key_id"]
+
+
 def test_device_sync_of_a_directory_that_is_no_queue(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d = tmp_path / "photos"
     d.mkdir()
