@@ -20,10 +20,11 @@ from ledger import events as ev_mod
 from ledger import schema
 from ledger.errors import LedgerError
 from ledger.events import KINDS
-from ledger.genesis import Genesis, Params, Validator
+from ledger.genesis import FINGERPRINT_HEX, Genesis, Params, Validator
 from ledger.recallmap import KIND as RECALLS
 
 from . import __version__
+from .config import TRACE_OFFICE_NAME
 
 COMMAND_MODULES = (
     "lambtrace.cmd_backup",
@@ -107,6 +108,33 @@ def _load_public(path: str) -> tuple[str, bytes, str]:
     return pk.alg, pk.public_key, pk.storage
 
 
+def genesis_summary(g: Genesis) -> dict[str, Any]:
+    """What an operator compares on a second channel before trusting a genesis file: its
+    hash (over the content, not the file's bytes), the fingerprint label links carry, and
+    the key id of every key it names."""
+    from signer.software import compute_key_id
+
+    return {
+        "chain": g.chain,
+        "hash": g.hash.hex(),
+        "fingerprint": g.hash.hex()[:FINGERPRINT_HEX],
+        "time": g.time,
+        "validators": [{"name": v.name, "banner": v.banner, "alg": v.alg, "key_id": compute_key_id(v.alg, v.pub),
+                        "power": v.power} for v in g.validators],
+        "trace_office": {"id": g.trace_office["id"], "banner": g.trace_office["banner"],
+                         "keys": [{"alg": k["alg"], "key_id": compute_key_id(k["alg"], k["pub"]),
+                                   "storage": k.get("storage", "software")} for k in g.trace_office["keys"]]},
+        "params": g.params.to_dict(),
+    }
+
+
+def cmd_fingerprint(args: argparse.Namespace) -> int:
+    from .config import load_genesis
+
+    print(json.dumps(genesis_summary(load_genesis(args.genesis)), indent=2, ensure_ascii=False))
+    return 0
+
+
 def cmd_genesis(args: argparse.Namespace) -> int:
     from .config import genesis_to_json
 
@@ -143,7 +171,7 @@ def cmd_genesis(args: argparse.Namespace) -> int:
             trace_office={
                 "id": args.trace_office_id,
                 "banner": "152500",
-                "name": "锡林郭勒盟农牧局追溯办",
+                "name": args.trace_office_name,
                 "keys": keys,
             },
             params=Params(slaughter_requires_hsm=args.slaughter_requires_hsm, tag_quotas=quotas,
@@ -259,12 +287,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--validator", action="append", required=True, metavar="NAME:BANNER:KEYFILE")
     s.add_argument("--trace-office-key", action="append", required=True, metavar="KEYFILE")
     s.add_argument("--trace-office-id", default="league-trace-office")
+    s.add_argument("--trace-office-name", default=TRACE_OFFICE_NAME,
+                   help=f"the trace office's name as pages show it (default {TRACE_OFFICE_NAME})")
     s.add_argument("--slaughter-requires-hsm", action="store_true")
     s.add_argument("--quota", action="append", metavar="BANNER=TAGS", help="yearly ear-tag quota of a banner")
     s.add_argument("--time", type=int, help="genesis time (ms since the epoch; default now)")
     s.add_argument("--out", default="genesis.json")
     s.add_argument("--force", action="store_true", help="replace an existing --out file")
     s.set_defaults(func=cmd_genesis)
+
+    s = sub.add_parser("fingerprint", help="a genesis file's hash, label fingerprint and key ids, to check it "
+                                           "on a second channel")
+    s.add_argument("--genesis", required=True, help="the genesis JSON")
+    s.set_defaults(func=cmd_fingerprint)
 
     s = sub.add_parser("status", help="a node's status")
     s.add_argument("--url", required=True)

@@ -27,7 +27,7 @@ from ledger.errors import LedgerError
 from ledger.genesis import Genesis, Params, Validator
 from ledger.recallmap import KIND as RECALLS
 
-from .config import NodeConfig, check_port, genesis_to_json
+from .config import TRACE_OFFICE_NAME, NodeConfig, check_port, genesis_to_json
 from .season import PILOT_BANNERS
 
 MAX_OBSERVERS = 16
@@ -86,7 +86,7 @@ def init_network(args: argparse.Namespace) -> dict[str, Any]:
         chain=args.chain,
         time=int(time.time() * 1000),
         validators=tuple(Validator(n, b, "ed25519", keys[n].public_key, 1) for n, b in names),
-        trace_office={"id": "league-trace-office", "banner": "152500", "name": "锡林郭勒盟农牧局追溯办公室",
+        trace_office={"id": "league-trace-office", "banner": "152500", "name": TRACE_OFFICE_NAME,
                       "keys": [public_key_record(office)]},
         params=Params(slaughter_requires_hsm=args.slaughter_requires_hsm, state_root=RECALLS),
     )

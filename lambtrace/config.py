@@ -53,6 +53,10 @@ def genesis_from_json(text: str | bytes) -> Genesis:
         raise Rejected("bad_genesis", f"genesis is not valid JSON: {exc}") from exc
 
 
+TRACE_OFFICE_NAME = "锡林郭勒盟农牧局追溯办公室"
+"""The league trace office, as ``lambtrace genesis``, ``network init`` and the demo name it."""
+
+
 def load_genesis(path: str | os.PathLike[str]) -> Genesis:
     try:
         return genesis_from_json(Path(path).read_bytes())

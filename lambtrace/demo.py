@@ -37,7 +37,7 @@ from ledger.errors import LedgerError, TransportError
 from ledger.genesis import DAY_MS, Genesis, Params, Validator
 from ledger.recallmap import KIND as RECALLS
 
-from .config import NodeConfig, check_port, genesis_to_json, load_genesis, write_json
+from .config import TRACE_OFFICE_NAME, NodeConfig, check_port, genesis_to_json, load_genesis, write_json
 from .season import PILOT_BANNERS
 
 STATE_FILE = "demo-state.json"
@@ -213,7 +213,7 @@ def _create(d: Path, args: argparse.Namespace) -> dict[str, Any]:
         trace_office={
             "id": office.id,
             "banner": office.banner,
-            "name": office.name or "锡林郭勒盟农牧局追溯办公室",
+            "name": office.name or TRACE_OFFICE_NAME,
             "keys": [public_key_record(office.signer)],
         },
         params=Params(slaughter_requires_hsm=hsm is not None, tag_quotas={b: 400_000 for b in PILOT_BANNERS},

@@ -35,12 +35,12 @@ class Validator:
 
 
 STATE_ROOT_KINDS = ("recalls/v1",)
+"""The values ``params.state_root`` may take in a genesis document."""
 FINGERPRINT_HEX = 32
 """A genesis fingerprint (the ``#g=`` of a label link) is the first 32 to 64 lowercase hex
 characters of the genesis hash: at least 128 bits, since the consumer page trusts the
 genesis a server sends it only as far as it matches. Labels carry 32."""
 FINGERPRINT_MAX_HEX = 64
-"""The values ``params.state_root`` may take in a genesis document."""
 
 
 @dataclass(frozen=True)
