@@ -30,6 +30,10 @@ def open_node(cfg: NodeConfig, *, passphrase: str | None = None) -> Node:
     from signer import load_signer
 
     genesis = load_genesis(cfg.genesis)
+    if cfg.role == "validator" and genesis.validator(cfg.name) is None:
+        raise LedgerError(f"this node's config says it is validator {cfg.name!r}, which genesis does not name (its "
+                          f"validators: {', '.join(v.name for v in genesis.validators)}); a node that only follows "
+                          "the chain has \"role\": \"observer\"", code="bad_config")
     cfg.data.mkdir(parents=True, exist_ok=True)
     store = ChainStore(LevelKV(str(cfg.data / "chain.ldb")), genesis)
     node_signer = None

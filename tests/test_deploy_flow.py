@@ -177,3 +177,15 @@ def test_node_config_refuses_what_would_not_work(tmp_path: Path) -> None:
     assert r.returncode == 2 and "exists" in r.stderr and not (tmp_path / "new.json").exists()
     r = lambtrace("pubkey", "--key", "a.json", "--out", "a.pub.json", cwd=tmp_path)
     assert r.returncode == 2 and "exists" in r.stderr
+
+
+def test_a_node_whose_config_claims_a_validator_genesis_does_not_name_refuses_to_start(tmp_path: Path) -> None:
+    """It used to run as an observer while its status said validator."""
+    ok(lambtrace("keygen", "--out", "a.json", "--public-out", "a.pub.json", "--insecure-plain", cwd=tmp_path))
+    ok(lambtrace("genesis", "--chain", "c1", "--validator", "a:152500:a.pub.json", "--trace-office-key", "a.pub.json",
+                 "--out", "genesis.json", cwd=tmp_path))
+    NodeConfig(name="stranger", genesis=tmp_path / "genesis.json", data=tmp_path / "data", key=tmp_path / "a.json",
+               listen=f"127.0.0.1:{free_ports(1)[0]}").save(tmp_path / "node.json")
+    r = lambtrace("node", "--config", "node.json", cwd=tmp_path)
+    assert r.returncode == 2 and "bad_config" in r.stderr and "'stranger'" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "data").exists()
