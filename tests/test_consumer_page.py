@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import random
 import re
 import threading
 import time
@@ -62,6 +63,7 @@ from signer import generate
 
 SHOTS = ARTIFACTS / "consumer-page"
 VECTORS = Path(__file__).parent / "vectors"
+ROOT = Path(__file__).resolve().parent.parent
 RECALL_REASON = "抽检发现兽药残留超标"
 ED25519_L = 2**252 + 27742317777372353535851937790883648493
 
@@ -793,25 +795,79 @@ def test_page_that_lies_about_the_story_fails(chain: Chain, liar: TamperingServe
     assert (box.get_attribute("data-verdict"), box.get_attribute("data-reason")) == ("failed", "summary_mismatch")
 
 
-def test_without_ed25519_the_page_uses_the_servers_verdict_and_says_so(chain: Chain, served: Served,
-                                                                       driver: Any) -> None:
-    hide = driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
-        const importKey = SubtleCrypto.prototype.importKey;
-        SubtleCrypto.prototype.importKey = function (format, key, alg, ...rest) {
-          const name = typeof alg === "string" ? alg : alg && alg.name;
-          if (String(name).toLowerCase() === "ed25519") {
-            return Promise.reject(new DOMException("Unrecognized name.", "NotSupportedError"));
-          }
-          return importKey.call(this, format, key, alg, ...rest);
-        };"""})
+_NO_WEBCRYPTO_ED25519 = """
+    const importKey = SubtleCrypto.prototype.importKey;
+    SubtleCrypto.prototype.importKey = function (format, key, alg, ...rest) {
+      const name = typeof alg === "string" ? alg : alg && alg.name;
+      if (String(name).toLowerCase() === "ed25519") {
+        return Promise.reject(new DOMException("Unrecognized name.", "NotSupportedError"));
+      }
+      return importKey.call(this, format, key, alg, ...rest);
+    };"""
+"""What a phone whose browser engine predates WebCrypto's Ed25519 (Chromium before 137,
+Safari before 17, many in-app browsers) answers."""
+
+
+def _without_webcrypto_ed25519(driver: Any, url: str, *, block_js: bool = False) -> Any:
+    hide = driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": _NO_WEBCRYPTO_ED25519})
+    if block_js:
+        driver.execute_cdp_cmd("Network.enable", {})
+        driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*noble-ed25519*"]})
     try:
-        clear_language(driver, served.url)
-        box = open_page(driver, f"{served.url}/l/l-0001#g={chain.genesis_hex}")
+        return open_page(driver, url)
     finally:
         driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": hide["identifier"]})
-    assert box.get_attribute("data-checked-by") == "server"
+        if block_js:
+            driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+
+
+def test_without_webcrypto_ed25519_the_page_checks_ed25519_in_javascript(chain: Chain, served: Served,
+                                                                        driver: Any) -> None:
+    clear_language(driver, served.url)
+    box = _without_webcrypto_ed25519(driver, f"{served.url}/l/l-0001#g={chain.genesis_hex}")
+    assert box.get_attribute("data-verdict") == "verified", text(driver, "#verdict")
+    assert (box.get_attribute("data-checked-by"), box.get_attribute("data-ed25519")) == ("browser", "js")
+    assert driver.execute_script("return document.getElementById('verdict-server').hidden")
+    assert "页面脚本" in driver.execute_script("return document.getElementById('tech').textContent")
+
+
+def test_a_forged_signature_fails_in_javascript_too(chain: Chain, liar: TamperingServer, driver: Any) -> None:
+    def lie(b: dict[str, Any]) -> None:
+        _flip_precommit(b)
+        _reprove(b, chain.world.store)
+
+    liar.mutate = lie
+    try:
+        box = _without_webcrypto_ed25519(driver, f"{liar.url}/l/l-0001#g={chain.genesis_hex}")
+    finally:
+        liar.mutate = None
+    assert box.get_attribute("data-ed25519") == "js"
+    assert (box.get_attribute("data-verdict"), box.get_attribute("data-reason")) == ("failed", "bad_certificate")
+
+
+def test_without_any_ed25519_the_page_uses_the_servers_verdict_and_says_so(chain: Chain, served: Served,
+                                                                           driver: Any) -> None:
+    """No WebCrypto Ed25519 and the JavaScript one cannot load: the server's verdict, said."""
+    clear_language(driver, served.url)
+    box = _without_webcrypto_ed25519(driver, f"{served.url}/l/l-0001#g={chain.genesis_hex}", block_js=True)
+    assert (box.get_attribute("data-checked-by"), box.get_attribute("data-ed25519")) == ("server", "defer")
     assert "服务器的核验结论" in text(driver, "#verdict-server")
     assert box.get_attribute("data-verdict") == "verified", text(driver, "#verdict")
+
+
+def test_the_vendored_ed25519_library_is_the_pinned_package() -> None:
+    """api/static/vendor/noble-ed25519.js is @noble/ed25519 as tests/js/package-lock.json pins
+    it, byte for byte (the lock's integrity hash is over the package's tarball)."""
+    lock = json.loads((ROOT / "tests" / "js" / "package-lock.json").read_text())
+    pinned = lock["packages"]["node_modules/@noble/ed25519"]["version"]
+    vendored = (ROOT / "api" / "static" / "vendor" / "noble-ed25519.js").read_bytes()
+    assert vendored.startswith(b"/*! noble-ed25519 - MIT License")
+    assert (ROOT / "api" / "static" / "vendor" / "noble-ed25519.LICENSE").read_text().startswith("The MIT License")
+    installed = ROOT / "tests" / "js" / "node_modules" / "@noble" / "ed25519"
+    if not installed.is_dir():
+        pytest.skip("tests/js is not installed (npm ci --prefix tests/js; scripts/bootstrap does it)")
+    assert json.loads((installed / "package.json").read_text())["version"] == pinned
+    assert (installed / "index.js").read_bytes() == vendored
 
 
 # -- verify.js against the Python side --------------------------------------------------------
@@ -1215,10 +1271,20 @@ import("/static/verify.js").then(async (V) => {
     expect(V.bytesToHex(got) === h.hash, h.name);
   }
   // signatures
+  const noble = await import("/static/vendor/noble-ed25519.js");
   for (const s of vectors.signatures) {
     const ok = await V.verifySignature(s.alg, fromHex(s.pub), fromHex(s.message), fromHex(s.sig));
     expect(ok === s.valid, `${s.alg} ${s.name}: got ${ok}`);
+    if (s.alg !== "ed25519") continue;
+    const js = await V.verifySignature(s.alg, fromHex(s.pub), fromHex(s.message), fromHex(s.sig), "js");
+    expect(js === s.valid, `${s.alg} ${s.name} in JavaScript: got ${js}`);
+    if (s.cofactored !== undefined) {
+      // the library's own verify (cofactored) would answer otherwise: what the vector tells apart
+      const lib = await noble.verifyAsync(fromHex(s.sig), fromHex(s.message), fromHex(s.pub), { zip215: false });
+      expect(lib === s.cofactored, `${s.name}: the library's own verify gave ${lib}`);
+    }
   }
+  expect(await V.ed25519JsAvailable(), "ed25519JsAvailable");
   for (const p of vectors.points) {
     const full = V.bytesToHex(V.decompressP256(fromHex(p.compressed)));
     expect(full === p.uncompressed, `decompress ${p.compressed}`);
@@ -1277,6 +1343,54 @@ import("/static/verify.js").then(async (V) => {
 """
 
 
+_ORDER_8 = bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05")
+"""A point of order 8 (libsodium's list of small-order encodings)."""
+
+
+def _ed25519_torsion_vectors() -> list[dict[str, Any]]:
+    """Ed25519 signatures a key holder can craft to tell the cofactored equation (the
+    library's own verify, ZIP 215) from libsodium's cofactorless one: R or A with a
+    component of order 8. Each carries libsodium's verdict (``ledger.sigs``), which the
+    browser's JavaScript path must give, and what the cofactored equation answers."""
+    import nacl.bindings as nb
+
+    from ledger.sigs import verify_signature
+
+    out: list[dict[str, Any]] = []
+    rng = random.Random(8)
+    for n in range(6):
+        seed = rng.randbytes(32)
+        hd = hashlib.sha512(seed).digest()
+        a = bytearray(hd[:32])
+        a[0] &= 248
+        a[31] = (a[31] & 127) | 64
+        pub = nb.crypto_scalarmult_ed25519_base_noclamp(bytes(a))
+        msg = f"lambtrace torsion {n}".encode()
+        r = nb.crypto_core_ed25519_scalar_reduce(rng.randbytes(64))
+        r_point = nb.crypto_scalarmult_ed25519_base_noclamp(r)
+
+        def sign(big_r: bytes, key: bytes, r: bytes = r, a: bytes = bytes(a), msg: bytes = msg) -> bytes:
+            h = nb.crypto_core_ed25519_scalar_reduce(hashlib.sha512(big_r + key + msg).digest())
+            return big_r + nb.crypto_core_ed25519_scalar_add(r, nb.crypto_core_ed25519_scalar_mul(h, a))
+
+        plain = sign(r_point, pub)
+        mixed_r = nb.crypto_core_ed25519_add(r_point, _ORDER_8)
+        torsion_r = sign(mixed_r, pub)
+        mixed_a = nb.crypto_core_ed25519_add(pub, _ORDER_8)
+        torsion_a = sign(r_point, mixed_a)
+        assert verify_signature("ed25519", pub, msg, plain) and not verify_signature("ed25519", pub, msg, torsion_r)
+        out += [
+            {"alg": "ed25519", "name": f"crafted {n}", "pub": pub.hex(), "message": msg.hex(), "sig": plain.hex(),
+             "valid": True},
+            {"alg": "ed25519", "name": f"crafted {n}, R with an order-8 part", "pub": pub.hex(), "message": msg.hex(),
+             "sig": torsion_r.hex(), "valid": False, "cofactored": True},
+            {"alg": "ed25519", "name": f"crafted {n}, A with an order-8 part", "pub": mixed_a.hex(),
+             "message": msg.hex(), "sig": torsion_a.hex(),
+             "valid": verify_signature("ed25519", mixed_a, msg, torsion_a), "cofactored": True},
+        ]
+    return out
+
+
 def test_js_verifier_matches_python(chain: Chain, served: Served, driver: Any,
                                     capsys: pytest.CaptureFixture[str]) -> None:
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -1312,6 +1426,7 @@ def test_js_verifier_matches_python(chain: Chain, served: Served, driver: Any,
         signatures.append({"alg": "ed25519", "name": v["name"] + " S+L", "pub": v["public_key"],
                            "message": v["message"], "sig": (r + (s + ED25519_L).to_bytes(32, "little")).hex(),
                            "valid": False})
+    signatures += _ed25519_torsion_vectors()
     points = []
     for n in range(6):
         k = generate("ecdsa-p256")

@@ -11,8 +11,11 @@
 //    check that the story the server rendered is the one the signed events tell, then
 //    render the story from the verified events.  The verdict element's data-verdict
 //    goes pending -> verified | failed (data-reason holds the failure's code).
-//    Where WebCrypto lacks Ed25519, those signatures are left to the server's verdict
-//    (/l/<label>/verdict) and the page says so (data-checked-by="server").  A v3 bundle
+//    Where WebCrypto lacks Ed25519 (phones with an older browser engine), the page checks
+//    those signatures in JavaScript under the same rules (verify.js, docs/adr/0016;
+//    data-checked-by="browser", data-ed25519="js"); only where that cannot run either are
+//    they left to the server's verdict (/l/<label>/verdict), and the page says so
+//    (data-checked-by="server").  A v3 bundle
 //    proves its recalls complete (the header's recall map, docs/label-proof.md): a
 //    quiet note under the verdict (#verdict-recalls) says that there is none, or that
 //    the recall warning lists them all, up to the checkpoint's time, and the technical
@@ -231,9 +234,9 @@ function renderStory(story) {
   recall.hidden = story.recalls.length === 0;
 }
 
-function renderTech(report, fingerprint, checkedBy) {
+function renderTech(report, fingerprint, checkedBy, ed25519) {
   const rows = [
-    ["tech.checked_by", null, `tech.checked_by.${checkedBy}`],
+    ["tech.checked_by", null, checkedBy === "browser" && ed25519 === "js" ? "tech.checked_by.browser_js" : `tech.checked_by.${checkedBy}`],
     ["tech.chain", report.chain],
     ["tech.block", `#${report.checkpoint.height} · ${report.checkpoint.hash.slice(0, 16)}…`],
     ["tech.log_size", String(report.checkpoint.log_size)],
@@ -395,7 +398,8 @@ async function verifyPage() {
       getJson(data.proof_url, "the proof"),
       getJson(data.genesis_url, "the genesis document"),
     ]);
-    const ed25519 = (await V.ed25519Available()) ? "webcrypto" : "defer";
+    const ed25519 = (await V.ed25519Available()) ? "webcrypto" : (await V.ed25519JsAvailable()) ? "js" : "defer";
+    document.getElementById("verdict").dataset.ed25519 = ed25519;
     const report = await V.verifyLabelBundle(bundle, { label: data.label, fingerprint, genesis, ed25519 });
     if (report.deferred > 0) {
       checkedBy = "server";
@@ -406,7 +410,7 @@ async function verifyPage() {
       throw new V.VerificationError("summary_mismatch", `the page showed other values for ${diffs.join(", ")}`);
     }
     renderStory(report.story);
-    renderTech(report, fingerprint, checkedBy);
+    renderTech(report, fingerprint, checkedBy, ed25519);
     recallProof = !report.recalls_complete ? null : {
       key: report.story.recalls.length === 0 ? "recalls.none_proven" : "recalls.all_proven",
       at: report.checkpoint.time,

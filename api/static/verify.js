@@ -41,7 +41,8 @@
 //   6. membership from genesis and the bundle's enrolments, rotations, terminals and
 //      revocations; 7. exactness: the bundle holds exactly what the story and its
 //      signers need; each signer's role and key valid at the event's time;
-//   8. signatures last: the precommits, then every event's (WebCrypto Ed25519 and ECDSA
+//   8. signatures last: the precommits, then every event's (WebCrypto Ed25519, or the same
+//      rules in JavaScript where WebCrypto lacks it, and ECDSA
 //      P-256; SHA-256 throughout).
 // Any failure throws VerificationError(code, message) with verify/errors.py's codes (and
 // a few of the page's own: bad_fingerprint, fingerprint_mismatch, no_crypto, no_genesis).  Pure
@@ -770,11 +771,64 @@ export async function ed25519Available() {
   }
 }
 
+// Ed25519 without WebCrypto's: the curve arithmetic of @noble/ed25519 (vendor/, a verbatim
+// copy of the npm package, loaded only when needed) under libsodium's acceptance rules,
+// which ledger/sigs.py uses everywhere else (docs/adr/0016): the checks verifySignature
+// makes first (canonical key and R encodings, neither of small order, S < L), then the
+// cofactorless equation: [S]B - [h]A must encode to exactly R's 32 bytes, h being
+// SHA-512(R || A || message) mod L.  (The library's own verify uses the cofactored
+// equation, which accepts some signatures libsodium refuses.)
+let nobleEd25519 = null;
+
+function noble() {
+  if (nobleEd25519 === null) {
+    nobleEd25519 = import("./vendor/noble-ed25519.js");
+    nobleEd25519.catch(() => {
+      nobleEd25519 = null;
+    });
+  }
+  return nobleEd25519;
+}
+
+async function ed25519Js(pub, message, sig) {
+  const { Point } = await noble();
+  const A = Point.fromBytes(pub, false);
+  const r = sig.subarray(0, 32);
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-512", concat(r, pub, message)));
+  const h = littleEndian(digest) % ED25519_L;
+  const S = littleEndian(sig.subarray(32));
+  const check = Point.BASE.multiply(S, false).subtract(A.multiply(h, false));
+  return bytesEqual(check.toBytes(), r);
+}
+
+const RFC8032_TEST1 = {
+  pub: "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+  sig:
+    "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b",
+};
+
+/** Whether Ed25519 can be checked in JavaScript here (the library loads, and it verifies
+ * RFC 8032's first test vector and refuses it with one bit flipped). */
+export async function ed25519JsAvailable() {
+  try {
+    const pub = hexToBytes(RFC8032_TEST1.pub);
+    const sig = hexToBytes(RFC8032_TEST1.sig);
+    const flipped = Uint8Array.from(sig);
+    flipped[40] ^= 1;
+    const empty = new Uint8Array();
+    return (await verifySignature("ed25519", pub, empty, sig, "js")) &&
+      !(await verifySignature("ed25519", pub, empty, flipped, "js"));
+  } catch {
+    return false;
+  }
+}
+
 /** Whether `sig` is a valid `alg` signature by `pub` over `message` (ledger/sigs.py).
  * Never throws for bad input: it answers false.  ecdsa-p256: 33-byte compressed key,
  * raw r||s with 1 <= r < n and 1 <= s <= n/2 (low-S), over SHA-256 of the message.
- * ed25519: 32-byte canonical key not of small order, R not of small order, S < L. */
-export async function verifySignature(alg, pub, message, sig) {
+ * ed25519: 32-byte canonical key not of small order, R not of small order, S < L, then
+ * WebCrypto's Ed25519 (`ed25519` "webcrypto") or the same equation in JavaScript ("js"). */
+export async function verifySignature(alg, pub, message, sig, ed25519 = "webcrypto") {
   try {
     if (!(pub instanceof Uint8Array) || !(sig instanceof Uint8Array) || sig.length !== 64) return false;
     if (alg === "ecdsa-p256") {
@@ -788,6 +842,7 @@ export async function verifySignature(alg, pub, message, sig) {
     if (alg === "ed25519") {
       if (!ed25519KeyOk(pub) || ed25519SmallOrder(sig.subarray(0, 32))) return false;
       if (littleEndian(sig.subarray(32)) >= ED25519_L) return false;
+      if (ed25519 === "js") return await ed25519Js(pub, message, sig);
       const key = await importKey(alg, pub);
       return await crypto.subtle.verify({ name: "Ed25519" }, key, sig, message);
     }
@@ -1458,8 +1513,9 @@ function checkAuthorised(ev, m, g) {
  * as the anchor and report.anchor says "server"), `genesis`: the genesis document's
  * JSON (GET /v1/genesis; untrusted, it must hash to the bundle's genesis_hash), needed
  * unless the bundle embeds it (v1, or v2/v3 with ?genesis=1; if both are there they must
- * be the same document), `ed25519`: "webcrypto" (check Ed25519 here) or "defer" (leave
- * Ed25519 signatures to the server's verdict; report.deferred counts them).
+ * be the same document), `ed25519`: "webcrypto" (check Ed25519 with WebCrypto), "js" (check
+ * it in JavaScript, where WebCrypto lacks it) or "defer" (leave Ed25519 signatures to the
+ * server's verdict; report.deferred counts them).
  *
  * Returns {anchor, genesisHash, chain, checkpoint, events, signatures, deferred,
  * recalls_complete, story}: recalls_complete is true for a v3 bundle, whose story.recalls
@@ -1598,7 +1654,9 @@ export async function verifyLabelBundle(json, { label, fingerprint = null, genes
       deferred++;
       return;
     }
-    if (!(await verifySignature(job.alg, job.pub, job.message, job.sig))) fail(code, `the signature on the ${job.what} does not verify`);
+    if (!(await verifySignature(job.alg, job.pub, job.message, job.sig, ed25519))) {
+      fail(code, `the signature on the ${job.what} does not verify`);
+    }
     checked++;
   };
   for (const p of cert.precommits) {
