@@ -191,6 +191,25 @@ def _json_error_channel() -> type:
     return JsonErrorChannel
 
 
+def _quiet_after_close(server: Any, stop: threading.Event) -> None:
+    """A request a worker thread finishes after SIGTERM closed the server wakes a loop that
+    is gone: waitress's wake-up pipe is closed (``EBADF``), and it logged each such request
+    as a traceback. Once the node is stopping that is expected, and the answer goes nowhere
+    anyway (the connection closes with the process)."""
+    pull = getattr(server, "pull_trigger", None)
+    if pull is None:
+        return
+
+    def pull_trigger() -> None:
+        try:
+            pull()
+        except OSError:
+            if not stop.is_set():
+                raise
+
+    server.pull_trigger = pull_trigger
+
+
 def serve(cfg: NodeConfig, *, ready: threading.Event | None = None, fresh_sign_guard: bool = False) -> int:
     """Run the node until SIGINT/SIGTERM.  Returns the process exit code.
 
@@ -220,6 +239,7 @@ def serve(cfg: NodeConfig, *, ready: threading.Event | None = None, fresh_sign_g
     server = _server(cfg, app)
     tune_process()
     stop = threading.Event()
+    _quiet_after_close(server, stop)
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("signal %s: stopping", signum)

@@ -6,6 +6,8 @@ import http.client
 import json
 import os
 import signal
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -148,3 +150,33 @@ def test_clients_behind_a_trusted_reverse_proxy_are_told_apart(real_node: Any) -
     # the local operator, straight to the node, and a loopback client that is not the proxy
     assert backup("127.0.0.1", None) == 200
     assert backup("127.0.0.9", "198.51.100.1") == 200
+
+
+def test_sigterm_while_requests_are_in_flight_stops_cleanly(real_node: Any) -> None:
+    """Requests a worker finishes after SIGTERM closed the server used to log a traceback
+    each (waitress's wake-up pipe was closed under them)."""
+    w, url, launch, tmp = real_node
+    for _attempt in range(2):
+        proc = launch()
+        stop = threading.Event()
+
+        def hammer(stop: threading.Event = stop) -> None:
+            s = requests.Session()
+            while not stop.is_set():
+                try:
+                    s.get(url + "/v1/status", timeout=2)
+                except requests.RequestException:
+                    pass
+
+        threads = [threading.Thread(target=hammer, daemon=True) for _ in range(12)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        stop.set()
+        for t in threads:
+            t.join(timeout=5)
+    log = (tmp / "node.log").read_text()
+    assert "Traceback" not in log, log[log.find("Traceback") - 500:][:3000]
+    assert log.count("signal 15: stopping") == 2
