@@ -214,6 +214,18 @@ def start(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def stop_processes(procs: list[subprocess.Popen[bytes]], timeout_s: float = 20) -> None:
+    """SIGTERM every process, then wait for each; one that outlives ``timeout_s`` is killed."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 def healthy(url: str) -> bool:
     try:
         return requests.get(url + "/healthz", timeout=1).status_code == 200

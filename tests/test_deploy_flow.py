@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from api.client import Client
-from helpers import OFFICE, World, free_ports, healthy, wait_until
+from helpers import OFFICE, World, free_ports, healthy, stop_processes, wait_until
 from lambtrace.config import NodeConfig
 from signer import load_public_key, save_key_file
 
@@ -133,13 +133,7 @@ def test_a_network_set_up_machine_by_machine_commits(tmp_path: Path) -> None:
         assert {status(n)["genesis_hash"] for n in api} == {genesis_hash}
         assert status(OBSERVER)["role"] == "observer"
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
 
 
 def test_node_config_refuses_what_would_not_work(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from api.client import Client
-from helpers import wait_until
+from helpers import stop_processes, wait_until
 from lambtrace.config import load_genesis
 from ledger import events as E
 from signer import generate, load_signer, public_key_record
@@ -79,10 +79,4 @@ def test_observer_replicates_and_relays(tmp_path: Path) -> None:
         assert len(hashes) == 1
         assert obs.actor("coop-1")["role"] == "cooperative"
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs, 15)
