@@ -69,7 +69,9 @@ def register(sub: Any) -> None:
     s.set_defaults(func=cmd_audit)
 
     s = sub.add_parser("witness", help="follow a node's checkpoints; alarm (exit 3) on a fork or rewrite")
-    s.add_argument("--url", required=True, help="the node's API")
+    s.add_argument("--url", required=True, action="append",
+                   help="a node's API; repeat it to watch several nodes and hold them to one chain (a node "
+                        "showing a different history than its peers is a fork too)")
     s.add_argument("--state", required=True, help="file keeping the last trusted checkpoint")
     s.add_argument("--genesis", required=True, help="the genesis JSON you trust")
     s.add_argument("--every", type=float, help="keep watching, looking again every this many seconds")
@@ -473,48 +475,147 @@ def _save_state(path: Path, genesis: Genesis, cp: Any, url: str) -> None:
     })
 
 
+def _alarm(exc: VerificationError, urls: str | list[str], evidence: dict[str, Any] | None) -> int:
+    """Print the alarm (a JSON line; ``url`` for one node watched, ``urls`` for the nodes
+    that disagree when several are) and answer :data:`EXIT_ALARM`."""
+    alarm = {"alarm": exc.code, "message": exc.message, **_hex(exc.details),
+             **({"url": urls} if isinstance(urls, str) else {"urls": urls}),
+             **({"evidence": evidence} if evidence else {}), "time": _now_ms()}
+    print(json.dumps(alarm, ensure_ascii=False))
+    signers = f"; signed both: {', '.join(evidence['signed_both'])}" if evidence and evidence["signed_both"] else ""
+    print(f"ALARM: {exc.code}: {exc.message}{signers}", file=sys.stderr)
+    return EXIT_ALARM
+
+
+def _evidence(client: Any, url: str, cp: Any, genesis: Genesis) -> dict[str, Any] | None:
+    """The certified header ``client`` serves at ``cp``'s height, if it is another one:
+    who signed both (:func:`verify.witness.conflict_evidence`); None when there is none to
+    be had (the server does not serve one, or it does not verify)."""
+    from verify.witness import conflict_evidence, verify_checkpoint
+
+    try:
+        with answer_of(url):
+            other = verify_checkpoint(*_values(client.block(cp.height)), genesis)
+    except (LedgerError, VerificationError):
+        return None
+    return conflict_evidence(cp, other) if other.hash != cp.hash else None
+
+
+def _on_chain(client: Any, url: str, cp: Any, top: Any) -> str:
+    """Check that ``cp`` (verified) lies on the chain of ``top`` (verified, served by
+    ``client``): the header ``client`` serves at ``cp``'s height is ``cp``, and an RFC 9162
+    consistency proof from it takes ``cp``'s log to ``top``'s.  Raises what
+    :func:`verify.witness.check_extension` raises."""
+    from api.client import ClientError
+    from verify.witness import check_extension
+
+    proof: list[bytes] = []
+    if top.log_size > cp.log_size:
+        answer = client.consistency(cp.log_size, top.log_size)
+        with answer_of(url):
+            proof = [bytes.fromhex(x) for x in answer["proof"]] if isinstance(answer.get("proof"), list) else []
+    served: bytes | None = None
+    if top.height >= cp.height:
+        try:
+            with answer_of(url):
+                served = bytes.fromhex(client.block(cp.height)["hash"])
+        except ClientError as exc:
+            if exc.code != "not_found":
+                raise
+            served = b""  # the height is gone: history was cut
+    return check_extension(cp, top, proof, served_at_trusted_height=served)
+
+
+def _witness_many(urls: list[str], genesis: Genesis, state: Path) -> int:
+    """Several nodes at once: every node's latest checkpoint, and the trusted one, must lie
+    on the chain of the highest of them (each checked with proofs from the node serving
+    that one).  A node that cannot be reached, or answers with a checkpoint that does not
+    verify, is reported and left out; all of them failing is a failure (exit 1, or 2
+    when none could be reached)."""
+    from api.client import Client
+    from verify.witness import verify_checkpoint
+
+    trusted = _load_state(state, genesis)
+    clients = {u: Client(u) for u in urls}
+    latest: dict[str, Any] = {}
+    nodes: dict[str, dict[str, Any]] = {}
+    unreachable: LedgerError | None = None
+    for u, client in clients.items():
+        try:
+            with answer_of(u):
+                cp = verify_checkpoint(*_values(client.block("latest")), genesis)
+        except VerificationError as exc:
+            nodes[u] = {"error": exc.code, "message": exc.message}
+            continue
+        except LedgerError as exc:
+            nodes[u] = {"error": exc.code, "message": exc.message}
+            unreachable = unreachable or exc
+            continue
+        latest[u] = cp
+        nodes[u] = {"height": cp.height, "hash": cp.hash.hex()}
+    if not latest:
+        print(json.dumps({"status": "untrusted", "nodes": nodes}, ensure_ascii=False))
+        if unreachable is not None and all(n["error"] == unreachable.code for n in nodes.values()):
+            raise unreachable
+        print("error: no node answered with a checkpoint that verifies", file=sys.stderr)
+        return EXIT_FAILED
+    top_url = max(latest, key=lambda u: (latest[u].height, u == urls[0]))
+    top = latest[top_url]
+    if trusted is not None and trusted.height > top.height:
+        from verify.errors import Rollback
+
+        return _alarm(Rollback(f"every node's latest block is behind the trusted block {trusted.height} (the "
+                               f"highest served: {top.height} at {top_url})", trusted_height=trusted.height,
+                               trusted_hash=trusted.hash.hex(), served_height=top.height,
+                               served_hash=top.hash.hex()), urls, None)
+    others = ([("the trusted checkpoint", None, trusted)] if trusted is not None else []) + [
+        (u, u, cp) for u, cp in latest.items() if u != top_url]
+    for who, url, cp in others:
+        try:
+            _on_chain(clients[top_url], top_url, cp, top)
+        except VerificationError as exc:
+            evidence = _evidence(clients[top_url], top_url, cp, genesis)
+            return _alarm(type(exc)(f"{who} and {top_url} disagree: {exc.message}", **exc.details),
+                          [x for x in (url, top_url) if x is not None], evidence)
+    verdict = "initialised" if trusted is None else "unchanged" if top.hash == trusted.hash else "advanced"
+    if verdict != "unchanged":
+        _save_state(state, genesis, top, ",".join(urls))
+    out = {"status": verdict, **({"from": trusted.height} if trusted is not None else {}), "to": top.height,
+           "height": top.height, "hash": top.hash.hex(), "log_size": top.log_size, "nodes": nodes}
+    print(json.dumps(out, ensure_ascii=False))
+    return EXIT_OK
+
+
 def _witness_once(args: argparse.Namespace, genesis: Genesis, state: Path) -> int:
+    """One look at one node (several: :func:`_witness_many`)."""
     from api.client import Client
     from verify.witness import check_extension, verify_checkpoint
 
+    if len(args.url) > 1:
+        return _witness_many(args.url, genesis, state)
+    url = args.url[0]
     trusted = _load_state(state, genesis)
-    client = Client(args.url)
-    with answer_of(args.url):
+    client = Client(url)
+    with answer_of(url):
         latest = _values(client.block("latest"))
     try:
         new = verify_checkpoint(*latest, genesis)
     except VerificationError as exc:
         return _fail(exc, {"status": "untrusted"})
     if trusted is None:
-        _save_state(state, genesis, new, args.url)
+        _save_state(state, genesis, new, url)
         print(json.dumps({"status": "initialised", "height": new.height, "hash": new.hash.hex(),
                           "log_size": new.log_size}))
         return EXIT_OK
-    proof: list[bytes] = []
-    if new.log_size > trusted.log_size:
-        answer = client.consistency(trusted.log_size, new.log_size)
-        with answer_of(args.url):
-            proof = [bytes.fromhex(x) for x in answer["proof"]] if isinstance(answer.get("proof"), list) else []
-    served_old: bytes | None = None
-    if new.height >= trusted.height:
-        from api.client import ClientError
-
-        try:
-            with answer_of(args.url):
-                served_old = bytes.fromhex(client.block(trusted.height)["hash"])
-        except ClientError as exc:
-            if exc.code != "not_found":
-                raise
-            served_old = b""  # the trusted height is gone: history was cut
     try:
-        verdict = check_extension(trusted, new, proof, served_at_trusted_height=served_old)
+        if new.height < trusted.height:
+            verdict = check_extension(trusted, new, [])  # raises Rollback
+        else:
+            verdict = _on_chain(client, url, trusted, new)
     except VerificationError as exc:
-        alarm = {"alarm": exc.code, "message": exc.message, **_hex(exc.details), "url": args.url, "time": _now_ms()}
-        print(json.dumps(alarm, ensure_ascii=False))
-        print(f"ALARM: {exc.code}: {exc.message}", file=sys.stderr)
-        return EXIT_ALARM
+        return _alarm(exc, url, _evidence(client, url, trusted, genesis))
     if verdict == "advanced":
-        _save_state(state, genesis, new, args.url)
+        _save_state(state, genesis, new, url)
     print(json.dumps({"status": verdict, "from": trusted.height, "to": new.height, "hash": new.hash.hex(),
                       "log_size": new.log_size}))
     return EXIT_OK

@@ -257,3 +257,100 @@ def test_pure_checks(forked: Forked) -> None:
         check_extension(cp(f.a, 9), b9, [])
     with pytest.raises(ForkDetected):  # a proof for another pair of sizes
         check_extension(t8, t10, proof[:-1])
+
+
+# -- several nodes ------------------------------------------------------------------------------
+
+
+def block_hash(store: ChainStore, height: int) -> str:
+    header = store.header(height)
+    assert header is not None
+    return header.hash.hex()
+
+
+def witness_many(capsys: pytest.CaptureFixture[str], urls: list[str], f: Forked) -> tuple[int, dict[str, Any], str]:
+    rc = main(["witness", *[a for u in urls for a in ("--url", u)], "--state", str(f.state), "--genesis",
+               str(f.gpath)])
+    cap = capsys.readouterr()
+    lines = [ln for ln in cap.out.splitlines() if ln.strip()]
+    return rc, json.loads(lines[-1]), cap.err
+
+
+def test_several_nodes_on_one_chain_advance_together(forked: Forked, capsys: pytest.CaptureFixture[str]) -> None:
+    """Node B holds a prefix of node A's chain (it lags): consistent, the witness trusts
+    A's latest, and a node that cannot be reached is reported, not an alarm."""
+    f = forked
+    f.grow(f.a)
+    f.grow(f.a)
+    a, b = Served(f.node_a), Served(f.node_b)
+    try:
+        rc, out, _ = witness_many(capsys, [b.url, a.url], f)
+        assert rc == 0 and out["status"] == "initialised" and out["height"] == 10, out
+        assert out["nodes"] == {a.url: {"height": 10, "hash": block_hash(f.a, 10)},
+                                b.url: {"height": 8, "hash": block_hash(f.b, 8)}}
+        f.grow(f.a)
+        dead = "http://127.0.0.1:9"
+        rc, out, _ = witness_many(capsys, [a.url, b.url, dead], f)
+        assert rc == 0 and (out["status"], out["from"], out["to"]) == ("advanced", 10, 11), out
+        assert out["nodes"][dead]["error"] == "transport_error"
+        assert json.loads(f.state.read_text())["checkpoint"]["height"] == 11
+        # every node behind the trusted checkpoint: a rollback
+        rc, out, err = witness_many(capsys, [b.url, dead], f)
+        assert rc == 3 and out["alarm"] == "rollback" and out["trusted_height"] == 11, out
+        # none reachable: exit 2, state kept
+        assert main(["witness", "--url", dead, "--url", "http://127.0.0.1:7", "--state", str(f.state),
+                     "--genesis", str(f.gpath)]) == 2
+        assert "transport_error" in capsys.readouterr().err
+        assert json.loads(f.state.read_text())["checkpoint"]["height"] == 11
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("trusted_first", [False, True], ids=["first-look", "after-trusting-A"])
+def test_two_nodes_showing_two_histories_raise_the_alarm_and_name_the_signers(
+        forked: Forked, capsys: pytest.CaptureFixture[str], trusted_first: bool) -> None:
+    """A split view: node A and node B each serve a certified chain, different from block 9
+    on. Watching either alone, a witness sees a consistent chain; watching both, it raises
+    the alarm with both headers at the first height they differ and the validators that
+    signed both (here the one validator, in round 0 both times: equivocation)."""
+    f = forked
+    f.grow(f.a)
+    f.grow(f.b, actor=COOP)
+    f.grow(f.b, actor=COOP)
+    a, b = Served(f.node_a), Served(f.node_b)
+    try:
+        if trusted_first:
+            assert witness(capsys, a.url, f)[0] == 0
+        trusted = f.state.read_text() if f.state.exists() else None
+        rc, out, err = witness_many(capsys, [a.url, b.url], f)
+        assert rc == 3 and out["alarm"] == "fork", out
+        if trusted_first:  # A's block 9, trusted, is not on B's chain
+            assert out["urls"] == [b.url] and out["message"].startswith("the trusted checkpoint and"), out
+        else:  # A's latest (9) is not on the chain of B's (10)
+            assert out["urls"] == [a.url, b.url] and out["message"].startswith(f"{a.url} and {b.url}"), out
+        ev = out["evidence"]
+        assert ev["height"] == 9 and ev["hashes"] == sorted([block_hash(f.a, 9), block_hash(f.b, 9)])
+        assert ev["signed_both"] == [VALIDATOR] and ev["equivocation"] is True and ev["rounds"] == [0]
+        assert f"signed both: {VALIDATOR}" in err
+        assert (f.state.read_text() if f.state.exists() else None) == trusted
+    finally:
+        a.close()
+        b.close()
+
+
+def test_conflict_evidence_in_other_rounds_is_not_called_equivocation(forked: Forked) -> None:
+    from ledger.blocks.certificate import sign_commit
+    from verify.witness import Checkpoint, conflict_evidence
+
+    f = forked
+    f.grow(f.a)
+    f.grow(f.b, actor=COOP)
+    ha, hb = f.a.header(9), f.b.header(9)
+    assert ha is not None and hb is not None
+    ca = Checkpoint(ha, sign_commit(CHAIN, 9, 0, ha.hash, [(VALIDATOR, f.w.validator)]))
+    cb = Checkpoint(hb, sign_commit(CHAIN, 9, 2, hb.hash, [(VALIDATOR, f.w.validator)]))
+    ev = conflict_evidence(ca, cb)
+    assert ev["signed_both"] == [VALIDATOR] and ev["rounds"] == [0, 2] and ev["equivocation"] is False
+    with pytest.raises(ValueError):
+        conflict_evidence(ca, ca)

@@ -39,7 +39,7 @@ from ledger.genesis import Genesis
 
 from .errors import BadCertificate, BadHeader, ChainMismatch, ForkDetected, InsufficientPower, Rollback
 
-__all__ = ["STATE_FORMAT", "Checkpoint", "check_extension", "verify_checkpoint"]
+__all__ = ["STATE_FORMAT", "Checkpoint", "check_extension", "conflict_evidence", "verify_checkpoint"]
 
 STATE_FORMAT = "lambtrace-witness/v1"
 
@@ -144,3 +144,21 @@ def check_extension(
         raise ForkDetected(f"the log of {new.log_size} leaves cannot be shown to extend the trusted "
                            f"{trusted.log_size}: {exc.message}", **where) from None
     return "advanced"
+
+
+def conflict_evidence(a: Checkpoint, b: Checkpoint) -> dict[str, Any]:
+    """What two different certified headers at one height say about who signed them.
+
+    Each certificate holds precommits of more than 2/3 of the voting power, so more than
+    1/3 signed both: ``signed_both`` names them.  In the same round that is proof: each of
+    them signed two precommits for one height and round (``equivocation``).  In different
+    rounds a validator may have moved on from a lock in good faith, so the names are where
+    an inquiry starts, not a verdict.
+    """
+    if a.height != b.height or a.hash == b.hash:
+        raise ValueError("evidence is about two different headers at one height")
+    both = sorted({n for n, _s in a.certificate.precommits} & {n for n, _s in b.certificate.precommits})
+    same_round = a.certificate.round == b.certificate.round
+    return {"height": a.height, "hashes": sorted([a.hash.hex(), b.hash.hex()]),
+            "rounds": sorted({a.certificate.round, b.certificate.round}), "signed_both": both,
+            "equivocation": same_round and bool(both)}
