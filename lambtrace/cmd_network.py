@@ -149,6 +149,7 @@ def node_config(args: argparse.Namespace) -> dict[str, Any]:
         raise LedgerError(f"{args.name!r} is a validator of this genesis: an observer needs a name of its own",
                           code="bad_argument")
     key: Path | str = args.key
+    pub = None
     if str(args.key).startswith("pkcs11:"):
         key = str(args.key)  # read from the token when the node starts (it checks the key then)
     else:
@@ -165,6 +166,10 @@ def node_config(args: argparse.Namespace) -> dict[str, Any]:
         if name in validators:
             raise LedgerError(f"--observer {name!r} is a validator of this genesis", code="bad_argument")
         opub = load_public_key(pubfile)
+        if name == args.name and pub is not None and (opub.alg, opub.public_key) != (pub.alg, pub.public_key):
+            raise LedgerError(f"--observer {name!r} names this node with another key than the one in {args.key} "
+                              f"(key id {pub.key_id}): the validators were given {opub.key_id}",
+                              code="wrong_node_key")
         observers.append({"name": name, "alg": opub.alg, "pub": opub.public_key.hex()})
     declared = set(validators) | {o["name"] for o in observers}
     peers = []

@@ -154,6 +154,8 @@ def test_node_config_refuses_what_would_not_work(tmp_path: Path) -> None:
         (["--name", "a", "--key", "a.json", "--peer", "b@h:1", "--observer", "b:obs.pub.json"], "is a validator"),
         (["--name", "a", "--key", "a.json"], "other validators' peer addresses"),
         (["--name", "b", "--role", "observer", "--key", "b.json", "--peer", "a@h:1"], "needs a name of its own"),
+        (["--name", "obs", "--role", "observer", "--key", "a.json", "--peer", "a@h:1", "--observer",
+          "obs:obs.pub.json"], "another key"),
         (["--name", "a", "--key", "missing.json", "--peer", "b@h:1"], "key_file_missing"),
         (["--name", "a", "--key", "a.json", "--peer", "b@h:1", "--trusted-proxy", "proxy.lan"], "trusted_proxy"),
     ]

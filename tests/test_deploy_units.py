@@ -39,6 +39,7 @@ UNITS = ROOT / "deploy" / "systemd"
 NODE_UNIT = UNITS / "lambtrace-node.service"
 BACKUP_UNIT = UNITS / "lambtrace-backup.service"
 BACKUP_TIMER = UNITS / "lambtrace-backup.timer"
+WITNESS_UNIT = UNITS / "lambtrace-witness.service"
 DOC = ROOT / "docs" / "deploy.md"
 INSTALLED = "/opt/lambtrace/.venv/bin/lambtrace"
 """Where docs/deploy.md installs the command and the units run it."""
@@ -335,7 +336,7 @@ def test_the_guide_example_network_is_consistent() -> None:
 
 def test_the_guide_names_files_that_exist() -> None:
     text = DOC.read_text(encoding="utf-8")
-    for unit in (NODE_UNIT, BACKUP_UNIT, BACKUP_TIMER):
+    for unit in (NODE_UNIT, BACKUP_UNIT, BACKUP_TIMER, WITNESS_UNIT):
         assert f"deploy/systemd/{unit.name}" in text
     assert INSTALLED in text and "/opt/lambtrace" in text
     for ref in sorted(set(re.findall(r"\b((?:docs|docker|scripts)/[\w./-]*\w)", text))):
@@ -430,7 +431,7 @@ def test_backup_units() -> None:
 
 def test_every_exec_line_of_the_units_parses() -> None:
     found = 0
-    for path in (NODE_UNIT, BACKUP_UNIT):
+    for path in (NODE_UNIT, BACKUP_UNIT, WITNESS_UNIT):
         unit = read_unit(path)
         for key, values in unit["Service"].items():
             if not key.startswith("Exec"):
@@ -494,7 +495,7 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
         real = Path(shutil.which("lambtrace") or "")
     assert real.is_file(), "the lambtrace command of this checkout"
     copies = []
-    for path in (NODE_UNIT, BACKUP_UNIT, BACKUP_TIMER):
+    for path in (NODE_UNIT, BACKUP_UNIT, BACKUP_TIMER, WITNESS_UNIT):
         copy = tmp_path / path.name
         copy.write_text(path.read_text(encoding="utf-8").replace(INSTALLED, str(real)), encoding="utf-8")
         copies.append(str(copy))
@@ -509,3 +510,22 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
         r = subprocess.run([tool, "security", "--offline=yes", "--threshold=30", *services],
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr
+
+
+def test_witness_unit() -> None:
+    """The alarm (exit 3) is never restarted over; the witness watches every validator of
+    the guide's example network, keeping its state where systemd gives it a directory."""
+    u = read_unit(WITNESS_UNIT)
+    assert one(u, "Service", "User") == "lambtrace"
+    assert "3" in one(u, "Service", "RestartPreventExitStatus").split()
+    assert one(u, "Service", "Restart") == "on-failure"
+    (run,) = exec_invocations(one(u, "Service", "ExecStart"))
+    ns = parse(run, WITNESS_UNIT.name)
+    assert ns is not None
+    assert ns.every and ns.every >= 10 and ns.genesis == "/etc/lambtrace/genesis.json"
+    assert ns.state.startswith(f"/var/lib/{one(u, 'Service', 'StateDirectory')}/")
+    text = DOC.read_text(encoding="utf-8")
+    validators = set(re.findall(r"--validator ([a-z][\w-]*):\d{6}:", text))
+    hosts = {urlparse(x).hostname for x in ns.url}
+    assert len(validators) == 4 and hosts == {f"{v}.trace.example" for v in validators}
+    assert {urlparse(x).scheme for x in ns.url} == {"https"}
