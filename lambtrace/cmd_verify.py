@@ -461,7 +461,8 @@ def _load_state(path: Path, genesis: Genesis) -> Any:
                           code="bad_state_file") from exc
 
 
-def _save_state(path: Path, genesis: Genesis, cp: Any, url: str) -> None:
+def _save_state(path: Path, genesis: Genesis, cp: Any, url: str,
+                nodes: dict[str, dict[str, Any]] | None = None) -> None:
     from ledger import schema
     from verify.witness import STATE_FORMAT
 
@@ -472,7 +473,19 @@ def _save_state(path: Path, genesis: Genesis, cp: Any, url: str) -> None:
         "url": url,
         "checkpoint": schema.to_json(cp.to_dict()),
         "trusted_at": _now_ms(),
+        **({"nodes": nodes} if nodes is not None else {}),
     })
+
+
+def _seen_nodes(path: Path) -> dict[str, tuple[int, str]]:
+    """What each node served at the last look that found them all on one chain: url ->
+    (height, header hash); empty for a state file without them."""
+    try:
+        nodes = json.loads(path.read_text(encoding="utf-8")).get("nodes") or {}
+        return {u: (int(v["height"]), str(v["hash"])) for u, v in nodes.items()
+                if isinstance(v, dict) and type(v.get("height")) is int and isinstance(v.get("hash"), str)}
+    except (OSError, ValueError, AttributeError):
+        return {}
 
 
 def _alarm(exc: VerificationError, urls: str | list[str], evidence: dict[str, Any] | None) -> int:
@@ -536,6 +549,7 @@ def _witness_many(urls: list[str], genesis: Genesis, state: Path) -> int:
     from verify.witness import verify_checkpoint
 
     trusted = _load_state(state, genesis)
+    seen = _seen_nodes(state)
     clients = {u: Client(u) for u in urls}
     latest: dict[str, Any] = {}
     nodes: dict[str, dict[str, Any]] = {}
@@ -559,15 +573,21 @@ def _witness_many(urls: list[str], genesis: Genesis, state: Path) -> int:
             raise unreachable
         print("error: no node answered with a checkpoint that verifies", file=sys.stderr)
         return EXIT_FAILED
+    from verify.errors import ForkDetected, Rollback
+
+    for u, cp in latest.items():  # a node that went back on what it served
+        if u in seen and cp.height < seen[u][0]:
+            return _alarm(Rollback(f"{u} now serves block {cp.height}, behind block {seen[u][0]} it served before",
+                                   trusted_height=seen[u][0], trusted_hash=seen[u][1], served_height=cp.height,
+                                   served_hash=cp.hash.hex()), [u], None)
     top_url = max(latest, key=lambda u: (latest[u].height, u == urls[0]))
     top = latest[top_url]
     if trusted is not None and trusted.height > top.height:
-        from verify.errors import Rollback
-
-        return _alarm(Rollback(f"every node's latest block is behind the trusted block {trusted.height} (the "
-                               f"highest served: {top.height} at {top_url})", trusted_height=trusted.height,
-                               trusted_hash=trusted.hash.hex(), served_height=top.height,
-                               served_hash=top.hash.hex()), urls, None)
+        # every node that answered lags behind the trusted checkpoint (the one that served
+        # it may be down): nothing here can be checked against it until one catches up
+        print(json.dumps({"status": "behind", "trusted": trusted.height, "height": top.height, "nodes": nodes},
+                         ensure_ascii=False))
+        return EXIT_OK
     others = ([("the trusted checkpoint", None, trusted)] if trusted is not None else []) + [
         (u, u, cp) for u, cp in latest.items() if u != top_url]
     for who, url, cp in others:
@@ -577,9 +597,20 @@ def _witness_many(urls: list[str], genesis: Genesis, state: Path) -> int:
             evidence = _evidence(clients[top_url], top_url, cp, genesis)
             return _alarm(type(exc)(f"{who} and {top_url} disagree: {exc.message}", **exc.details),
                           [x for x in (url, top_url) if x is not None], evidence)
+    for u, (height, hash_hex) in seen.items():  # what each node served before is still the chain
+        if u != top_url and height <= top.height and u in clients:
+            with answer_of(top_url):
+                now = str(clients[top_url].block(height)["hash"])
+            if now != hash_hex:
+                return _alarm(ForkDetected(f"{u} served block {height} as {hash_hex[:16]}…, and {top_url}'s chain "
+                                           f"holds {now[:16]}… there", trusted_height=height, trusted_hash=hash_hex,
+                                           served_height=top.height, served_hash=top.hash.hex()),
+                              [u, top_url], None)
     verdict = "initialised" if trusted is None else "unchanged" if top.hash == trusted.hash else "advanced"
-    if verdict != "unchanged":
-        _save_state(state, genesis, top, ",".join(urls))
+    last = {**{u: {"height": h, "hash": x} for u, (h, x) in seen.items() if u in clients},
+            **{u: {"height": cp.height, "hash": cp.hash.hex()} for u, cp in latest.items()}}
+    if verdict != "unchanged" or last != {u: {"height": h, "hash": x} for u, (h, x) in seen.items()}:
+        _save_state(state, genesis, top, ",".join(urls), last)
     out = {"status": verdict, **({"from": trusted.height} if trusted is not None else {}), "to": top.height,
            "height": top.height, "hash": top.hash.hex(), "log_size": top.log_size, "nodes": nodes}
     print(json.dumps(out, ensure_ascii=False))
