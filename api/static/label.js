@@ -351,9 +351,11 @@ function timeoutSignal(ms) {
 /** The answer prefetch.js already asked for (once), or null. */
 function prefetched(url) {
   const started = window.lambtracePrefetch;
+  if (!started) window.lambtracePrefetchTaken = true; // prefetch.js, if it runs later, fetches nothing
   if (!started || !(url in started)) return null;
   const answer = started[url];
   delete started[url];
+  window.lambtracePrefetchHits = (window.lambtracePrefetchHits ?? 0) + 1;
   return answer;
 }
 

@@ -15,7 +15,10 @@ function timeoutSignal(ms) {
   return controller.signal;
 }
 
-for (const meta of document.querySelectorAll('meta[name="lambtrace-fetch"]')) {
+// label.js sets lambtracePrefetchTaken when it fetched for itself: on a busy phone this
+// async module may run after it, and then fetching again would be a waste
+const metas = window.lambtracePrefetchTaken ? [] : document.querySelectorAll('meta[name="lambtrace-fetch"]');
+for (const meta of metas) {
   const url = meta.content;
   const answer = fetch(url, {
     headers: { Accept: "application/json" },
