@@ -254,15 +254,15 @@ def test_chaos_soak(chaos_cluster: RealCluster) -> None:
     t0 = time.monotonic()
     chaos = run_chaos(chaos_cluster, SOAK_S, seed, spare="league")
     half, t_end = t0 + SOAK_S / 2, t0 + SOAK_S
-    lived = 0
+    lived = []
     for pid, samples in chaos.rss.items():
         if samples[0][0] > half - 60 or samples[-1][0] < t_end - 60:
             continue  # a process that did not live through the second half
-        lived += 1
         mid = next(kib for t, kib in samples if t >= half)
         end = samples[-1][1]
         assert end <= mid * 1.3 + 64 * 1024, (
             f"pid {pid}: RSS {mid} KiB at half time, {end} KiB at the end (seed {seed})")
-    assert lived >= 1, "no node process lived through the second half (the spare must)"
-    print(f"memory: {lived} node processes lived through the second half, none grew")
+        lived.append(f"{mid // 1024} -> {end // 1024} MiB")
+    assert lived, "no node process lived through the second half (the spare must)"
+    print(f"memory of the node processes that lived through the second half: {', '.join(lived)}")
 
