@@ -476,6 +476,8 @@ def run_demo(args: argparse.Namespace) -> int:
             _say(f"recalled label: {urls[0]}/l/{recalled[0]}#g={genesis.hash.hex()[:32]}")
         _say(f"dashboard:     {urls[0]}/dashboard")
         _say(f"status:        {urls[0]}/v1/status")
+        _say(f"witness:       lambtrace witness {' '.join(f'--url {u}' for u in urls)} "
+             f"--state {d / 'witness.json'} --genesis {d / 'genesis.json'}")
         if args.exit_when_ready:
             return 0
         _say("running; press Ctrl-C to stop")

@@ -61,6 +61,8 @@ def test_demo_runs_serves_and_resumes(tmp_path: Path) -> None:
     assert proc.returncode == 0, out
     assert "consumer page" in out and "demo.json" in out
     assert f"dashboard:     {node['api']}/dashboard" in out  # DESIGN §7: it prints the consumer and dashboard URLs
+    witness_line = next(ln for ln in out.splitlines() if ln.startswith("witness:"))
+    assert f"lambtrace witness --url {node['api']} --state " in witness_line
     assert "stopped 1 node process(es); the chain stays in" in out  # Ctrl-C says what became of it
     assert wait_until(lambda: not pid_alive(node["pid"]), 20), "the node outlived the demo"
 
