@@ -112,17 +112,17 @@ def genesis_summary(g: Genesis) -> dict[str, Any]:
     """What an operator compares on a second channel before trusting a genesis file: its
     hash (over the content, not the file's bytes), the fingerprint label links carry, and
     the key id of every key it names."""
-    from signer.software import compute_key_id
+    from ledger.hashing import key_id
 
     return {
         "chain": g.chain,
         "hash": g.hash.hex(),
         "fingerprint": g.hash.hex()[:FINGERPRINT_HEX],
         "time": g.time,
-        "validators": [{"name": v.name, "banner": v.banner, "alg": v.alg, "key_id": compute_key_id(v.alg, v.pub),
+        "validators": [{"name": v.name, "banner": v.banner, "alg": v.alg, "key_id": key_id(v.alg, v.pub),
                         "power": v.power} for v in g.validators],
         "trace_office": {"id": g.trace_office["id"], "banner": g.trace_office["banner"],
-                         "keys": [{"alg": k["alg"], "key_id": compute_key_id(k["alg"], k["pub"]),
+                         "keys": [{"alg": k["alg"], "key_id": key_id(k["alg"], k["pub"]),
                                    "storage": k.get("storage", "software")} for k in g.trace_office["keys"]]},
         "params": g.params.to_dict(),
     }

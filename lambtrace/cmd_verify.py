@@ -440,11 +440,14 @@ def _values(block: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return hdr, cert
 
 
-def _load_state(path: Path, genesis: Genesis) -> Any:
+def _load_state(path: Path, genesis: Genesis) -> tuple[Any, dict[str, dict[str, Any]]]:
+    """The trusted checkpoint of a witness state file (None: there is none yet), and what
+    each node served at the last look over several (``{url: {height, hash}}``; empty for
+    a state file without them)."""
     from verify.witness import STATE_FORMAT, verify_checkpoint
 
     if not path.exists():
-        return None
+        return None, {}
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(doc, dict):
@@ -455,10 +458,15 @@ def _load_state(path: Path, genesis: Genesis) -> Any:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise LedgerError(f"cannot read the witness state {path}: {exc}", code="bad_state_file") from exc
     try:
-        return verify_checkpoint(hdr, cert, genesis)
+        trusted = verify_checkpoint(hdr, cert, genesis)
     except VerificationError as exc:
         raise LedgerError(f"the witness state {path} holds a checkpoint that does not verify: {exc.message}",
                           code="bad_state_file") from exc
+    nodes = doc.get("nodes")
+    seen = {u: {"height": v["height"], "hash": v["hash"]} for u, v in nodes.items()
+            if isinstance(v, dict) and type(v.get("height")) is int and isinstance(v.get("hash"), str)
+            } if isinstance(nodes, dict) else {}
+    return trusted, seen
 
 
 def _save_state(path: Path, genesis: Genesis, cp: Any, url: str,
@@ -475,17 +483,6 @@ def _save_state(path: Path, genesis: Genesis, cp: Any, url: str,
         "trusted_at": _now_ms(),
         **({"nodes": nodes} if nodes is not None else {}),
     })
-
-
-def _seen_nodes(path: Path) -> dict[str, tuple[int, str]]:
-    """What each node served at the last look that found them all on one chain: url ->
-    (height, header hash); empty for a state file without them."""
-    try:
-        nodes = json.loads(path.read_text(encoding="utf-8")).get("nodes") or {}
-        return {u: (int(v["height"]), str(v["hash"])) for u, v in nodes.items()
-                if isinstance(v, dict) and type(v.get("height")) is int and isinstance(v.get("hash"), str)}
-    except (OSError, ValueError, AttributeError):
-        return {}
 
 
 def _alarm(exc: VerificationError, urls: str | list[str], evidence: dict[str, Any] | None) -> int:
@@ -548,8 +545,7 @@ def _witness_many(urls: list[str], genesis: Genesis, state: Path) -> int:
     from api.client import Client
     from verify.witness import verify_checkpoint
 
-    trusted = _load_state(state, genesis)
-    seen = _seen_nodes(state)
+    trusted, seen = _load_state(state, genesis)
     clients = {u: Client(u) for u in urls}
     latest: dict[str, Any] = {}
     nodes: dict[str, dict[str, Any]] = {}
@@ -576,10 +572,10 @@ def _witness_many(urls: list[str], genesis: Genesis, state: Path) -> int:
     from verify.errors import Rollback
 
     for u, cp in latest.items():  # a node that went back on what it served
-        if u in seen and cp.height < seen[u][0]:
-            return _alarm(Rollback(f"{u} now serves block {cp.height}, behind block {seen[u][0]} it served before",
-                                   trusted_height=seen[u][0], trusted_hash=seen[u][1], served_height=cp.height,
-                                   served_hash=cp.hash.hex()), [u], None)
+        if u in seen and cp.height < seen[u]["height"]:
+            return _alarm(Rollback(f"{u} now serves block {cp.height}, behind block {seen[u]['height']} it served "
+                                   "before", trusted_height=seen[u]["height"], trusted_hash=seen[u]["hash"],
+                                   served_height=cp.height, served_hash=cp.hash.hex()), [u], None)
     top_url = max(latest, key=lambda u: (latest[u].height, u == urls[0]))
     top = latest[top_url]
     if trusted is not None and trusted.height > top.height:
@@ -600,9 +596,8 @@ def _witness_many(urls: list[str], genesis: Genesis, state: Path) -> int:
     # (what each node served before lies at or below the trusted checkpoint, which was just
     # shown to be on this chain: the headers below it are fixed by their prev links)
     verdict = "initialised" if trusted is None else "unchanged" if top.hash == trusted.hash else "advanced"
-    last = {**{u: {"height": h, "hash": x} for u, (h, x) in seen.items() if u in clients},
-            **{u: {"height": cp.height, "hash": cp.hash.hex()} for u, cp in latest.items()}}
-    if verdict != "unchanged" or last != {u: {"height": h, "hash": x} for u, (h, x) in seen.items()}:
+    last = {**{u: v for u, v in seen.items() if u in clients}, **{u: nodes[u] for u in latest}}
+    if verdict != "unchanged" or last != seen:
         _save_state(state, genesis, top, ",".join(urls), last)
     out = {"status": verdict, **({"from": trusted.height} if trusted is not None else {}), "to": top.height,
            "height": top.height, "hash": top.hash.hex(), "log_size": top.log_size, "nodes": nodes}
@@ -618,7 +613,7 @@ def _witness_once(args: argparse.Namespace, genesis: Genesis, state: Path) -> in
     if len(args.url) > 1:
         return _witness_many(args.url, genesis, state)
     url = args.url[0]
-    trusted = _load_state(state, genesis)
+    trusted, _seen = _load_state(state, genesis)
     client = Client(url)
     with answer_of(url):
         latest = _values(client.block("latest"))

@@ -138,8 +138,7 @@ def _behind_proxy(app: Any, trusted_proxy: str) -> Any:
     """The WSGI app as the server runs it.
 
     Behind a reverse proxy, the client is the one its ``X-Forwarded-For`` names (the scan
-    and wrong-code limits are per client); from anyone else the header is dropped. The
-    connection's own address stays in ``environ["lambtrace.peer"]``, and
+    and wrong-code limits are per client); from anyone else the header is dropped.
     ``environ["lambtrace.via_proxy"]`` says whether the request came through the proxy (from
     its address, carrying the header): what only local operators may ask for (backups) is
     refused through it, whatever address the header names.
@@ -151,9 +150,8 @@ def _behind_proxy(app: Any, trusted_proxy: str) -> Any:
              if trusted_proxy else app)
 
     def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
-        peer = environ.get("REMOTE_ADDR", "")
-        environ["lambtrace.peer"] = peer
-        environ["lambtrace.via_proxy"] = bool(trusted_proxy) and peer == trusted_proxy and \
+        # read before the proxy middleware puts the client's address in REMOTE_ADDR
+        environ["lambtrace.via_proxy"] = bool(trusted_proxy) and environ.get("REMOTE_ADDR") == trusted_proxy and \
             "HTTP_X_FORWARDED_FOR" in environ
         return inner(environ, start_response)
 
