@@ -41,15 +41,51 @@ def test_compose_services_match_network_init(tmp_path: Path) -> None:
         assert f"COPY {pkg} {pkg}" in df
 
 
-def test_docker_compose_config() -> None:
-    if shutil.which("docker") is None:
-        pytest.skip("no docker client on this machine")
-    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip("this docker client has no compose plugin (`docker compose` is unknown)")
-    r = subprocess.run(["docker", "compose", "-f", str(ROOT / "docker" / "compose.yml"), "config"],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
+def compose_commands() -> list[list[str]]:
+    """Every Compose implementation on this machine: the ``docker compose`` plugin and
+    the standalone ``docker-compose`` (Debian's package, which scripts/bootstrap
+    installs; it reads the file without a Docker daemon)."""
+    found = []
+    if shutil.which("docker") is not None:
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
+        if probe.returncode == 0:
+            found.append(["docker", "compose"])
+    if shutil.which("docker-compose") is not None:
+        found.append(["docker-compose"])
+    return found
+
+
+def test_docker_compose_config(tmp_path: Path) -> None:
+    commands = compose_commands()
+    if not commands:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+    for cmd in commands:
+        r = subprocess.run([*cmd, "-f", str(ROOT / "docker" / "compose.yml"), "config"],
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert r.returncode == 0, (cmd, r.stderr)
+        resolved = yaml.safe_load(r.stdout)
+        # What Compose resolved is the file's own services and volumes, not an empty
+        # document it accepted without reading.
+        assert set(resolved["services"]) == set(compose()["services"]), cmd
+        assert set(resolved["volumes"]) == set(compose()["volumes"]), cmd
+
+
+def test_docker_compose_config_refuses_a_broken_file(tmp_path: Path) -> None:
+    """The check above can fail: the same tools refuse a service that depends on one
+    the file does not define."""
+    commands = compose_commands()
+    if not commands:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+    doc = compose()
+    first = sorted(doc["services"])[0]
+    doc["services"][first]["depends_on"] = {"no-such-service": {"condition": "service_started"}}
+    broken = tmp_path / "compose.yml"
+    broken.write_text(yaml.safe_dump(doc))
+    for cmd in commands:
+        r = subprocess.run([*cmd, "-f", str(broken), "config"],
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert r.returncode != 0, cmd
+        assert "no-such-service" in (r.stderr + r.stdout), cmd
 
 
 def test_compose_file_fits_the_compose_specification() -> None:
