@@ -143,3 +143,17 @@ def test_the_inline_check_can_fail() -> None:
     assert check_inline("lambtrace keygen --no-such-option", parser) is not None
     assert check_inline("lambtrace no-such-command --url U", parser) is not None
     assert check_inline("lambtrace hsm no-such-sub", parser) is not None
+
+
+def test_every_command_and_subcommand_is_documented() -> None:
+    """A new command comes with its docs: each is shown as ``lambtrace <command>`` and each
+    subcommand as ``lambtrace <command> <sub>`` (or in a list such as ``hsm a|b``)."""
+    text = "\n".join(doc.read_text(encoding="utf-8") for doc in DOCS)
+    undocumented = []
+    for name, parser in subparsers(build_parser()).items():
+        if not re.search(rf"lambtrace {re.escape(name)}\b", text):
+            undocumented.append(name)
+        for sub in subparsers(parser):
+            if not re.search(rf"lambtrace {re.escape(name)} (?:[\w-]+\|)*{re.escape(sub)}\b", text):
+                undocumented.append(f"{name} {sub}")
+    assert not undocumented, f"no docs show `lambtrace` {undocumented}"
