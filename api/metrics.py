@@ -103,4 +103,7 @@ def _consensus(st: dict[str, Any]) -> list[str]:
                    [({}, replica.get("late_rounds", 0))])
     out += _family("lambtrace_blocks_synced_total", "counter", "Blocks applied from peers by block sync.",
                    [({}, replica.get("synced", 0))])
+    out += _family("lambtrace_consensus_equivocations_total", "counter",
+                   "Second, conflicting votes and proposals from one validator for one step.",
+                   [({}, replica.get("equivocations", 0))])
     return out

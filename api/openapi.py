@@ -210,11 +210,13 @@ def _components() -> dict[str, Any]:
                 "replica": {
                     "type": "object",
                     "description": "in a network: blocks decided by consensus, fetched by sync, messages dropped "
-                                   "(by reason), signatures the sign guard refused",
+                                   "(by reason), signatures the sign guard refused, conflicting votes and proposals "
+                                   "seen from validators",
                     "properties": {"decided": {"type": "integer"}, "late_rounds": {"type": "integer"},
                                    "synced": {"type": "integer"},
                                    "dropped": {"type": "object", "additionalProperties": {"type": "integer"}},
-                                   "refused_to_sign": {"type": "integer"}},
+                                   "refused_to_sign": {"type": "integer"},
+                                   "equivocations": {"type": "integer"}},
                 },
                 "sign_guard": {
                     "type": ["object", "null"],

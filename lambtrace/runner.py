@@ -105,7 +105,8 @@ class Consensus:
                                                               "late_rounds": self.replica.stats.late_rounds,
                                                               "synced": self.replica.stats.synced,
                                                               "dropped": self.replica.stats.dropped,
-                                                              "refused_to_sign": self.replica.stats.refused_to_sign},
+                                                              "refused_to_sign": self.replica.stats.refused_to_sign,
+                                                              "equivocations": m.equivocations_seen},
                 "sign_guard": ({"height": self.guard.last[0], "round": self.guard.last[1], "step": self.guard.last[2],
                                 "paused_until": self.replica.paused_until_ms}
                                if self.replica.signer is not None else None)}

@@ -276,6 +276,25 @@ def test_equivocating_votes_are_recorded_and_each_counts_for_its_value() -> None
     assert ("d", PREVOTE, 1, 0) in m.equivocations
     assert m._power(m.rounds[0].prevotes) == 1  # d counts once toward "any"
     assert m._power(m.rounds[0].prevotes, W) == 1
+    assert m.equivocations_seen == 1
+
+
+def test_the_record_of_equivocations_is_bounded_and_the_count_is_not() -> None:
+    """A byzantine validator can send conflicting votes at every height for as long as it
+    likes: the machine keeps only the latest of them (its memory stays flat) and counts
+    them all (``/v1/status`` shows the count)."""
+    m = Machine(VS, "a")
+    m.step(Start(1))
+    m.step(ProposalIn(1, 0, W, -1, "b", True))
+    sent = Machine.MAX_EQUIVOCATIONS_KEPT * 2
+    for _ in range(sent // 2):
+        m.rounds.clear()  # as if at a new height: d's earlier votes are forgotten
+        for vote in (PREVOTE, PRECOMMIT):
+            m.step(VoteIn(vote, 1, 0, None, "d", b"s"))
+            m.step(VoteIn(vote, 1, 0, W, "d", b"s"))  # conflicts with the nil vote
+    assert m.equivocations_seen == sent
+    assert len(m.equivocations) == Machine.MAX_EQUIVOCATIONS_KEPT
+    assert m.equivocations[-1] == ("d", PRECOMMIT, 1, 0)
 
 
 def test_junk_votes_cannot_crowd_out_a_real_one() -> None:

@@ -21,6 +21,7 @@ first time" is guarded by a flag.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -222,6 +223,7 @@ class Machine:
     """Messages more than this many rounds ahead of the current round are dropped."""
     MAX_FUTURE_HEIGHT_MSGS = 4096
     MAX_PROPOSALS_PER_ROUND = 4
+    MAX_EQUIVOCATIONS_KEPT = 1024
 
     def __init__(self, validators: ValidatorSet, me: str | None, timeouts: Timeouts = Timeouts()) -> None:
         self.validators = validators
@@ -239,8 +241,12 @@ class Machine:
         self._future: list[ProposalIn | VoteIn] = []
         self._proposed: set[bytes] = set()
         """Values some proposal of the current height carries."""
-        self.equivocations: list[tuple[str, str, int, int]] = []
-        """(validator, type, height, round) of conflicting votes seen; the first vote counts."""
+        self.equivocations: deque[tuple[str, str, int, int]] = deque(maxlen=self.MAX_EQUIVOCATIONS_KEPT)
+        """The latest (validator, type, height, round) of conflicting votes and proposals seen (the
+        first counts).  Bounded: it outlives heights, and a byzantine validator can add hundreds
+        a height."""
+        self.equivocations_seen = 0
+        """How many conflicting votes and proposals were recorded, in all."""
 
     # -- entry point --------------------------------------------------------------------
     def step(self, inp: Input) -> list[Action]:
@@ -342,6 +348,7 @@ class Machine:
                 return False
             if r.proposal is not None:
                 self.equivocations.append((m.proposer, "proposal", m.height, m.round))
+                self.equivocations_seen += 1
             else:
                 r.proposal = m
             r.proposals[m.value] = m
@@ -363,6 +370,7 @@ class Machine:
             return False
         if mine:
             self.equivocations.append((m.validator, m.type, m.height, m.round))
+            self.equivocations_seen += 1
         mine[m.value] = m.signature
         return True
 
