@@ -138,6 +138,93 @@ def test_a_validator_reinstalled_on_an_empty_disk_stops_signing_when_it_sees_its
     assert v3.paused_until_ms is None and v3.stats.refused_to_sign > 0
 
 
+def test_a_reinstalled_validator_listens_before_it_signs() -> None:
+    """Seed 707562 reinstalls v1, height 1's first proposer, 147 ms after its first run
+    proposed and prevoted there, before any block was decided.  Signing at once, the new
+    run proposes a second block at height 1 round 0, which the checker sees.  Listening
+    first (ADR 0014), it hears its earlier prevote that a peer gossips, and stops signing
+    until a later block is committed; the network reaches its target."""
+    from sim.sim import LIVENESS_BOUND_MS, scenario
+
+    faults = scenario(707562)
+    assert faults.lose_chain and faults.crashes[0][0] == "v1" and faults.crashes[0][1] < 300
+    bound = faults.crashes[0][2] + LIVENESS_BOUND_MS
+    with pytest.raises(SimFailure, match="v1 signed two different proposals at height 1 round 0"):
+        Sim(707562, faults=faults, listen_ms=0).run(max_ms=bound)
+    sim = Sim(707562, faults=scenario(707562))
+    sim.run(max_ms=bound)
+    assert sim.done()
+    v1 = sim.nodes["v1"].replica
+    assert v1 is not None and (v1.stats.paused_at, v1.stats.paused_by) == (1, "vote")
+
+
+def _watching(sim: Sim, name: str) -> Replica:
+    me = Replica(name=name, genesis=sim.genesis, app=SimApp(sim.genesis.hash), wal=MemoryWAL(),
+                 signer=sim.nodes[name].signer, watch_until_ms=5_000)
+    me.start(0)
+    return me
+
+
+def test_votes_of_a_third_for_a_block_it_did_not_propose_in_its_turn_stop_a_watching_validator() -> None:
+    """An earlier run's proposal reaches a reinstalled validator only if peers gossip it;
+    their votes for it always come back.  Votes of more than a third of the power for a
+    value at a round it is the proposer of, a value this run did not propose there, show an
+    earlier run proposed it: it stops signing.  One validator's votes are not enough (it
+    may be the faulty one), nor are votes at another's round or for its own proposal."""
+    sim = Sim(5, heights=1)
+    vs = ValidatorSet(tuple((v.name, v.power) for v in sim.genesis.validators))
+    name = vs.proposer(1, 0)
+    others = [n for n in ("v0", "v1", "v2", "v3") if n != name]
+    earlier = b"\x42" * 32
+
+    def vote(who: str, value: bytes | None, round_: int = 0, type_: str = "prevote") -> dict[str, Any]:
+        return _signed(sim, who, {"t": "vote", "type": type_, "height": 1, "round": round_, "value": value})
+
+    me = _watching(sim, name)
+    me.on_message(others[0], vote(others[0], earlier), 10)
+    me.on_message(others[1], vote(others[1], None), 11)  # nil says nothing of a proposal
+    me.on_message(others[2], vote(others[2], earlier, round_=1), 12)  # round 1 is another's turn
+    assert me.paused_until_ms is None and me.stats.paused_at is None
+    me.on_message(others[0], vote(others[0], earlier, type_="precommit"), 13)  # still one validator
+    assert me.paused_until_ms is None
+    me.on_message(others[1], vote(others[1], earlier, type_="precommit"), 14)
+    assert me.paused_until_ms == 5_000 and (me.stats.paused_at, me.stats.paused_by) == (1, "proposal")
+    out = me.tick(2_000)  # the listen is over: it starts height 1, where it proposes, but signs nothing
+    assert not [o for o in out if isinstance(o, Send) and o.msg.get("t") in ("proposal", "vote")
+                and o.msg.get("from") == name]
+    assert me.stats.refused_to_sign > 0  # it was its turn to propose
+
+    # its own proposal of this run, voted for by everyone, is no evidence
+    me = _watching(sim, name)
+    assert not [o for o in me.tick(999) if isinstance(o, Send) and o.msg.get("t") == "proposal"]  # listening
+    own = [o.msg for o in me.tick(1_000) if isinstance(o, Send) and o.msg.get("t") == "proposal"]
+    assert own, "the watching validator proposed nothing after listening"
+    for who in others:
+        me.on_message(who, vote(who, own[0]["value"]), 1_500)
+    assert me.paused_until_ms is None and me.stats.paused_at is None
+
+
+def test_a_faulty_validator_cannot_fill_the_watch_with_junk_votes() -> None:
+    """One validator voting for many values at a watching validator's turns is tallied for
+    a few of them only; an honest pair's votes for the earlier run's proposal still count."""
+    sim = Sim(5, heights=1)
+    vs = ValidatorSet(tuple((v.name, v.power) for v in sim.genesis.validators))
+    name = vs.proposer(1, 0)
+    faulty, a, b = [n for n in ("v0", "v1", "v2", "v3") if n != name]
+    me = _watching(sim, name)
+    rounds = [r for r in range(0, 200) if vs.proposer(1, r) == name]
+    for i, r in enumerate(rounds):
+        me.on_message(faulty, _signed(sim, faulty, {"t": "vote", "type": "prevote", "height": 1, "round": r,
+                                                     "value": bytes([i % 256]) * 32}), 10 + i)
+    assert len(me._watch_votes) <= replica.WATCH_VALUES_PER_VOTER
+    assert me.paused_until_ms is None
+    earlier = b"\x42" * 32
+    for who in (a, b):
+        me.on_message(who, _signed(sim, who, {"t": "vote", "type": "prevote", "height": 1, "round": 0,
+                                              "value": earlier}), 500)
+    assert (me.stats.paused_at, me.stats.paused_by) == (1, "proposal")
+
+
 def test_a_vote_of_its_own_it_did_not_sign_makes_a_watching_validator_stop_signing() -> None:
     """Peers gossip every vote they saw, so an earlier run's vote at the current height
     comes back to a validator reinstalled on an empty disk: it stops signing before it
@@ -149,7 +236,7 @@ def test_a_vote_of_its_own_it_did_not_sign_makes_a_watching_validator_stop_signi
     name = next(n for n in ("v0", "v1", "v2", "v3") if n != proposer)  # it waits for a proposal: no vote yet
     peer = next(n for n in ("v0", "v1", "v2", "v3") if n != name)
     me = Replica(name=name, genesis=sim.genesis, app=SimApp(sim.genesis.hash), wal=MemoryWAL(),
-                 signer=sim.nodes[name].signer, watch_until_ms=5_000)
+                 signer=sim.nodes[name].signer, watch_until_ms=5_000, listen_ms=0)
     me.start(0)
     own = [o.msg for o in me.on_timer(("propose", 1, 0), 1_000) if isinstance(o, Send) and o.msg.get("from") == name]
     assert own and all(msg["t"] == "vote" for msg in own)  # its nil prevote, signed in this run
@@ -157,7 +244,7 @@ def test_a_vote_of_its_own_it_did_not_sign_makes_a_watching_validator_stop_signi
         me.on_message(peer, msg, 1_001)  # echoed back by a peer
     assert me.paused_until_ms is None and me.stats.paused_at is None
     me = Replica(name=name, genesis=sim.genesis, app=SimApp(sim.genesis.hash), wal=MemoryWAL(),
-                 signer=sim.nodes[name].signer, watch_until_ms=5_000)
+                 signer=sim.nodes[name].signer, watch_until_ms=5_000, listen_ms=0)
     me.start(0)
     earlier = _signed(sim, name, {"t": "vote", "type": "prevote", "height": 1, "round": 0,
                                   "value": block_hash(block1)})

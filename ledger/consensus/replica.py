@@ -56,6 +56,12 @@ MAX_SYNC_BATCH = 16
 MAX_BAD_SIGNATURES_PER_PEER = 64
 """A peer that sent this many bad signatures or certificates at one height is not heard
 again until the next: each costs a verification, and an honest peer sends none."""
+LISTEN_MS = 1_000
+"""How long a watching validator listens after its start before it starts a height: four
+gossip ticks of a node (ADR 0014)."""
+WATCH_VALUES_PER_VOTER = 8
+"""While watching (ADR 0014), the values one validator's votes are tallied for at one
+height: enough for an honest one over eight of this validator's turns to propose."""
 MAX_EARLY_ROUNDS = 4
 """Rounds of the next height whose proposal and votes are kept while this height is
 being committed."""
@@ -249,6 +255,7 @@ class Replica:
         min_block_interval_ms: int = 0,
         paused_until_ms: int | None = None,
         watch_until_ms: int | None = None,
+        listen_ms: int = LISTEN_MS,
     ) -> None:
         self.name = name
         self.genesis = genesis
@@ -274,6 +281,16 @@ class Replica:
         was signing on this chain, and it pauses as if its guard were lost (until a block
         timed at least this)."""
         self._own_precommit_height = 0
+        self.listen_ms = listen_ms if self._watch_until_ms is not None else 0
+        """A watching validator starts no height before this long after its start, so that
+        what peers gossip of an earlier run of it (its votes, others' votes for its
+        proposals) reaches it before it signs anything (ADR 0014)."""
+        self._listen_until_ms: int | None = None
+        self._heard_start = False
+        """A peer started the current height while this validator was listening."""
+        self._watch_votes: dict[tuple[int, bytes], set[str]] = {}
+        """While watching, this height: validators voting for a value at a round this
+        validator proposes in, by (round, value), for values this run did not propose."""
         p = genesis.params
         self.timeouts = timeouts or Timeouts(p.timeout_propose_ms, p.timeout_prevote_ms, p.timeout_precommit_ms,
                                              p.timeout_delta_ms)
@@ -319,7 +336,10 @@ class Replica:
         out: list[Out] = []
         h = self.height
         records = self.wal.records(h)
-        if records or self.app.has_pending():
+        if self.listen_ms and not records:
+            self._listen_until_ms = now_ms + self.listen_ms
+            self._idle_since = now_ms
+        elif records or self.app.has_pending():
             self._start_height(now_ms, out)
             for rec in records:
                 if rec.get("t") in ("proposal", "vote"):
@@ -340,6 +360,12 @@ class Replica:
     def _maybe_start(self, now_ms: int, out: list[Out], *, peer_started: bool = False) -> None:
         if self._idle_since is None:
             return
+        if self._listen_until_ms is not None:
+            if now_ms < self._listen_until_ms:
+                self._heard_start = self._heard_start or peer_started
+                return
+            self._listen_until_ms = None
+            peer_started = peer_started or self._heard_start
         if peer_started:
             self._start_height(now_ms, out)
             return
@@ -445,10 +471,8 @@ class Replica:
             if type(sig) is bytes and len(sig) == SIGNATURE_SIZE and len(self._bad_sigs) < 10_000:
                 self._bad_sigs.add(sig)
             return
-        if msg.get("from") == self.name and self._watch_until_ms is not None:
-            # Signed with this validator's key, yet not by this run (its own messages are
-            # seen before they are sent): an earlier run's vote that peers still gossip.
-            self._pause_for_earlier_run(h, "vote")
+        if self._watch_until_ms is not None:
+            self._watch(msg, h)
         if h > self.height:
             # The next height's block cannot be executed before this one is committed:
             # keep a few signed messages (per round, the turn's proposal and one vote of
@@ -545,6 +569,33 @@ class Replica:
             elif isinstance(a, Decide):
                 self._decide(a, now_ms, out)
 
+    def _watch(self, msg: dict[str, Any], h: int) -> None:
+        """Evidence, in a verified message, that an earlier run of this validator signed at
+        height ``h``: a message signed with its key that this run did not send (its own
+        messages are seen before they are sent), or votes of more than a third of the power
+        for a value at a round it proposes in that this run did not propose there (an
+        honest validator votes for a value at a round only once that round's proposer
+        proposed it, and more than a third includes an honest one)."""
+        if msg.get("from") == self.name:
+            self._pause_for_earlier_run(h, msg["t"])
+            return
+        r, value = msg["round"], msg.get("value")
+        if (msg["t"] != "vote" or value is None or h != self.height or self.vset.proposer(h, r) != self.name
+                or ((own := self._own.get(("proposal", r))) is not None and own["value"] == value)):
+            return
+        voter = msg["from"]
+        voters = self._watch_votes.setdefault((r, value), set())
+        if voter not in voters:
+            # an honest validator votes for at most one value a round: a validator voting
+            # for many is faulty, and is not let fill this table
+            if sum(voter in vs for vs in self._watch_votes.values()) >= WATCH_VALUES_PER_VOTER:
+                if not voters:
+                    del self._watch_votes[(r, value)]
+                return
+            voters.add(voter)
+        if self.vset.one_third(sum(self.vset.power(n) for n in voters)):
+            self._pause_for_earlier_run(h, "proposal")
+
     def _pause_for_earlier_run(self, height: int, evidence: str) -> None:
         """An earlier run of this validator signed on this chain: sign nothing until a
         block timed after this run's start is committed, as if its guard were lost."""
@@ -616,6 +667,7 @@ class Replica:
         self._seen.clear()
         self._bad_sigs.clear()
         self._bad_from.clear()
+        self._watch_votes.clear()
         self._idle_since = now_ms
         if self.min_block_interval_ms:
             out.append(SetTimer(("start", height + 1, 0), now_ms + self.min_block_interval_ms))

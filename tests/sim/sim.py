@@ -18,7 +18,7 @@ from typing import Any
 
 from ledger import codec
 from ledger.blocks.certificate import CommitCertificate, vote_bytes
-from ledger.consensus.replica import MemoryGuard, MemoryWAL, Out, Replica, Send, SetTimer, proposal_bytes
+from ledger.consensus.replica import LISTEN_MS, MemoryGuard, MemoryWAL, Out, Replica, Send, SetTimer, proposal_bytes
 from ledger.genesis import Genesis, Params, Validator
 from signer import SoftwareSigner
 
@@ -112,9 +112,12 @@ class Sim:
     TICK_MS = 200
 
     def __init__(self, seed: int, *, n: int = 4, heights: int = 6, faults: Faults | None = None,
-                 pause_lost_guard: bool = True) -> None:
+                 pause_lost_guard: bool = True, listen_ms: int | None = None) -> None:
         self.seed = seed
         self.pause_lost_guard = pause_lost_guard
+        self.listen_ms = listen_ms
+        """How long a watching (reinstalled) validator listens before it signs; None: the
+        replica's default."""
         self.reinstalled: set[str] = set()
         self.signed: dict[tuple[str, str, str, int, int], Any] = {}
         """Every proposal and vote an honest node sent: (node, kind, vote type, height, round) -> value."""
@@ -153,7 +156,8 @@ class Sim:
     def _new_replica(self, node: Node, paused_until_ms: int | None = None,
                      watch_until_ms: int | None = None) -> Replica:
         return Replica(name=node.name, genesis=self.genesis, app=node.app, wal=node.wal, signer=node.signer,
-                       guard=node.guard, paused_until_ms=paused_until_ms, watch_until_ms=watch_until_ms)
+                       guard=node.guard, paused_until_ms=paused_until_ms, watch_until_ms=watch_until_ms,
+                       listen_ms=LISTEN_MS if self.listen_ms is None else self.listen_ms)
 
     def _carry_out(self, node: Node, outs: list[Out]) -> None:
         for o in outs:
