@@ -55,7 +55,7 @@ class Consensus:
         if node.signer is None:
             raise LedgerError("a node in a multi-validator network needs its node key (config 'key')",
                               code="bad_config")
-        wal = FileWAL(cfg.data / "wal")
+        wal = FileWAL(cfg.data / "wal", cfg.limits)
         wal.own_name = cfg.name
         validator_signer = node.signer if g.validator(cfg.name) is not None else None
         guard_path = cfg.data / "sign-guard.json"

@@ -20,6 +20,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,8 +30,10 @@ from ledger.blocks.certificate import CommitCertificate
 from ledger.blocks.header import Header
 from ledger.consensus.replica import Out, Replica, Send, SetTimer
 from ledger.errors import LedgerError, Rejected, StorageError
+from ledger.limits import DEFAULT_LIMITS, Limits
 
 from .node import Node
+from .transport import FRAME_DEPTH_ALLOWANCE
 
 log = logging.getLogger("lambtrace.consensus")
 
@@ -145,14 +148,17 @@ class FileWAL:
 
     Records are length-prefixed canonical msgpack.  ``fsync`` is called for the inputs
     that matter for a restart (own votes and proposals, timeouts); a torn tail (crash
-    in mid-write) is ignored when reading.
+    in mid-write) is ignored when reading.  Records are read back under the limits the
+    transport decodes a peer's frame under (``limits`` with :data:`FRAME_DEPTH_ALLOWANCE`):
+    the replica logs a peer's message as it came, so whatever it logged reads back.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, limits: Limits = DEFAULT_LIMITS) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self._files: dict[int, Any] = {}
         self.own_name = ""
+        self.limits = replace(limits, max_depth=limits.max_depth + FRAME_DEPTH_ALLOWANCE)
 
     def _path(self, height: int) -> Path:
         return self.dir / f"{height:012d}.wal"
@@ -184,7 +190,7 @@ class FileWAL:
             if pos + 4 + n > len(raw):
                 break  # torn tail
             try:
-                out.append(codec.decode(raw[pos + 4 : pos + 4 + n]))
+                out.append(codec.decode(raw[pos + 4 : pos + 4 + n], self.limits))
             except LedgerError:
                 break
             pos += 4 + n

@@ -65,6 +65,9 @@ height: enough for an honest one over eight of this validator's turns to propose
 MAX_EARLY_ROUNDS = 4
 """Rounds of the next height whose proposal and votes are kept while this height is
 being committed."""
+MAX_ROUND = 2**31
+"""Rounds (and a proposal's ``valid_round``) lie below this: the bound a commit
+certificate's round has (:meth:`CommitCertificate.from_dict`)."""
 SYNC_BYTES_PER_S = 8 << 20
 """Block-sync replies one peer may draw, per second of the local clock (about 20,000
 events/s: faster than a chain commits, so a node that is behind still catches up)."""
@@ -210,6 +213,25 @@ def _seen_key(msg: dict[str, Any]) -> tuple[Any, ...]:
     if msg["t"] == "proposal":
         return ("proposal", msg["round"], msg["from"], msg.get("value"))
     return ("vote", msg.get("type"), msg["round"], msg["from"], msg.get("value"))
+
+
+_FIELDS = {"proposal": ("round", "valid_round", "value", "block", "from", "sig"),
+           "vote": ("type", "round", "value", "from", "sig")}
+"""What replaying a logged proposal or vote reads (besides ``t``, ``chain``, ``height``)."""
+
+
+def _well_formed(msg: dict[str, Any]) -> bool:
+    """Whether a proposal or vote has every field a replay of it reads, its ``round``
+    (and a proposal's ``valid_round``) an integer in range (``bool`` is not a round)."""
+    if any(k not in msg for k in _FIELDS[msg["t"]]):
+        return False
+    r = msg["round"]
+    if type(r) is not int or not 0 <= r < MAX_ROUND:
+        return False
+    if msg["t"] == "proposal":
+        vr = msg["valid_round"]
+        return type(vr) is int and -1 <= vr < MAX_ROUND
+    return True
 
 
 def proposal_bytes(chain: str, height: int, round_: int, block: bytes, valid_round: int) -> bytes:
@@ -450,6 +472,11 @@ class Replica:
             return  # old news
         if h > self.height + 1:
             self.stats.drop("far_future")
+            return
+        if not _well_formed(msg):
+            # Before the signature and the WAL: a logged message must step the machine on
+            # every replay (a restart replays the WAL outside any handler).
+            self.stats.drop("malformed")
             return
         key = _seen_key(msg)
         if key in self._seen:
