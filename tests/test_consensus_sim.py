@@ -366,6 +366,28 @@ def test_equivocating_votes_are_recorded_and_each_counts_for_its_value() -> None
     assert m.equivocations_seen == 1
 
 
+def test_a_valid_copy_of_a_proposal_taken_as_invalid_replaces_it() -> None:
+    """The signature covers the block's hash, not its events: a relayed copy with other
+    events is invalid, the genuine one valid.  The valid copy replaces the invalid one (no
+    equivocation, it may decide); an invalid copy never replaces a valid one."""
+    m = Machine(VS, "a")
+    m.step(Start(1))
+    proposer = VS.proposer(1, 0)
+    m.step(ProposalIn(1, 0, W, -1, proposer, False))
+    assert m.rounds[0].proposal is not None and not m.rounds[0].proposal.valid
+    assert m.wants(ProposalIn(1, 0, W, -1, proposer, True))
+    m.step(ProposalIn(1, 0, W, -1, proposer, True))
+    taken = m.rounds[0].proposal
+    assert taken is not None and taken.valid and m.rounds[0].proposals[W] is taken
+    assert m.equivocations_seen == 0
+    assert not m.wants(ProposalIn(1, 0, W, -1, proposer, False))
+    m.step(ProposalIn(1, 0, W, -1, proposer, False))
+    assert m.rounds[0].proposal is taken
+    for who in ("b", "c", "d"):
+        m.step(VoteIn(PRECOMMIT, 1, 0, W, who, b"s"))
+    assert m.decided == W
+
+
 def test_the_record_of_equivocations_is_bounded_and_the_count_is_not() -> None:
     """A byzantine validator can send conflicting votes at every height for as long as it
     likes: the machine keeps only the latest of them (its memory stays flat) and counts

@@ -109,13 +109,16 @@ def _junk_block_proposal(depth: int) -> dict[str, Any]:
                               "from": _net.proposer_of(1, 0), "sig": b""})
 
 
-def test_a_relayed_deeply_nested_block_does_not_cut_the_file_wal(tmp_path: Path) -> None:
+def test_a_relayed_deeply_nested_block_is_dropped_unlogged_and_the_file_wal_reads_deep_records(
+        tmp_path: Path) -> None:
     # Seen while writing fuzz_transport.py's WAL check (its WAL reads records back as
     # FileWAL does), then confirmed with this input: frames are decoded with
-    # FRAME_DEPTH_ALLOWANCE more nesting than the default limits, the replica logs a
-    # proposal before it executes its block, and FileWAL read records back under the
+    # FRAME_DEPTH_ALLOWANCE more nesting than the default limits, the replica logged a
+    # proposal before it executed its block, and FileWAL read records back under the
     # default limits: at the first record nested deeper than that it stopped, so a restart
-    # lost that record and every later one of the height (own votes, timeouts).
+    # lost that record and every later one of the height (own votes, timeouts).  Now a
+    # proposal whose block is not the one its signature is for is dropped before the WAL,
+    # and FileWAL reads back anything the transport takes.
     from ledger.codec import decode
     from ledger.limits import DEFAULT_LIMITS
     from node.consensus import FileWAL, NodeApp
@@ -133,13 +136,114 @@ def test_a_relayed_deeply_nested_block_does_not_cut_the_file_wal(tmp_path: Path)
     vote = _net.sign_message({"t": "vote", "type": "prevote", "chain": _net.CHAIN, "height": 1, "round": 0,
                               "value": None, "from": "v2", "sig": b""})
     replica.on_message("v2", vote, _net.NOW + 20)
-    assert [r["t"] for r in wal.records(1)] == ["proposal", "vote"]
+    assert [r["t"] for r in wal.records(1)] == ["vote"]
+    deep: Any = b"x"
+    for _ in range(DEFAULT_LIMITS.max_depth + FRAME_DEPTH_ALLOWANCE - 1):
+        deep = [deep]
+    wal.append(1, {"t": "note", "deep": deep})
+    wal.append(1, {"t": "timeout", "step": "propose", "height": 1, "round": 0})
     wal.close()
     again = FileWAL(tmp_path / "wal")
-    assert [r["t"] for r in again.records(1)] == ["proposal", "vote"]
-    Replica(name=_net.ME, genesis=_net.genesis(), app=NodeApp(node), wal=again, signer=_net.signer(_net.ME)
-            ).start(_net.NOW + 30)
+    assert [r["t"] for r in again.records(1)] == ["vote", "note", "timeout"]
     again.close()
+
+
+def _height_one_proposal() -> tuple[bytes, dict[str, Any], dict[str, Any]]:
+    """``(value, genuine, swapped)``: height 1's signed proposal, and the same signed
+    proposal relayed with other events under the genuine header (the signature covers the
+    header's hash, not the events)."""
+    value, payload = _net.block_one()
+    genuine = _net.sign_message({"t": "proposal", "chain": _net.CHAIN, "height": 1, "round": 0, "value": value,
+                                 "valid_round": -1, "block": payload, "from": _net.proposer_of(1, 0), "sig": b""})
+    swapped = {**genuine, "block": {"header": payload["header"], "events": payload["events"][:-1]}}
+    return value, genuine, swapped
+
+
+def test_a_relayed_copy_with_other_events_cannot_hide_the_genuine_proposal(tmp_path: Path) -> None:
+    """A peer relaying the proposal first with other events got it taken as invalid, and
+    the genuine copy, which the proposer re-sends every gossip tick, was then ignored as
+    already seen: any authenticated peer could cost the proposer its round.  Now the
+    invalid copy is not taken as seen, the genuine one replaces it, a restart from the WAL
+    ends the same, and gossip relays only the genuine copy."""
+    from ledger.consensus.replica import MAX_INVALID_COPIES, Send
+    from node.consensus import FileWAL, NodeApp
+
+    value, genuine, swapped = _height_one_proposal()
+    node = _net.new_node()
+    wal = FileWAL(tmp_path / "wal")
+    replica = Replica(name=_net.ME, genesis=_net.genesis(), app=NodeApp(node), wal=wal, signer=_net.signer(_net.ME))
+    replica.start(_net.NOW)
+    replica.on_message("obs", swapped, _net.NOW + 10)
+    first = replica.machine.rounds[0].proposal
+    assert first is not None and first.value == value and not first.valid
+    replica.on_message(genuine["from"], genuine, _net.NOW + 20)
+    taken = replica.machine.rounds[0].proposal
+    assert taken is not None and taken.value == value and taken.valid
+    assert replica.machine.equivocations_seen == 0
+    for i in range(MAX_INVALID_COPIES + 2):  # swapped copies change nothing now
+        replica.on_message("obs", swapped, _net.NOW + 30 + i)
+    assert replica.machine.rounds[0].proposal is taken
+    relayed = [o.msg for o in replica.tick(_net.NOW + 100) if isinstance(o, Send) and o.msg.get("t") == "proposal"]
+    assert all(m["block"] == genuine["block"] for m in relayed)
+    assert [r["t"] for r in wal.records(1) if r["t"] == "proposal"] == ["proposal", "proposal"]
+    wal.close()
+    again = FileWAL(tmp_path / "wal")
+    restarted = Replica(name=_net.ME, genesis=_net.genesis(), app=NodeApp(_net.new_node()), wal=again,
+                        signer=_net.signer(_net.ME))
+    restarted.start(_net.NOW + 200)
+    replayed = restarted.machine.rounds[0].proposal
+    assert replayed is not None and replayed.value == value and replayed.valid
+    again.close()
+
+
+def test_too_many_invalid_copies_of_a_proposal_are_not_executed(tmp_path: Path) -> None:
+    """Each copy with other events costs an execution of its block: a few from each peer
+    are stepped (an honest proposer's block may be invalid here for a while, its clock
+    ahead), then no more from that peer at that height."""
+    from ledger.consensus.replica import MAX_INVALID_COPIES, MemoryWAL
+    from node.consensus import NodeApp
+
+    _value, genuine, swapped = _height_one_proposal()
+    app = NodeApp(_net.new_node())
+    executed = 0
+    validate = app.validate
+
+    def counting(*args: Any) -> tuple[bytes | None, bool]:
+        nonlocal executed
+        executed += 1
+        return validate(*args)
+
+    app.validate = counting  # type: ignore[method-assign,assignment]
+    wal = MemoryWAL()
+    replica = Replica(name=_net.ME, genesis=_net.genesis(), app=app, wal=wal, signer=_net.signer(_net.ME))
+    replica.start(_net.NOW)
+    for i in range(MAX_INVALID_COPIES * 3):
+        replica.on_message("obs", swapped, _net.NOW + 10 + i)
+    assert executed == MAX_INVALID_COPIES
+    assert len([r for r in wal.records(1) if r["t"] == "proposal"]) == MAX_INVALID_COPIES
+    # the proposer's own copy is not refused for what another peer sent
+    replica.on_message(genuine["from"], genuine, _net.NOW + 100)
+    assert executed == MAX_INVALID_COPIES + 1
+    taken = replica.machine.rounds[0].proposal
+    assert taken is not None and taken.valid
+
+
+def test_fields_a_relaying_peer_added_are_neither_logged_nor_gossiped(tmp_path: Path) -> None:
+    from ledger.consensus.replica import Send
+    from node.consensus import FileWAL, NodeApp
+
+    vote = _net.sign_message({"t": "vote", "type": "prevote", "chain": _net.CHAIN, "height": 1, "round": 0,
+                              "value": None, "from": "v2", "sig": b""})
+    padded = {**vote, "junk": b"x" * 100_000}
+    wal = FileWAL(tmp_path / "wal")
+    replica = Replica(name=_net.ME, genesis=_net.genesis(), app=NodeApp(_net.new_node()), wal=wal,
+                      signer=_net.signer(_net.ME))
+    replica.start(_net.NOW)
+    replica.on_message("obs", padded, _net.NOW + 10)
+    assert wal.records(1) == [vote]
+    gossiped = [o.msg for o in replica.tick(_net.NOW + 100) if isinstance(o, Send) and o.msg.get("from") == "v2"]
+    assert gossiped == [vote]
+    wal.close()
 
 
 # -- bounded sample runs of every harness ------------------------------------------------------
@@ -156,6 +260,7 @@ SAMPLES = {
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))
+
 def test_harness_sample_run(name: str) -> None:
     module = __import__(name)
     seeds = list(module.seeds())

@@ -325,7 +325,12 @@ class Machine:
         if isinstance(m, ProposalIn):
             if m.proposer != self.validators.proposer(m.height, m.round) or not -1 <= m.valid_round < m.round:
                 return False
-            return r is None or (m.value not in r.proposals and len(r.proposals) < self.MAX_PROPOSALS_PER_ROUND)
+            if r is None:
+                return True
+            known = r.proposals.get(m.value)
+            if known is not None:
+                return not known.valid  # a valid copy replaces an invalid one
+            return len(r.proposals) < self.MAX_PROPOSALS_PER_ROUND
         if self.validators.power(m.validator) == 0 or m.type not in (PREVOTE, PRECOMMIT):
             return False
         box = None if r is None else (r.prevotes if m.type == PREVOTE else r.precommits)
@@ -344,7 +349,18 @@ class Machine:
                 return False
             if not -1 <= m.valid_round < m.round:
                 return False
-            if m.value in r.proposals or len(r.proposals) >= self.MAX_PROPOSALS_PER_ROUND:
+            known = r.proposals.get(m.value)
+            if known is not None:
+                # The same signed proposal with another block: the signature covers the
+                # value (the header's hash), not the events, so anyone relaying it can
+                # swap them.  A valid copy replaces an invalid one; nothing else changes.
+                if known.valid or not m.valid:
+                    return False
+                r.proposals[m.value] = m
+                if r.proposal is known:
+                    r.proposal = m
+                return True
+            if len(r.proposals) >= self.MAX_PROPOSALS_PER_ROUND:
                 return False
             if r.proposal is not None:
                 self.equivocations.append((m.proposer, "proposal", m.height, m.round))

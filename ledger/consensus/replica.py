@@ -62,6 +62,11 @@ gossip ticks of a node (ADR 0014)."""
 WATCH_VALUES_PER_VOTER = 8
 """While watching (ADR 0014), the values one validator's votes are tallied for at one
 height: enough for an honest one over eight of this validator's turns to propose."""
+MAX_INVALID_COPIES = 4
+"""Copies of one signed proposal with an invalid block that one peer gets executed at a
+height: an honest proposer's block may be invalid here for a while (its clock ahead of
+ours) and it re-sends it every gossip tick; a faulty peer may send junk under the
+proposer's signature, but not use up another peer's copies (the proposer's own)."""
 MAX_EARLY_ROUNDS = 4
 """Rounds of the next height whose proposal and votes are kept while this height is
 being committed."""
@@ -218,6 +223,7 @@ def _seen_key(msg: dict[str, Any]) -> tuple[Any, ...]:
 _FIELDS = {"proposal": ("round", "valid_round", "value", "block", "from", "sig"),
            "vote": ("type", "round", "value", "from", "sig")}
 """What replaying a logged proposal or vote reads (besides ``t``, ``chain``, ``height``)."""
+_KEPT = {t: ("t", "chain", "height", *fields) for t, fields in _FIELDS.items()}
 
 
 def _well_formed(msg: dict[str, Any]) -> bool:
@@ -323,6 +329,9 @@ class Replica:
         """This height's own signed messages by (kind, round), re-sent by gossip."""
         self._peer_heights: dict[str, int] = {}
         self._bad_from: dict[str, int] = {}
+        self._invalid_copies: dict[tuple[tuple[Any, ...], str | None], int] = {}
+        """Copies of a signed proposal with an invalid block stepped at this height, by
+        proposal and the peer that sent them."""
         """Bad signatures (and certificates) each peer sent at this height."""
         self._early: dict[Any, dict[str, Any]] = {}
         """Signed proposals (by round) and votes (by validator, type and round) for the next
@@ -364,12 +373,13 @@ class Replica:
         elif records or self.app.has_pending():
             self._start_height(now_ms, out)
             for rec in records:
-                if rec.get("t") in ("proposal", "vote"):
+                checked = self._validate(rec, now_ms) if rec.get("t") == "proposal" else None
+                if rec.get("t") in ("proposal", "vote") and (checked is None or checked[1]):
                     self._seen[_seen_key(rec)] = rec
                     if rec.get("from") == self.name:
                         kind = "proposal" if rec["t"] == "proposal" else rec["type"]
                         self._own[(kind, rec["round"])] = rec
-                self._apply_record(rec, now_ms, out)
+                self._apply_record(rec, now_ms, out, checked)
         else:
             self._idle_since = now_ms
         out.extend(self._gossip())
@@ -478,6 +488,9 @@ class Replica:
             # every replay (a restart replays the WAL outside any handler).
             self.stats.drop("malformed")
             return
+        # Only the fields a message has: anything else a relaying peer added is signed by
+        # nobody, and would be logged and gossiped on.
+        msg = {k: msg[k] for k in _KEPT[msg["t"]]}
         key = _seen_key(msg)
         if key in self._seen:
             return
@@ -511,11 +524,27 @@ class Replica:
             else:
                 self.stats.drop(f"early_{msg['t']}")
             return
-        if h == self.height:
-            self._maybe_start(now_ms, out, peer_started=True)
+        self._maybe_start(now_ms, out, peer_started=True)
+        checked = None
+        if msg["t"] == "proposal":
+            # An invalid block under a genuine signature (the signature covers the header's
+            # hash, not the events) is stepped as invalid but not taken as seen, so that a
+            # copy with the right events, which the proposer re-sends, still gets through.
+            # Each peer gets a few such copies of one proposal executed, then no more.
+            budget = (key, sender)
+            if self._invalid_copies.get(budget, 0) >= MAX_INVALID_COPIES:
+                return
+            checked = self._validate(msg, now_ms)
+            if checked[0] is None:  # its block is not the one signed for: nobody honest sends that
+                self.stats.drop("bad_block")
+                self._blame(sender)
+                return
+            if not checked[1]:
+                self._invalid_copies[budget] = self._invalid_copies.get(budget, 0) + 1
+        if checked is None or checked[1]:
             self._seen[key] = msg
-            self.wal.append(h, msg)
-        self._apply_record(msg, now_ms, out)
+        self.wal.append(h, msg)
+        self._apply_record(msg, now_ms, out, checked)
 
     def _wanted(self, msg: dict[str, Any]) -> bool:
         """Whether the machine would record ``msg`` (of this height) now: checked before
@@ -552,13 +581,15 @@ class Replica:
             data = vote_bytes(msg["type"], self.chain, msg["height"], msg["round"], value)
         return verify_signature(sender.alg, sender.pub, data, sig)
 
-    def _apply_record(self, rec: dict[str, Any], now_ms: int, out: list[Out]) -> None:
-        """Step the machine with one logged input (message or timeout)."""
+    def _apply_record(self, rec: dict[str, Any], now_ms: int, out: list[Out],
+                      checked: tuple[bytes | None, bool] | None = None) -> None:
+        """Step the machine with one logged input (message or timeout); ``checked``: a
+        proposal's :meth:`_validate` already done."""
         t = rec["t"]
         if t == "timeout":
             self._emit(self.machine.step(TimeoutIn(rec["step"], rec["height"], rec["round"])), now_ms, out)
         elif t == "proposal":
-            value, valid = self._validate(rec, now_ms)
+            value, valid = checked if checked is not None else self._validate(rec, now_ms)
             if value is None:
                 self.stats.drop("bad_block")
                 return
@@ -576,7 +607,8 @@ class Replica:
         value, valid = self.app.validate(rec["height"], payload, rec["from"], now_ms)
         if value is None or value != rec["value"]:
             return None, False
-        self._payloads[value] = payload
+        if valid:  # only a valid block is ever proposed again or decided
+            self._payloads[value] = payload
         return value, valid
 
     # -- machine actions ----------------------------------------------------------------
@@ -694,6 +726,7 @@ class Replica:
         self._seen.clear()
         self._bad_sigs.clear()
         self._bad_from.clear()
+        self._invalid_copies.clear()
         self._watch_votes.clear()
         self._idle_since = now_ms
         if self.min_block_interval_ms:
