@@ -9,6 +9,7 @@ events share an id by accident.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Any
 
@@ -16,9 +17,11 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from api import create_app
-from ledger import codec
+from ledger import codec, merkle, recallmap
 from ledger import events as E
+from ledger.blocks.certificate import sign_commit
 from ledger.blocks.header import Header
+from ledger.errors import Rejected
 from ledger.genesis import Genesis, Params, Validator
 from ledger.limits import DEFAULT_LIMITS, Limits
 from ledger.recallmap import KIND as RECALLS
@@ -203,3 +206,63 @@ def error_of(r: Any, status: int, code: str) -> dict[str, Any]:
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
     err: dict[str, Any] = body["error"]
     return err
+
+
+def forge_bundle(w: ApiWorld, leaves: list[bytes], picks: list[int], *, label: str,
+          signers: list[tuple[str, Any]] | None = None, genesis: Genesis | None = None) -> bytes:
+    """A label proof bundle over a log of ``leaves`` (any bytes), certified by ``signers``
+    (default: the world's validator), proving the leaves at ``picks``: what a forger who
+    holds validator keys can make (tests/test_verify_label.py, tests/fuzz/)."""
+    g = genesis or w.genesis
+    cr = merkle.CompactRange()
+    nodes: dict[tuple[int, int], bytes] = {}
+    for leaf in leaves:
+        for level, index, h in cr.append(merkle.leaf_hash(leaf)):
+            nodes[(level, index)] = h
+    last = w.store.last_header
+    assert last is not None
+    header = Header(chain=g.chain, height=last.height + 1, time=last.time + 1000, prev=last.hash,
+                    log_size=cr.size, log_root=cr.root(), validators=g.validators_hash, proposer=g.validators[0].name)
+    indexes = sorted(picks)
+    proof = None
+    if recallmap.enabled(g):
+        # the forger certifies a recall map holding exactly the recalls the story will report
+        value = recallmap.chain_of([leaves[i] for i in story_recalls(leaves, indexes, label)])
+        tree = recallmap.RecallTree({label: value} if value is not None else {})
+        header = dataclasses.replace(header, state_root=tree.root)
+        proof = tree.prove(label)
+    cert = sign_commit(g.chain, header.height, 0, header.hash, signers or [(VALIDATOR, w.validator)])
+    out: dict[str, Any] = {
+        "format": "lambtrace-label-proof/v3" if proof is not None else "lambtrace-label-proof/v2",
+        "genesis_hash": g.hash,
+        "label": label,
+        "checkpoint": {"header": header.to_dict(), "certificate": cert.to_dict()},
+        "events": [{"leaf": leaves[i], "index": i} for i in indexes],
+        "proof": merkle.multiproof(indexes, cr.size, lambda lv, ix: nodes[(lv, ix)]),
+        "gaps": [],
+    }
+    if proof is not None:  # v3's compact form
+        out["events"] = [[i, leaves[i]] for i in indexes]
+        out["proof"] = b"".join(out["proof"])
+        out["checkpoint"]["certificate"] = {"round": cert.round, "precommits": cert.to_dict()["precommits"]}
+        out["recalls"] = proof.to_value()
+    return codec.encode(out)
+
+
+def story_recalls(leaves: list[bytes], indexes: list[int], label: str) -> list[int]:
+    """The picked recalls of ``label``, its carcass or its lamb, as the verifier's story finds them."""
+    evs = {}
+    for i in indexes:
+        try:
+            evs[i] = E.parse_leaf(leaves[i])
+        except Rejected:
+            continue
+    mine = {("label", label)}
+    for ev in evs.values():
+        if ev.kind == "label.issue" and any(x.get("label") == label for x in ev.body["labels"]):
+            mine.add(("carcass", ev.body["carcass"]))
+    for ev in evs.values():
+        if ev.kind == "lamb.slaughter" and ("carcass", ev.body["carcass"]) in mine:
+            mine.add(("lamb", ev.body["tag"]))
+    return [i for i, ev in sorted(evs.items())
+            if ev.kind == "recall" and any((t["type"], t["id"]) in mine for t in ev.body["targets"])]

@@ -18,7 +18,6 @@ safety net's "bundle does not hold together").
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import sys
 from pathlib import Path
@@ -33,12 +32,10 @@ with _harness.instrumented():
     import msgpack
     from fuzz_verify_label import check, legacy
 
-    from helpers_api import VALIDATOR, ApiWorld
-    from ledger import codec, merkle, recallmap
+    from helpers_api import ApiWorld, forge_bundle
+    from ledger import codec
     from ledger import events as E
-    from ledger.blocks.certificate import sign_commit
-    from ledger.blocks.header import Header
-    from ledger.errors import DecodeError, Rejected
+    from ledger.errors import DecodeError
     from verify.label import MAX_EVENTS
 
 
@@ -51,64 +48,6 @@ def _leaf(ev: Any) -> bytes:
         return codec.encode(ev)
     except DecodeError:
         return msgpack.packb(ev, use_bin_type=True)
-
-
-def _recalls(leaves: list[bytes], indexes: list[int], label: str) -> list[int]:
-    """The picked recalls of ``label``, its carcass or its lamb (what the story will report)."""
-    evs = {}
-    for i in indexes:
-        try:
-            evs[i] = E.parse_leaf(leaves[i])
-        except Rejected:
-            continue
-    mine = {("label", label)}
-    for ev in evs.values():
-        if ev.kind == "label.issue" and any(x.get("label") == label for x in ev.body["labels"]):
-            mine.add(("carcass", ev.body["carcass"]))
-    for ev in evs.values():
-        if ev.kind == "lamb.slaughter" and ("carcass", ev.body["carcass"]) in mine:
-            mine.add(("lamb", ev.body["tag"]))
-    return [i for i, ev in sorted(evs.items())
-            if ev.kind == "recall" and any((t["type"], t["id"]) in mine for t in ev.body["targets"])]
-
-
-def forge(w: ApiWorld, leaves: list[bytes], picks: list[int], label: str) -> bytes:
-    """A bundle over the log ``leaves`` proving ``picks``, certified by the world's validator
-    (as tests/test_verify_label.py's ``forge``)."""
-    g = w.genesis
-    cr = merkle.CompactRange()
-    nodes: dict[tuple[int, int], bytes] = {}
-    for leaf in leaves:
-        for level, index, h in cr.append(merkle.leaf_hash(leaf)):
-            nodes[(level, index)] = h
-    last = w.store.last_header
-    assert last is not None
-    header = Header(chain=g.chain, height=last.height + 1, time=last.time + 1000, prev=last.hash,
-                    log_size=cr.size, log_root=cr.root(), validators=g.validators_hash, proposer=g.validators[0].name)
-    indexes = sorted(picks)
-    proof = None
-    if recallmap.enabled(g):
-        value = recallmap.chain_of([leaves[i] for i in _recalls(leaves, indexes, label)])
-        tree = recallmap.RecallTree({label: value} if value is not None else {})
-        header = dataclasses.replace(header, state_root=tree.root)
-        proof = tree.prove(label)
-    cert = sign_commit(g.chain, header.height, 0, header.hash, [(VALIDATOR, w.validator)])
-    out: dict[str, Any] = {
-        "format": "lambtrace-label-proof/v2",
-        "genesis_hash": g.hash,
-        "label": label,
-        "checkpoint": {"header": header.to_dict(), "certificate": cert.to_dict()},
-        "events": [{"leaf": leaves[i], "index": i} for i in indexes],
-        "proof": merkle.multiproof(indexes, cr.size, lambda lv, ix: nodes[(lv, ix)]),
-        "gaps": [],
-    }
-    if proof is not None:  # v3's compact form
-        out["format"] = "lambtrace-label-proof/v3"
-        out["events"] = [[i, leaves[i]] for i in indexes]
-        out["proof"] = b"".join(out["proof"])
-        out["checkpoint"]["certificate"] = {"round": cert.round, "precommits": cert.to_dict()["precommits"]}
-        out["recalls"] = proof.to_value()
-    return codec.encode(out)
 
 
 def test_one_input(data: bytes) -> None:
@@ -126,7 +65,7 @@ def test_one_input(data: bytes) -> None:
     if not chosen or len(chosen) > MAX_EVENTS or not 0 < len(label) <= 64:
         return
     w = _world(value.get("form"))
-    check(forge(w, leaves, chosen, label), w.genesis, label)
+    check(forge_bundle(w, leaves, chosen, label=label), w.genesis, label)
 
 
 def _signers(w: ApiWorld) -> dict[str, list[Any]]:
