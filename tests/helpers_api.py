@@ -266,3 +266,13 @@ def story_recalls(leaves: list[bytes], indexes: list[int], label: str) -> list[i
             mine.add(("lamb", ev.body["tag"]))
     return [i for i, ev in sorted(evs.items())
             if ev.kind == "recall" and any((t["type"], t["id"]) in mine for t in ev.body["targets"])]
+
+
+def as_v1(w: ApiWorld, b: dict[str, Any]) -> dict[str, Any]:
+    """The archived v1 form of a v2 bundle: an inclusion proof per event, genesis embedded."""
+    size = b["checkpoint"]["header"]["log_size"]
+    out = {k: v for k, v in b.items() if k != "proof"}
+    out["format"] = "lambtrace-label-proof/v1"
+    out["genesis"] = w.genesis.to_dict()
+    out["events"] = [{**e, "proof": merkle.inclusion_proof(e["index"], size, w.store.get_node)} for e in b["events"]]
+    return out

@@ -38,6 +38,7 @@ from helpers_api import (
     TAG_A,
     TAG_B,
     ApiWorld,
+    as_v1,
     forge_bundle,
 )
 from lambtrace.cli import main
@@ -91,16 +92,6 @@ def as_v2(b: dict[str, Any]) -> dict[str, Any]:
     out["checkpoint"] = {"header": b["checkpoint"]["header"],
                          "certificate": {**b["checkpoint"]["certificate"], "height": header.height,
                                          "block": header.hash}}
-    return out
-
-
-def as_v1(w: ApiWorld, b: dict[str, Any]) -> dict[str, Any]:
-    """The archived v1 form of a v2 bundle: an inclusion proof per event, genesis embedded."""
-    size = b["checkpoint"]["header"]["log_size"]
-    out = {k: v for k, v in b.items() if k != "proof"}
-    out["format"] = "lambtrace-label-proof/v1"
-    out["genesis"] = w.genesis.to_dict()
-    out["events"] = [{**e, "proof": merkle.inclusion_proof(e["index"], size, w.store.get_node)} for e in b["events"]]
     return out
 
 

@@ -16,10 +16,13 @@ import itertools
 from collections.abc import Iterator
 from typing import Any
 
+import msgpack
+
 import helpers_api
 from helpers_api import AGENT, BANNER_OFFICE, CHAIN, COOP, OFFICE, PLANT, TAG_A, TAG_B, ApiWorld
 from ledger import codec
 from ledger import events as E
+from ledger.errors import DecodeError
 from ledger.hashing import key_id
 from node.kv import MemoryKV
 from signer.software import SoftwareSigner
@@ -132,3 +135,15 @@ def dictionary() -> list[Any]:
     for k in w.keys.values():
         words.append(k.public_key)
     return words
+
+
+def leaf_of(ev: Any) -> bytes:
+    """An event value as a leaf: canonical where it can be, else as msgpack packs it (a
+    mutant may hold what the codec refuses, and the leaf must still reach the target)."""
+    if type(ev) is bytes:
+        return ev
+    try:
+        return codec.encode(ev)
+    except DecodeError:
+        packed: bytes = msgpack.packb(ev, use_bin_type=True)
+        return packed

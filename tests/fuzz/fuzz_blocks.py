@@ -34,7 +34,7 @@ import _harness
 
 with _harness.instrumented():
     import _net
-    import msgpack
+    import _worlds
 
     from ledger import codec
     from ledger import events as E
@@ -45,15 +45,6 @@ with _harness.instrumented():
     from node.consensus import NodeApp
 
 
-def _leaf(ev: Any) -> bytes:
-    if type(ev) is bytes:
-        return ev
-    try:
-        return codec.encode(ev)
-    except DecodeError:
-        return msgpack.packb(ev, use_bin_type=True)
-
-
 def test_one_input(data: bytes) -> None:
     try:
         value = codec.decode(data, _harness.input_limits(), max_bytes=1 << 22)
@@ -62,7 +53,7 @@ def test_one_input(data: bytes) -> None:
     if type(value) is not dict or type(value.get("events")) is not list:
         return
     hv, cv = value.get("header"), value.get("cert")
-    leaves = [_leaf(e) for e in value["events"]]
+    leaves = [_worlds.leaf_of(e) for e in value["events"]]
     payload = {"header": hv, "events": leaves}
     g = _net.genesis()
 
@@ -139,7 +130,7 @@ def _reseal(value: Any, rng: random.Random) -> Any:
         parsed = []
         for ev in evs:
             try:
-                parsed.append(E.parse_leaf(_leaf(ev)))
+                parsed.append(E.parse_leaf(_worlds.leaf_of(ev)))
             except Rejected:
                 continue
         old = value.get("header")

@@ -29,7 +29,6 @@ import _harness
 
 with _harness.instrumented():
     import _worlds
-    import msgpack
     from fuzz_verify_label import check, legacy
 
     from helpers_api import ApiWorld, forge_bundle
@@ -43,13 +42,6 @@ def _world(form: Any) -> ApiWorld:
     return legacy() if form == 1 else _worlds.seasoned()
 
 
-def _leaf(ev: Any) -> bytes:
-    try:
-        return codec.encode(ev)
-    except DecodeError:
-        return msgpack.packb(ev, use_bin_type=True)
-
-
 def test_one_input(data: bytes) -> None:
     try:
         value = codec.decode(data, _harness.input_limits())
@@ -60,7 +52,7 @@ def test_one_input(data: bytes) -> None:
     evs, picks, label = value.get("events"), value.get("picks"), value.get("label")
     if type(evs) is not list or not evs or len(evs) > 64 or type(picks) is not list or type(label) is not str:
         return
-    leaves = [_leaf(e) for e in evs]
+    leaves = [_worlds.leaf_of(e) for e in evs]
     chosen = sorted({p for p in picks if type(p) is int and 0 <= p < len(leaves)})
     if not chosen or len(chosen) > MAX_EVENTS or not 0 < len(label) <= 64:
         return

@@ -28,8 +28,8 @@ import _harness
 with _harness.instrumented():
     import _worlds
 
-    from helpers_api import ApiWorld
-    from ledger import codec, merkle
+    from helpers_api import ApiWorld, as_v1
+    from ledger import codec
     from ledger.errors import VerificationError
     from verify import verify_label
 
@@ -65,20 +65,11 @@ def _proof(w: ApiWorld, query: str = "", *, accept_msgpack: bool = True) -> byte
     return r.get_data()
 
 
-def _as_v1(w: ApiWorld, b: dict[str, Any]) -> dict[str, Any]:
-    size = b["checkpoint"]["header"]["log_size"]
-    out = {k: v for k, v in b.items() if k != "proof"}
-    out["format"] = "lambtrace-label-proof/v1"
-    out["genesis"] = w.genesis.to_dict()
-    out["events"] = [{**e, "proof": merkle.inclusion_proof(e["index"], size, w.store.get_node)} for e in b["events"]]
-    return out
-
-
 def seeds() -> list[bytes]:
     w, old = _worlds.seasoned(), legacy()
     v2 = _proof(old)
     return [_proof(w), _proof(w, "?genesis=1"), _proof(w, accept_msgpack=False), v2, _proof(old, "?genesis=1"),
-            codec.encode(_as_v1(old, codec.decode(v2)))]
+            codec.encode(as_v1(old, codec.decode(v2)))]
 
 
 def _dictionary() -> list[Any]:
