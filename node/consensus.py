@@ -399,22 +399,30 @@ class ConsensusDriver:
                 t.join(timeout=10)
 
     def _admit_relayed(self) -> None:
-        limits = self.node.limits
         while not self._stop.is_set():
             item = self._events_q.get()
             if item is None:
                 return
-            sender, leaves = item
-            values = [leaf for leaf in leaves[: limits.max_events_per_request] if type(leaf) is bytes]
-            if values:
-                try:
-                    results = self.node.submit_leaves(values, local=False)
-                    self._count_forged(sender, sum(1 for r in results if r.get("code") == "bad_signature"))
-                except LedgerError as exc:
-                    log.debug("relayed events refused: %s", exc.code)
-                except Exception:  # admission of relayed events is best effort
-                    log.exception("relayed events failed")
+            try:
+                admitted = self.admit_relayed(*item)
+            except Exception:  # admission of relayed events is best effort
+                log.exception("relayed events failed")
+                admitted = True
+            if admitted:
                 self.deliver("", {"t": "_poke"})
+
+    def admit_relayed(self, sender: str, leaves: list[Any]) -> bool:
+        """Admit the events ``sender`` relayed (at most a request's worth, bytes only),
+        counting those whose signatures do not verify; whether there were any to admit."""
+        values = [leaf for leaf in leaves[: self.node.limits.max_events_per_request] if type(leaf) is bytes]
+        if not values:
+            return False
+        try:
+            results = self.node.submit_leaves(values, local=False)
+            self._count_forged(sender, sum(1 for r in results if r.get("code") == "bad_signature"))
+        except LedgerError as exc:
+            log.debug("relayed events refused: %s", exc.code)
+        return True
 
     def _count_forged(self, sender: str, n: int) -> None:
         """Remember that ``sender`` relayed ``n`` events whose signatures do not verify."""

@@ -48,7 +48,7 @@ with _harness.instrumented():
     import msgpack
 
     from ledger import codec
-    from ledger.errors import DecodeError, LedgerError, TransportError
+    from ledger.errors import DecodeError, TransportError
     from ledger.limits import DEFAULT_LIMITS
     from node import transport as T
     from node.consensus import ConsensusDriver
@@ -136,14 +136,7 @@ def run_input(value: Any) -> _net.Replicated:
         while not driver._events_q.empty():  # what the admission thread does
             item = driver._events_q.get_nowait()
             assert item is not None
-            peer, leaves = item
-            values = [leaf for leaf in leaves[: DEFAULT_LIMITS.max_events_per_request] if type(leaf) is bytes]
-            if values:
-                try:
-                    results = r.node.submit_leaves(values, local=False)
-                    driver._count_forged(peer, sum(1 for x in results if x.get("code") == "bad_signature"))
-                except LedgerError:
-                    pass
+            driver.admit_relayed(*item)
 
     mode = value.get("mode") if type(value.get("mode")) is int else 2
     sender = value.get("sender") if type(value.get("sender")) is str else "v1"
