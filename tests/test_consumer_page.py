@@ -1242,6 +1242,8 @@ import("/static/verify.js").then(async (V) => {
   for (const h of vectors.headers) {
     const header = V.headerFromJson(h.json);
     expect(V.bytesToHex(await V.headerHash(header)) === h.hash, `header ${h.json.height} hash`);
+    expect(await throws(() => V.headerFromJson({ ...h.json, state_root: null })),
+           `header ${h.json.height} with state_root null accepted`);
     const c = V.certificateFromJson(h.certificate);
     const vote = V.voteBytes("precommit", header.chain, c.height, c.round, c.block);
     expect(V.bytesToHex(vote) === h.vote, `vote ${h.json.height}`);

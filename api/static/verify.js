@@ -1171,7 +1171,8 @@ export function headerFromJson(j) {
     validators: hexToBytes(j.validators, "header.validators", 32),
     proposer: jsonStr(j.proposer, "header.proposer"),
   };
-  if (hasOwn(j, "state_root") && j.state_root !== null) h.state_root = hexToBytes(j.state_root, "header.state_root", 32);
+  // absent, or 32 bytes: a null would read as the header without it (ledger.blocks.header)
+  if (hasOwn(j, "state_root")) h.state_root = hexToBytes(j.state_root, "header.state_root", 32);
   return h;
 }
 

@@ -62,7 +62,9 @@ class Header:
             and all(type(d[k]) is int and 0 <= d[k] < 2**63 for k in ("height", "time", "log_size"))
             and all(type(d[k]) is bytes and len(d[k]) == 32 for k in ("prev", "log_root", "validators"))
             and type(d["proposer"]) is str
-            and (d.get("state_root") is None or (type(d["state_root"]) is bytes and len(d["state_root"]) == 32))
+            # absent, or 32 bytes: an explicit nil would decode to the header without it and so
+            # give one header two encodings
+            and ("state_root" not in d or (type(d["state_root"]) is bytes and len(d["state_root"]) == 32))
         )
         if not ok:
             raise Rejected("bad_header", "a header field has the wrong type or size")
