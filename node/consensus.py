@@ -32,7 +32,7 @@ from ledger.consensus.replica import Out, Replica, Send, SetTimer
 from ledger.errors import LedgerError, Rejected, StorageError
 from ledger.limits import DEFAULT_LIMITS, Limits
 
-from .node import Node
+from .node import Node, OtherEvents
 from .transport import FRAME_DEPTH_ALLOWANCE
 
 log = logging.getLogger("lambtrace.consensus")
@@ -116,7 +116,12 @@ class NodeApp:
         )
         if not ok:
             return value, False
-        built = self.node.execute_block(header, leaves)
+        try:
+            built = self.node.execute_block(header, leaves)
+        except OtherEvents:
+            # Not the block the (signed) header names: a copy a peer changed, which must
+            # neither count as the proposer's block nor shut the genuine copy out.
+            return None, False
         if built is None:
             return value, False
         self._keep(built)

@@ -24,6 +24,7 @@ from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExec
 from dataclasses import dataclass, field
 from typing import Any
 
+from ledger import merkle
 from ledger.blocks.builder import BuiltBlock, assemble_block, build_block
 from ledger.blocks.certificate import CommitCertificate, sign_commit
 from ledger.blocks.header import Header
@@ -120,6 +121,12 @@ class Metrics:
 
     def reject(self, code: str) -> None:
         self.rejected[code] = self.rejected.get(code, 0) + 1
+
+
+class OtherEvents(LedgerError):
+    """A block's events are not the ones its header commits to (:meth:`Node.execute_block`)."""
+
+    code = "other_events"
 
 
 class MempoolFull(LedgerError):
@@ -417,7 +424,10 @@ class Node:
         """Re-execute a block proposed by a peer (or fetched by block sync).
 
         Returns the built block when every event parses and is accepted and the result
-        has exactly ``header``; None otherwise.  Nothing is committed.
+        has exactly ``header``; None otherwise.  Nothing is committed.  Raises
+        :class:`OtherEvents` when ``leaves`` are not the events ``header`` commits to
+        (its log root after this node's last block): not the block its header names,
+        but a copy someone changed; that costs hashing only, no parsing or signatures.
         """
         with self._lock:
             if header.height != self.store.height + 1 or header.prev != self.store.last_hash:
@@ -439,6 +449,8 @@ class Node:
                 )
                 if fast.header == header:
                     return fast
+            if not self._log_commits(header, leaves):
+                raise OtherEvents(f"the events of block {header.height} do not make its header's log root")
             # Events admitted here were parsed then: reuse them when the bytes are the same.
             admitted = {e.ev.leaf: e.ev for e in self._mempool.values()}
             events = []
@@ -463,6 +475,16 @@ class Node:
             if built.rejected or len(built.events) != len(events) or built.header != header:
                 return None
             return built
+
+    def _log_commits(self, header: Header, leaves: Sequence[bytes]) -> bool:
+        """Whether ``leaves``, appended to this node's log, give ``header``'s log size and root."""
+        frontier = self.store.frontier
+        if header.log_size != frontier.size + len(leaves):
+            return False
+        cr = frontier.copy()
+        for leaf in leaves:
+            cr.append(merkle.leaf_hash(leaf))
+        return cr.root() == header.log_root
 
     def commit_built(self, built: BuiltBlock, cert: CommitCertificate) -> None:
         """Store a decided block with its certificate and bring the mempool up to date."""

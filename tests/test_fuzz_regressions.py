@@ -162,10 +162,12 @@ def _height_one_proposal() -> tuple[bytes, dict[str, Any], dict[str, Any]]:
 def test_a_relayed_copy_with_other_events_cannot_hide_the_genuine_proposal(tmp_path: Path) -> None:
     """A peer relaying the proposal first with other events got it taken as invalid, and
     the genuine copy, which the proposer re-sends every gossip tick, was then ignored as
-    already seen: any authenticated peer could cost the proposer its round.  Now the
-    invalid copy is not taken as seen, the genuine one replaces it, a restart from the WAL
-    ends the same, and gossip relays only the genuine copy."""
-    from ledger.consensus.replica import MAX_INVALID_COPIES, Send
+    already seen: any authenticated peer could cost the proposer its round.  A copy whose
+    events do not make its header's log root is not the proposer's block: it is dropped
+    before anything is parsed or verified, never stepped nor logged, its relay is blamed
+    (and muted at this height after a few), and the genuine copy is taken, also after a
+    restart from the WAL."""
+    from ledger.consensus.replica import MAX_BAD_SIGNATURES_PER_PEER
     from node.consensus import FileWAL, NodeApp
 
     value, genuine, swapped = _height_one_proposal()
@@ -173,19 +175,18 @@ def test_a_relayed_copy_with_other_events_cannot_hide_the_genuine_proposal(tmp_p
     wal = FileWAL(tmp_path / "wal")
     replica = Replica(name=_net.ME, genesis=_net.genesis(), app=NodeApp(node), wal=wal, signer=_net.signer(_net.ME))
     replica.start(_net.NOW)
-    replica.on_message("obs", swapped, _net.NOW + 10)
-    first = replica.machine.rounds[0].proposal
-    assert first is not None and first.value == value and not first.valid
-    replica.on_message(genuine["from"], genuine, _net.NOW + 20)
+    for i in range(MAX_BAD_SIGNATURES_PER_PEER + 2):
+        replica.on_message("obs", swapped, _net.NOW + 10 + i)
+    assert replica.machine.rounds[0].proposal is None
+    assert replica.stats.dropped == {"bad_block": MAX_BAD_SIGNATURES_PER_PEER, "peer_muted": 2}
+    assert node.metrics.reexecuted == 0  # their events were hashed, not parsed
+    replica.on_message(genuine["from"], genuine, _net.NOW + 100)
     taken = replica.machine.rounds[0].proposal
     assert taken is not None and taken.value == value and taken.valid
     assert replica.machine.equivocations_seen == 0
-    for i in range(MAX_INVALID_COPIES + 2):  # swapped copies change nothing now
-        replica.on_message("obs", swapped, _net.NOW + 30 + i)
+    replica.on_message("v2", swapped, _net.NOW + 110)  # the genuine copy is seen now: nothing changes
     assert replica.machine.rounds[0].proposal is taken
-    relayed = [o.msg for o in replica.tick(_net.NOW + 100) if isinstance(o, Send) and o.msg.get("t") == "proposal"]
-    assert all(m["block"] == genuine["block"] for m in relayed)
-    assert [r["t"] for r in wal.records(1) if r["t"] == "proposal"] == ["proposal", "proposal"]
+    assert [r["block"] for r in wal.records(1) if r["t"] == "proposal"] == [genuine["block"]]
     wal.close()
     again = FileWAL(tmp_path / "wal")
     restarted = Replica(name=_net.ME, genesis=_net.genesis(), app=NodeApp(_net.new_node()), wal=again,
@@ -196,15 +197,55 @@ def test_a_relayed_copy_with_other_events_cannot_hide_the_genuine_proposal(tmp_p
     again.close()
 
 
-def test_too_many_invalid_copies_of_a_proposal_are_not_executed(tmp_path: Path) -> None:
-    """Each copy with other events costs an execution of its block: a few from each peer
-    are stepped (an honest proposer's block may be invalid here for a while, its clock
-    ahead), then no more from that peer at that height."""
-    from ledger.consensus.replica import MAX_INVALID_COPIES, MemoryWAL
+def test_an_early_copy_with_other_events_cannot_hide_the_next_heights_proposal() -> None:
+    """A proposal for the next height that arrives while this one is being committed is
+    kept until it starts.  It was kept first come, one per round: a peer relaying it first
+    with other events had the proposer's own copy dropped, and the node prevoted nil until
+    the proposer re-sent it.  Each peer's copy is kept now, and the changed one is dropped
+    when the height starts."""
+    from ledger.blocks.certificate import sign_commit
+    from ledger.consensus.replica import MemoryWAL, Send
     from node.consensus import NodeApp
 
-    _value, genuine, swapped = _height_one_proposal()
-    app = NodeApp(_net.new_node())
+    value1, block1 = _net.block_one()
+    cert1 = sign_commit(_net.CHAIN, 1, 0, value1, [(n, _net.signer(n)) for n in ("v1", "v2", "v3")])
+    proposer = _net.proposer_of(2, 0)
+    assert proposer != _net.ME
+    maker = NodeApp(_net.new_node(proposer))
+    maker.commit(1, block1, cert1)
+    assert all(r["status"] == "accepted" for r in maker.node.submit_leaves(list(_net.season_leaves())))
+    value2, block2 = maker.propose(2, _net.NOW)
+    genuine = _net.sign_message({"t": "proposal", "chain": _net.CHAIN, "height": 2, "round": 0, "value": value2,
+                                 "valid_round": -1, "block": block2, "from": proposer, "sig": b""})
+    swapped = {**genuine, "block": {"header": block2["header"], "events": block2["events"][:-1]}}
+    replica = Replica(name=_net.ME, genesis=_net.genesis(), app=NodeApp(_net.new_node()), wal=MemoryWAL(),
+                      signer=_net.signer(_net.ME))
+    replica.start(_net.NOW)
+    replica.on_message("obs", swapped, _net.NOW + 10)  # still at height 1
+    replica.on_message(proposer, genuine, _net.NOW + 20)
+    out = replica.on_message("v1", {"t": "commit", "chain": _net.CHAIN, "height": 1, "block": block1,
+                                    "cert": cert1.to_dict()}, _net.NOW + 30)
+    taken = replica.machine.rounds[0].proposal
+    assert replica.machine.height == 2 and taken is not None and taken.value == value2 and taken.valid
+    prevotes = [o.msg["value"] for o in out if isinstance(o, Send) and o.msg.get("t") == "vote"
+                and o.msg["type"] == "prevote" and o.msg["height"] == 2]
+    assert prevotes == [value2]
+    assert replica.stats.dropped.get("bad_block") == 1 and replica.machine.equivocations_seen == 0
+
+
+def test_too_many_invalid_copies_of_a_proposal_are_not_executed() -> None:
+    """An honest proposer's block may be invalid here for a while (its clock ahead of
+    ours) and it re-sends it every gossip tick: each copy is stepped and costs an
+    execution, a few from each peer at a height, then no more from that peer; another
+    peer's copy is still taken."""
+    from ledger.consensus.replica import MAX_INVALID_COPIES, MemoryWAL
+    from node.consensus import MAX_CLOCK_DRIFT_MS, NodeApp
+
+    _value, genuine, _swapped = _height_one_proposal()
+    node = _net.new_node()
+    ours = node.clock
+    node.clock = lambda: ours() - MAX_CLOCK_DRIFT_MS - 1_000  # behind the proposer's
+    app = NodeApp(node)
     executed = 0
     validate = app.validate
 
@@ -218,11 +259,13 @@ def test_too_many_invalid_copies_of_a_proposal_are_not_executed(tmp_path: Path) 
     replica = Replica(name=_net.ME, genesis=_net.genesis(), app=app, wal=wal, signer=_net.signer(_net.ME))
     replica.start(_net.NOW)
     for i in range(MAX_INVALID_COPIES * 3):
-        replica.on_message("obs", swapped, _net.NOW + 10 + i)
+        replica.on_message(genuine["from"], genuine, _net.NOW + 10 + i)
     assert executed == MAX_INVALID_COPIES
     assert len([r for r in wal.records(1) if r["t"] == "proposal"]) == MAX_INVALID_COPIES
-    # the proposer's own copy is not refused for what another peer sent
-    replica.on_message(genuine["from"], genuine, _net.NOW + 100)
+    first = replica.machine.rounds[0].proposal
+    assert first is not None and not first.valid
+    node.clock = ours  # caught up: a copy relayed by another peer is taken
+    replica.on_message("v2", genuine, _net.NOW + 100)
     assert executed == MAX_INVALID_COPIES + 1
     taken = replica.machine.rounds[0].proposal
     assert taken is not None and taken.valid

@@ -333,7 +333,7 @@ class Replica:
         """Copies of a signed proposal with an invalid block stepped at this height, by
         proposal and the peer that sent them."""
         """Bad signatures (and certificates) each peer sent at this height."""
-        self._early: dict[Any, dict[str, Any]] = {}
+        self._early: dict[Any, tuple[dict[str, Any], str | None]] = {}
         """Signed proposals (by round) and votes (by validator, type and round) for the next
         height, received before this one was committed.  They are taken up, logged and
         gossiped when that height starts: a vote whose signer then crashed, or lost its
@@ -515,12 +515,16 @@ class Replica:
             self._watch(msg, h)
         if h > self.height:
             # The next height's block cannot be executed before this one is committed:
-            # keep a few signed messages (per round, the turn's proposal and one vote of
-            # each type per validator, first come) and take them up when it starts.
+            # keep a few signed messages (per round, the turn's proposal as each peer
+            # relayed it and one vote of each type per validator, first come) and take them
+            # up when it starts. A proposal's signature covers its block's hash, not the
+            # events: one slot for all would let a faulty peer's copy with other events
+            # shut out the proposer's own until it re-sends it.
             r, proposal = msg["round"], msg["t"] == "proposal"
             if type(r) is int and 0 <= r < MAX_EARLY_ROUNDS and (
                     not proposal or msg.get("from") == self.vset.proposer(h, r)):
-                self._early.setdefault(r if proposal else (msg.get("from"), msg.get("type"), r), msg)
+                slot = (r, sender) if proposal else (msg.get("from"), msg.get("type"), r)
+                self._early.setdefault(slot, (msg, sender))
             else:
                 self.stats.drop(f"early_{msg['t']}")
             return
@@ -734,9 +738,9 @@ class Replica:
         self._maybe_start(now_ms, out)
         out.append(Send(None, self._status()))
         early, self._early = self._early, {}
-        for msg in early.values():
+        for msg, sender in early.values():
             if msg["height"] == self.height:
-                self._consensus_message(msg, now_ms, out)  # checked again, logged, executed
+                self._consensus_message(msg, now_ms, out, sender)  # checked again, logged, executed
 
     # -- gossip and block sync ----------------------------------------------------------
     def _status(self) -> dict[str, Any]:
