@@ -65,8 +65,9 @@ height: enough for an honest one over eight of this validator's turns to propose
 MAX_INVALID_COPIES = 4
 """Copies of one signed proposal with an invalid block that one peer gets executed at a
 height: an honest proposer's block may be invalid here for a while (its clock ahead of
-ours) and it re-sends it every gossip tick; a faulty peer may send junk under the
-proposer's signature, but not use up another peer's copies (the proposer's own)."""
+ours) and it re-sends it every gossip tick; a faulty peer cannot use up another peer's
+copies (the proposer's own). A copy with other events than its header commits to is not
+the proposer's block and is dropped before this (the app gives it no value: ADR 0018)."""
 MAX_EARLY_ROUNDS = 4
 """Rounds of the next height whose proposal and votes are kept while this height is
 being committed."""
