@@ -233,6 +233,32 @@ def test_an_early_copy_with_other_events_cannot_hide_the_next_heights_proposal()
     assert replica.stats.dropped.get("bad_block") == 1 and replica.machine.equivocations_seen == 0
 
 
+def test_a_synced_block_with_other_events_costs_hashing_and_blames_its_sender() -> None:
+    """Block sync: a genuine certificate with other events under the certified header
+    cost a full execution each time, and nobody was blamed.  Now it costs hashing the
+    events; the sender is blamed, then not heard at this height; the genuine block from
+    another peer is applied."""
+    from ledger.blocks.certificate import sign_commit
+    from ledger.consensus.replica import MAX_BAD_SIGNATURES_PER_PEER, MemoryWAL
+    from node.consensus import NodeApp
+
+    value1, block1 = _net.block_one()
+    cert1 = sign_commit(_net.CHAIN, 1, 0, value1, [(n, _net.signer(n)) for n in ("v1", "v2", "v3")]).to_dict()
+    changed = {"header": block1["header"], "events": block1["events"][:-1]}
+    node = _net.new_node()
+    replica = Replica(name=_net.ME, genesis=_net.genesis(), app=NodeApp(node), wal=MemoryWAL(),
+                      signer=_net.signer(_net.ME))
+    replica.start(_net.NOW)
+    for i in range(MAX_BAD_SIGNATURES_PER_PEER + 2):
+        replica.on_message("obs", {"t": "commit", "chain": _net.CHAIN, "height": 1, "block": changed,
+                                   "cert": cert1}, _net.NOW + 10 + i)
+    assert replica.stats.dropped == {"bad_sync_block": MAX_BAD_SIGNATURES_PER_PEER, "peer_muted": 2}
+    assert node.metrics.reexecuted == 0 and node.store.height == 0
+    replica.on_message("v2", {"t": "commit", "chain": _net.CHAIN, "height": 1, "block": block1, "cert": cert1},
+                       _net.NOW + 100)
+    assert node.store.height == 1 and replica.stats.synced == 1
+
+
 def test_too_many_invalid_copies_of_a_proposal_are_not_executed() -> None:
     """An honest proposer's block may be invalid here for a while (its clock ahead of
     ours) and it re-sends it every gossip tick: each copy is stepped and costs an

@@ -846,6 +846,8 @@ class Replica:
         value, valid = self.app.validate(h, msg["block"], "", now_ms)
         if value != claimed or not valid:
             self.stats.drop("bad_sync_block")
+            if value is None:  # a certified header with other events: the sender changed them
+                self._blame(sender)
             return
         self.stats.synced += 1
         self._commit(h, msg["block"], cert, now_ms, out)
