@@ -15,9 +15,11 @@ nodes over HTTP, it:
   the third, each prevoted where it was proposed, then a nil precommit and one for A to
   every node: A must be decided in that round, which needs a validator's second,
   conflicting vote counted when it is for a proposed value), ``three_way`` (A then B to one node, B then A to
-  another, a block with a wrong ``prev`` to the third: no quorum, a round lost) or
+  another, a block with a wrong ``prev`` to the third: no quorum, a round lost),
   ``junk`` (to every node: a proposal whose value is not its block's hash, one with a bad
-  signature, and a block whose header is right but whose one event's signature is not);
+  signature, and a block whose header is right but whose one event's signature is not) or
+  ``swap`` (to every node, the block with other events than its header commits to, as a
+  relaying peer could change it, then the block itself: it must be decided in that round);
 - answers every honest proposal with conflicting prevotes and precommits: the value to
   one node, a hash nobody has to another, nil to the third, then a second, different one;
 - at each height sends each node a vote with a bad signature and a vote five heights
@@ -70,7 +72,7 @@ BYZ = "banner-152526"
 NAMES = [*HONEST, BYZ]
 """Genesis order: the proposer of (height, round) is ``NAMES[(height + round) % 4]``."""
 ATTACK_S = 15.0
-PLAYS = ("split", "three_way", "junk")
+PLAYS = ("split", "three_way", "junk", "swap")
 FRAME_LIMITS = replace(DEFAULT_LIMITS, max_depth=DEFAULT_LIMITS.max_depth + FRAME_DEPTH_ALLOWANCE)
 NON_CANONICAL = b"\x82\xa1z\x01\xa1a\x02"  # {"z": 1, "a": 2}: keys out of order
 
@@ -395,6 +397,23 @@ class Byzantine:
                 self.invalid_given.add((c, h, r))
                 self.send(c, self.vote("prevote", h, r, self.value(bad)))
                 self.send(c, self.vote("precommit", h, r, os.urandom(32)))
+        elif play == "swap":
+            # to every node, first the block relayed with other events under our genuine
+            # signature (as any peer relaying it could send it), then the block itself: the
+            # changed copy is not our block (bad_block), so it neither gets a nil prevote
+            # nor keeps the block out, and the round decides it
+            pa = self.block(h, t)
+            va = self.value(pa)
+            other = tampered(self.net.w.tag("agent", f"31525230{self.serial:07d}"))
+            self.serial += 1
+            changed = {"header": pa["header"], "events": [codec.encode(other)]}
+            for n in (a, b, c):
+                self.send(n, self.proposal(h, r, changed), "bad_block")
+                self.send(n, self.proposal(h, r, pa))
+                self.first_given[(n, h, r)] = va
+                self.send(n, self.vote("prevote", h, r, va))
+            for n in (a, b, c):
+                self.send(n, self.vote("precommit", h, r, va))
         else:  # junk, to every node, in a different order to each
             pa = self.block(h, t)
             wrong = os.urandom(32)  # the value is not the block's hash
@@ -514,7 +533,7 @@ def test_honest_nodes_survive_a_byzantine_validator(net: Net) -> None:
     played = [(h, play) for h, play in byz.round0_plays if h <= top]
     assert {p for _h, p in played} == set(PLAYS), played
     for h, play in played:
-        if play == "split":
+        if play in ("split", "swap"):
             assert outcome[h] == (BYZ, 0), (h, play, outcome[h])
         else:
             assert outcome[h][0] != BYZ and outcome[h][1] >= 1, (h, play, outcome[h])
