@@ -146,6 +146,11 @@ def validators_hash(validators: tuple[Validator, ...] | list[Validator]) -> byte
     return H(TAG_GENESIS, codec.encode({"validators": [v.to_dict() for v in validators]}))
 
 
+MAX_VALIDATORS = 1024
+"""Most validators a genesis may name: a commit certificate carries at most one precommit
+from each (``MAX_PRECOMMITS``), and the browser's verifier holds the same bound."""
+_VALIDATOR_FIELDS = {"name", "banner", "alg", "pub", "power"}
+
 _PARAM_INTS = (
     "max_lateness_ms",
     "max_future_ms",
@@ -170,7 +175,13 @@ def _parse(d: Any) -> Genesis:
         raise Rejected("bad_genesis", "time must be milliseconds since the epoch")
     vals = []
     names = set()
+    if type(d["validators"]) is not list or len(d["validators"]) > MAX_VALIDATORS:
+        raise Rejected("bad_genesis", f"validators must be a list of at most {MAX_VALIDATORS}")
     for v in d["validators"]:
+        # exactly these fields: one left over would be dropped from the genesis hash without
+        # a word here, and the browser's verifier refuses it
+        if type(v) is not dict or set(v) != _VALIDATOR_FIELDS:
+            raise Rejected("bad_genesis", f"a validator has exactly the fields {', '.join(sorted(_VALIDATOR_FIELDS))}")
         val = Validator(v["name"], v["banner"], v["alg"], v["pub"], v["power"])
         if type(val.name) is not str or not schema.ID_RE.match(val.name) or val.name in names:
             raise Rejected("bad_genesis", f"validator name {val.name!r} is not a unique id")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import codec
 from ..errors import InsufficientSignatures, Rejected, VerificationError
-from ..genesis import Validator
+from ..genesis import MAX_VALIDATORS, Validator
 from ..hashing import TAG_VOTE, signing_message
 from ..sigs import verify_signature
 
@@ -22,8 +22,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from signer import Signer
 
 VOTE_TYPES = ("prevote", "precommit")
-MAX_PRECOMMITS = 1024
-"""Most precommits one certificate may carry (the browser's verifier holds the same bound)."""
+MAX_PRECOMMITS = MAX_VALIDATORS
+"""Most precommits one certificate may carry: one per validator (the browser's verifier holds
+the same bound)."""
 
 
 def vote_bytes(vote_type: str, chain: str, height: int, round_: int, block: bytes | None) -> bytes:
