@@ -330,10 +330,10 @@ class Replica:
         """This height's own signed messages by (kind, round), re-sent by gossip."""
         self._peer_heights: dict[str, int] = {}
         self._bad_from: dict[str, int] = {}
+        """Bad signatures (and certificates) each peer sent at this height."""
         self._invalid_copies: dict[tuple[tuple[Any, ...], str | None], int] = {}
         """Copies of a signed proposal with an invalid block stepped at this height, by
         proposal and the peer that sent them."""
-        """Bad signatures (and certificates) each peer sent at this height."""
         self._early: dict[Any, tuple[dict[str, Any], str | None]] = {}
         """Signed proposals (by round) and votes (by validator, type and round) for the next
         height, received before this one was committed.  They are taken up, logged and
@@ -521,9 +521,8 @@ class Replica:
             # up when it starts. A proposal's signature covers its block's hash, not the
             # events: one slot for all would let a faulty peer's copy with other events
             # shut out the proposer's own until it re-sends it.
-            r, proposal = msg["round"], msg["t"] == "proposal"
-            if type(r) is int and 0 <= r < MAX_EARLY_ROUNDS and (
-                    not proposal or msg.get("from") == self.vset.proposer(h, r)):
+            r, proposal = msg["round"], msg["t"] == "proposal"  # a round in range: _well_formed
+            if r < MAX_EARLY_ROUNDS and (not proposal or msg["from"] == self.vset.proposer(h, r)):
                 slot = (r, sender) if proposal else (msg.get("from"), msg.get("type"), r)
                 self._early.setdefault(slot, (msg, sender))
             else:
@@ -532,10 +531,11 @@ class Replica:
         self._maybe_start(now_ms, out, peer_started=True)
         checked = None
         if msg["t"] == "proposal":
-            # An invalid block under a genuine signature (the signature covers the header's
-            # hash, not the events) is stepped as invalid but not taken as seen, so that a
-            # copy with the right events, which the proposer re-sends, still gets through.
-            # Each peer gets a few such copies of one proposal executed, then no more.
+            # The signed block that does not execute here (its time ahead of this node's
+            # clock) is stepped as invalid but not taken as seen, so that a later copy that
+            # executes, which the proposer re-sends, still gets through. Each peer gets a
+            # few such copies of one proposal executed, then no more. (A copy with other
+            # events than its header commits to gets no value from the app: ADR 0018.)
             budget = (key, sender)
             if self._invalid_copies.get(budget, 0) >= MAX_INVALID_COPIES:
                 return
