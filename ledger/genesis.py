@@ -175,6 +175,7 @@ def _parse(d: Any) -> Genesis:
         raise Rejected("bad_genesis", "time must be milliseconds since the epoch")
     vals = []
     names = set()
+    keys: dict[tuple[str, bytes], str] = {}
     if type(d["validators"]) is not list or len(d["validators"]) > MAX_VALIDATORS:
         raise Rejected("bad_genesis", f"validators must be a list of at most {MAX_VALIDATORS}")
     for v in d["validators"]:
@@ -188,6 +189,12 @@ def _parse(d: Any) -> Genesis:
         if type(val.power) is not int or not 0 < val.power < 2**32:
             raise Rejected("bad_genesis", "validator power must be a positive integer")
         check_public_key(val.alg, val.pub)
+        # one key for two validators would let whoever holds it speak (handshake, votes,
+        # precommits) as both, a hidden double vote; a key file named twice is a mistake
+        other = keys.get((val.alg, bytes(val.pub)))
+        if other is not None:
+            raise Rejected("bad_genesis", f"validators {other} and {val.name} have the same key")
+        keys[(val.alg, bytes(val.pub))] = val.name
         names.add(val.name)
         vals.append(val)
     if not vals:

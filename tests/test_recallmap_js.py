@@ -24,8 +24,9 @@ from typing import Any
 
 import pytest
 
+from lambtrace.config import genesis_from_json
 from ledger import recallmap as R
-from ledger.errors import ProofError, VerificationError
+from ledger.errors import ProofError, Rejected, VerificationError
 from ledger.genesis import Genesis, Params, Validator
 from ledger.schema import to_json
 from signer import generate
@@ -333,6 +334,11 @@ def _genesis_vectors() -> list[dict[str, Any]]:
     bad = json.loads(json.dumps(out[1]["json"]))
     bad["params"]["state_root"] = "recalls/v2"
     out.append({"name": "unknown state_root", "json": bad, "hash": "error malformed"})
+    twice = json.loads(json.dumps(out[1]["json"]))
+    twice["validators"].append({**twice["validators"][0], "name": "banner-1"})
+    with pytest.raises(Rejected):
+        genesis_from_json(json.dumps(twice))
+    out.append({"name": "one key for two validators", "json": twice, "hash": "error malformed"})
     return out
 
 

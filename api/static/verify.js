@@ -1113,13 +1113,19 @@ export function genesisFromJson(j) {
     fail("malformed", "genesis names 1 to 1024 validators");
   }
   const names = new Set();
+  const keys = new Set();
   const validators = j.validators.map((v, i) => {
     if (!hasExactly(v, ["name", "banner", "alg", "pub", "power"])) fail("malformed", `genesis validator ${i}`);
     if (typeof v.name !== "string" || names.has(v.name)) fail("malformed", "validator names are unique strings");
     names.add(v.name);
     const power = jsonInt(v.power, "validator power", 1);
     if (power >= 2 ** 32) fail("malformed", "validator power must be below 2**32");
-    return { name: v.name, banner: jsonStr(v.banner, "banner"), alg: v.alg, pub: jsonPub(v.alg, v.pub, "validator key"), power };
+    const pub = jsonPub(v.alg, v.pub, "validator key");
+    // one key for two validators is refused, as ledger.genesis refuses it
+    const key = `${v.alg}:${bytesToHex(pub)}`;
+    if (keys.has(key)) fail("malformed", "each validator has its own key");
+    keys.add(key);
+    return { name: v.name, banner: jsonStr(v.banner, "banner"), alg: v.alg, pub, power };
   });
   const to = j.trace_office;
   if (!hasExactly(to, ["id", "banner", "keys"], ["name"]) || !Array.isArray(to.keys) || to.keys.length === 0) {
