@@ -339,6 +339,32 @@ def _genesis_vectors() -> list[dict[str, Any]]:
     with pytest.raises(Rejected):
         genesis_from_json(json.dumps(twice))
     out.append({"name": "one key for two validators", "json": twice, "hash": "error malformed"})
+    # a genesis written by hand: parameters left out take their defaults, an empty
+    # terminal_quotas is dropped; the hash is the one Python gives the same document
+    full = out[1]["json"]
+    hand: tuple[tuple[str, dict[str, Any]], ...] = (
+        ("defaults left out", {"state_root": R.KIND}),
+        ("some defaults left out", {"state_root": R.KIND, "max_future_ms": 60_000, "tag_quotas": {"152522": 10}}),
+        ("empty terminal_quotas", {**full["params"], "terminal_quotas": {}}),
+        ("terminal_quotas", {**full["params"], "terminal_quotas": {"152522": 3}}),
+    )
+    for name, written in hand:
+        j = {**full, "params": written}
+        out.append({"name": name, "json": j, "hash": genesis_from_json(json.dumps(j)).hash.hex()})
+    assert out[-4]["hash"] == out[-2]["hash"] == out[1]["hash"] != out[-1]["hash"] != out[-3]["hash"]
+    refused: tuple[tuple[str, dict[str, Any]], ...] = (
+        ("unknown parameter", {"state_root": R.KIND, "max_latenes_ms": 1}),
+        ("slaughter_requires_hsm not a boolean", {"slaughter_requires_hsm": 1}),
+        ("a negative timeout", {"timeout_propose_ms": -1}),
+        ("a quota for no county", {"tag_quotas": {"999999": 10}}),
+        ("a quota not a count", {"terminal_quotas": {"152522": "3"}}),
+        ("state_root empty", {"state_root": ""}),
+    )
+    for name, written in refused:
+        j = {**full, "params": written}
+        with pytest.raises(Rejected):
+            genesis_from_json(json.dumps(j))
+        out.append({"name": name, "json": j, "hash": "error malformed"})
     return out
 
 

@@ -1103,6 +1103,56 @@ function jsonPub(alg, hex, what) {
   return hexToBytes(hex, what, KEY_SIZES[alg]);
 }
 
+// ledger.genesis.Params: every parameter a genesis may name and its default. A genesis
+// hashes with the defaults filled in, terminal_quotas only when not empty and state_root
+// only when set, as Python re-encodes it; anything else is refused, as Python refuses it.
+const DAY_MS = 86_400_000;
+const PARAM_DEFAULTS = Object.freeze({
+  slaughter_requires_hsm: false,
+  max_lateness_ms: 30 * DAY_MS,
+  max_future_ms: 5 * 60_000,
+  tag_quotas: Object.freeze({}),
+  block_interval_ms: 500,
+  timeout_propose_ms: 3_000,
+  timeout_prevote_ms: 1_000,
+  timeout_precommit_ms: 1_000,
+  timeout_delta_ms: 500,
+});
+
+function quotas(v, what) {
+  if (!isMap(v)) fail("malformed", `params.${what} maps county codes to counts`);
+  const out = {};
+  for (const [county, n] of Object.entries(v)) {
+    if (!hasOwn(COUNTIES, county)) fail("malformed", `params.${what}: ${county} is not a county code of the league`);
+    out[county] = jsonInt(n, `params.${what}.${county}`);
+  }
+  return out;
+}
+
+function genesisParams(p) {
+  if (!isMap(p)) fail("malformed", "genesis params must be a map");
+  for (const k of Object.keys(p)) {
+    if (!hasOwn(PARAM_DEFAULTS, k) && k !== "terminal_quotas" && k !== "state_root") fail("malformed", `unknown parameter ${k}`);
+  }
+  const out = {};
+  for (const [k, d] of Object.entries(PARAM_DEFAULTS)) {
+    if (!hasOwn(p, k)) out[k] = isMap(d) ? {} : d;
+    else if (typeof d === "boolean") {
+      if (typeof p[k] !== "boolean") fail("malformed", `params.${k} must be true or false`);
+      out[k] = p[k];
+    } else out[k] = isMap(d) ? quotas(p[k], k) : jsonInt(p[k], `params.${k}`);
+  }
+  if (hasOwn(p, "terminal_quotas")) {
+    const q = quotas(p.terminal_quotas, "terminal_quotas");
+    if (Object.keys(q).length) out.terminal_quotas = q;
+  }
+  if (hasOwn(p, "state_root")) {
+    if (!STATE_ROOT_KINDS.includes(p.state_root)) fail("malformed", `params.state_root must be one of ${STATE_ROOT_KINDS.join(", ")}`);
+    out.state_root = p.state_root;
+  }
+  return out;
+}
+
 /** The genesis value (ledger.genesis.Genesis.to_dict) from its JSON form (bytes as hex).
  * Shape only: the hash check against the trusted anchor is what makes it trusted. */
 export function genesisFromJson(j) {
@@ -1137,18 +1187,7 @@ export function genesisFromJson(j) {
     if (!hasExactly(k, ["alg", "pub", "storage"])) fail("malformed", "a root key has alg, pub and storage");
     return { alg: k.alg, pub: jsonPub(k.alg, k.pub, "root key"), storage: jsonStr(k.storage, "storage") };
   });
-  if (!isMap(j.params)) fail("malformed", "genesis params must be a map");
-  const params = {};
-  for (const [k, v] of Object.entries(j.params)) {
-    if (k === "state_root") {
-      if (!STATE_ROOT_KINDS.includes(v)) fail("malformed", `params.state_root must be one of ${STATE_ROOT_KINDS.join(", ")}`);
-      params[k] = v;
-    } else if (typeof v === "boolean") params[k] = v;
-    else if (isMap(v)) {
-      params[k] = {};
-      for (const [kk, vv] of Object.entries(v)) params[k][kk] = jsonInt(vv, `params.${k}.${kk}`);
-    } else params[k] = jsonInt(v, `params.${k}`);
-  }
+  const params = genesisParams(j.params);
   return { chain: jsonStr(j.chain, "chain"), time: jsonInt(j.time, "genesis time"), validators, trace_office: traceOffice, params };
 }
 
@@ -1618,7 +1657,7 @@ export async function verifyLabelBundle(json, { label, fingerprint = null, genes
   // 4. parse every leaf
   const events = [];
   const ids = new Set();
-  const latest = h.time + (g.params.max_future_ms ?? 0);
+  const latest = h.time + g.params.max_future_ms;
   for (const e of b.entries) {
     let ev;
     try {
