@@ -150,6 +150,9 @@ MAX_VALIDATORS = 1024
 """Most validators a genesis may name: a commit certificate carries at most one precommit
 from each (``MAX_PRECOMMITS``), and the browser's verifier holds the same bound."""
 _VALIDATOR_FIELDS = {"name", "banner", "alg", "pub", "power"}
+_SAFE_INT = 2**53
+"""Times, parameters and quotas stay below this: the browser's verifier reads a genesis's
+JSON numbers exactly only up to 2^53 (and no sane parameter comes near it)."""
 
 _PARAM_INTS = (
     "max_lateness_ms",
@@ -171,7 +174,7 @@ def _parse(d: Any) -> Genesis:
     chain = d["chain"]
     if type(chain) is not str or not schema.ID_RE.match(chain):
         raise Rejected("bad_genesis", "chain id must be a short id")
-    if type(d["time"]) is not int or d["time"] < 0:
+    if type(d["time"]) is not int or not 0 <= d["time"] < _SAFE_INT:
         raise Rejected("bad_genesis", "time must be milliseconds since the epoch")
     vals = []
     names = set()
@@ -188,6 +191,8 @@ def _parse(d: Any) -> Genesis:
             raise Rejected("bad_genesis", f"validator name {val.name!r} is not a unique id")
         if type(val.power) is not int or not 0 < val.power < 2**32:
             raise Rejected("bad_genesis", "validator power must be a positive integer")
+        if type(val.banner) is not str or val.banner not in schema.COUNTIES:
+            raise Rejected("bad_genesis", f"validator {val.name}'s banner must be a county code of the league")
         check_public_key(val.alg, val.pub)
         # one key for two validators would let whoever holds it speak (handshake, votes,
         # precommits) as both, a hidden double vote; a key file named twice is a mistake
@@ -233,7 +238,7 @@ def _parse(d: Any) -> Genesis:
     kwargs: dict[str, Any] = {}
     for name in _PARAM_INTS:
         if name in p:
-            if type(p[name]) is not int or p[name] < 0:
+            if type(p[name]) is not int or not 0 <= p[name] < _SAFE_INT:
                 raise Rejected("bad_genesis", f"{name} must be a non-negative integer")
             kwargs[name] = p[name]
     if "slaughter_requires_hsm" in p:
@@ -243,14 +248,14 @@ def _parse(d: Any) -> Genesis:
     if "tag_quotas" in p:
         q = p["tag_quotas"]
         if type(q) is not dict or any(
-            k not in schema.COUNTIES or type(n) is not int or n < 0 for k, n in q.items()
+            k not in schema.COUNTIES or type(n) is not int or not 0 <= n < _SAFE_INT for k, n in q.items()
         ):
             raise Rejected("bad_genesis", "tag_quotas maps county codes to non-negative counts")
         kwargs["tag_quotas"] = dict(q)
     if "terminal_quotas" in p:
         q = p["terminal_quotas"]
         if type(q) is not dict or any(
-            k not in schema.COUNTIES or type(n) is not int or n < 0 for k, n in q.items()
+            k not in schema.COUNTIES or type(n) is not int or not 0 <= n < _SAFE_INT for k, n in q.items()
         ):
             raise Rejected("bad_genesis", "terminal_quotas maps county codes to non-negative counts")
         kwargs["terminal_quotas"] = dict(q)

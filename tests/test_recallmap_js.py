@@ -365,6 +365,29 @@ def _genesis_vectors() -> list[dict[str, Any]]:
         with pytest.raises(Rejected):
             genesis_from_json(json.dumps(j))
         out.append({"name": name, "json": j, "hash": "error malformed"})
+    # the rest of the document: what Python refuses, the browser refuses
+    office = full["trace_office"]
+    key = office["keys"][0]
+    validator = full["validators"][0]
+    others: tuple[tuple[str, dict[str, Any]], ...] = (
+        ("a parameter past 2^53", {"params": {"max_lateness_ms": 2**53}}),
+        ("a time past 2^53", {"time": 2**53}),
+        ("a validator's banner not a county", {"validators": [{**validator, "banner": "Xilinhot"}]}),
+        ("a validator's name not an id", {"validators": [{**validator, "name": "league node"}]}),
+        ("a trace office id not an id", {"trace_office": {**office, "id": "-office"}}),
+        ("a trace office banner not a county", {"trace_office": {**office, "banner": "152599"}}),
+        ("a trace office name too long", {"trace_office": {**office, "name": "锡" * 129}}),
+        ("nine root keys", {"trace_office": {**office, "keys": [key] * 9}}),
+        ("a root key stored nowhere known", {"trace_office": {**office, "keys": [{**key, "storage": "cloud"}]}}),
+    )
+    for name, changed in others:
+        j = {**full, **changed}
+        with pytest.raises(Rejected):
+            genesis_from_json(json.dumps(j))
+        out.append({"name": name, "json": j, "hash": "error malformed"})
+    j = {**full, "trace_office": {**office, "name": "锡" * 128}, "time": 2**53 - 1}
+    out.append({"name": "the longest office name, the latest time",
+                "json": j, "hash": genesis_from_json(json.dumps(j)).hash.hex()})
     return out
 
 

@@ -1098,6 +1098,11 @@ function jsonStr(v, what) {
   return v;
 }
 
+function jsonCounty(v, what) {
+  if (typeof v !== "string" || !hasOwn(COUNTIES, v)) fail("malformed", `${what} must be a county code of the league`);
+  return v;
+}
+
 function jsonPub(alg, hex, what) {
   if (!hasOwn(KEY_SIZES, alg)) fail("malformed", `${what}: unknown key algorithm ${alg}`);
   return hexToBytes(hex, what, KEY_SIZES[alg]);
@@ -1166,7 +1171,7 @@ export function genesisFromJson(j) {
   const keys = new Set();
   const validators = j.validators.map((v, i) => {
     if (!hasExactly(v, ["name", "banner", "alg", "pub", "power"])) fail("malformed", `genesis validator ${i}`);
-    if (typeof v.name !== "string" || names.has(v.name)) fail("malformed", "validator names are unique strings");
+    if (typeof v.name !== "string" || !ID_RE.test(v.name) || names.has(v.name)) fail("malformed", "validator names are unique ids");
     names.add(v.name);
     const power = jsonInt(v.power, "validator power", 1);
     if (power >= 2 ** 32) fail("malformed", "validator power must be below 2**32");
@@ -1175,17 +1180,22 @@ export function genesisFromJson(j) {
     const key = `${v.alg}:${bytesToHex(pub)}`;
     if (keys.has(key)) fail("malformed", "each validator has its own key");
     keys.add(key);
-    return { name: v.name, banner: jsonStr(v.banner, "banner"), alg: v.alg, pub, power };
+    return { name: v.name, banner: jsonCounty(v.banner, "validator banner"), alg: v.alg, pub, power };
   });
   const to = j.trace_office;
-  if (!hasExactly(to, ["id", "banner", "keys"], ["name"]) || !Array.isArray(to.keys) || to.keys.length === 0) {
-    fail("malformed", "genesis trace_office has id, banner, keys[, name]");
+  if (!hasExactly(to, ["id", "banner", "keys"], ["name"]) || !Array.isArray(to.keys) || to.keys.length === 0 || to.keys.length > 8) {
+    fail("malformed", "genesis trace_office has id, banner, 1 to 8 keys[, name]");
   }
-  const traceOffice = { id: jsonStr(to.id, "trace office id"), banner: jsonStr(to.banner, "banner") };
-  if (hasOwn(to, "name")) traceOffice.name = jsonStr(to.name, "trace office name");
+  if (typeof to.id !== "string" || !ID_RE.test(to.id)) fail("malformed", "the trace office id must be an id");
+  const traceOffice = { id: to.id, banner: jsonCounty(to.banner, "trace office banner") };
+  if (hasOwn(to, "name")) {
+    if (codePoints(jsonStr(to.name, "trace office name")) > 128) fail("malformed", "the trace office name is at most 128 characters");
+    traceOffice.name = to.name;
+  }
   traceOffice.keys = to.keys.map((k) => {
     if (!hasExactly(k, ["alg", "pub", "storage"])) fail("malformed", "a root key has alg, pub and storage");
-    return { alg: k.alg, pub: jsonPub(k.alg, k.pub, "root key"), storage: jsonStr(k.storage, "storage") };
+    if (k.storage !== "software" && k.storage !== "hsm") fail("malformed", "a root key's storage is software or hsm");
+    return { alg: k.alg, pub: jsonPub(k.alg, k.pub, "root key"), storage: k.storage };
   });
   const params = genesisParams(j.params);
   return { chain: jsonStr(j.chain, "chain"), time: jsonInt(j.time, "genesis time"), validators, trace_office: traceOffice, params };
