@@ -504,6 +504,25 @@ def test_every_json_field_mutation_fails(seasoned: tuple[ApiWorld, dict[str, Any
             must_fail(text, w.genesis, what)
 
 
+def test_json_numbers_past_2_53_and_unknown_formats(seasoned: tuple[ApiWorld, dict[str, Any]]) -> None:
+    """A JSON bundle's numbers lie within ±(2^53 − 1), the range every JSON reader (the
+    consumer page's too) holds exactly; and a bundle of a format nobody reads is refused
+    for its format before any of its hex is read, as the page refuses it."""
+    w, _ = seasoned
+    b = json.loads(w.http.get(f"/v1/labels/{LABEL}/proof").get_data(as_text=True))
+    for index, code in ((2**53 - 1, "inclusion_failed"), (2**53, "malformed_bundle"), (-(2**53), "malformed_bundle"),
+                        (10**400, "malformed_bundle")):
+        m = copy.deepcopy(b)
+        m["events"][0][INDEX] = index
+        assert must_fail(json.dumps(m), w.genesis, f"index {index}").code == code, index
+    m = copy.deepcopy(b)
+    m["format"] = "lambtrace-label-proof/v4"
+    m["proof"] = "not hex"
+    assert must_fail(json.dumps(m), w.genesis, "format v4").code == "unsupported_format"
+    m["format"] = b["format"]
+    assert must_fail(json.dumps(m), w.genesis, "proof not hex").code == "malformed_bundle"
+
+
 # -- forged logs: a test validator certifies what it likes -------------------------------------
 
 

@@ -292,7 +292,7 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _from_json_text(text: str | bytes) -> Any:
     try:
         value = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_float=_refuse_float,
-                           parse_constant=_refuse_float)
+                           parse_int=_json_int, parse_constant=_refuse_float)
     except MalformedBundle:
         raise
     except (ValueError, RecursionError) as exc:
@@ -300,13 +300,26 @@ def _from_json_text(text: str | bytes) -> Any:
     return _json_to_values(value)
 
 
+JSON_SAFE_INT = 2**53 - 1
+"""A JSON bundle's integers lie within ±(2^53 − 1): what JSON numbers hold exactly in every
+reader, the consumer page's included (so the two verifiers read one number alike)."""
+
+
+def _json_int(text: str) -> int:
+    if len(text) > 17 or abs(n := int(text)) > JSON_SAFE_INT:
+        raise MalformedBundle(f"numbers in a JSON bundle lie within ±(2^53 - 1), not {text[:40]}")
+    return n
+
+
 def _refuse_float(text: str) -> Any:
     raise MalformedBundle(f"numbers in a bundle are integers, not {text!r}")
 
 
 def _json_to_values(value: Any) -> Any:
-    """The JSON form of a bundle (bytes as lowercase hex) as values with real bytes."""
-    if type(value) is not dict:
+    """The JSON form of a bundle (bytes as lowercase hex) as values with real bytes.  A
+    bundle of no format this verifier reads is left as it is: the shape check refuses it
+    for its format first, as the consumer page does."""
+    if type(value) is not dict or value.get("format") not in FORMATS:
         return value
     out = dict(value)
     out["genesis_hash"] = _unhex(value.get("genesis_hash"), "genesis_hash")

@@ -1281,9 +1281,58 @@ function hashString(text, most, what) {
   return splitHashes(bytes);
 }
 
+/** Every number in a JSON bundle is an integer within ±(2^53 − 1), as verify/label.py
+ * reads JSON: a larger one no JSON reader holds exactly, a fraction is no field's value. */
+function onlySafeIntegers(j) {
+  const todo = [j];
+  while (todo.length) {
+    const v = todo.pop();
+    if (typeof v === "number") {
+      if (!Number.isSafeInteger(v)) fail("malformed_bundle", "numbers in a JSON bundle are integers within ±(2^53 - 1)");
+    } else if (Array.isArray(v)) {
+      for (const x of v) todo.push(x);
+    } else if (isMap(v)) {
+      for (const x of Object.values(v)) todo.push(x);
+    }
+  }
+}
+
+/** A JSON genesis with its `pub` fields as bytes (verify/label.py _unhex_pubs): hex that
+ * is not lowercase is refused, other types are left for the genesis check. */
+function unhexPubs(v) {
+  if (Array.isArray(v)) return v.map(unhexPubs);
+  if (!isMap(v)) return v;
+  const out = {};
+  for (const [k, x] of Object.entries(v)) {
+    if (k !== "pub") out[k] = unhexPubs(x);
+    else if (typeof x !== "string") out[k] = x;
+    else if (!HEX_RE.test(x)) fail("malformed_bundle", "a genesis pub in the bundle is not lowercase hex");
+    else out[k] = hexToBytes(x);
+  }
+  return out;
+}
+
+function embeddedGenesis(json) {
+  try {
+    return genesisFromJson(json);
+  } catch (e) {
+    if (e instanceof VerificationError && e.code === "malformed") fail("wrong_genesis", `the genesis document in the bundle is malformed: ${e.message}`);
+    throw e;
+  }
+}
+
+function sameEncoding(a, b) {
+  try {
+    return bytesEqual(encode(a), encode(b));
+  } catch {
+    return false; // a value canonical encoding cannot hold is no genesis
+  }
+}
+
 /** The bundle's shape (format, exact fields, types, sizes) as values with real bytes; no hashing. */
 function parseBundle(j) {
   if (!isMap(j)) fail("malformed_bundle", "a bundle is a map");
+  onlySafeIntegers(j);
   if (!hasOwn(j, "format")) fail("malformed_bundle", "the bundle has no format");
   if (typeof j.format !== "string") fail("malformed_bundle", "format must be text");
   if (!FORMATS.includes(j.format)) fail("unsupported_format", `bundle format ${j.format.slice(0, 64)}; this page reads ${FORMATS.join(", ")}`);
@@ -1322,7 +1371,9 @@ function parseBundle(j) {
   return {
     format: j.format,
     genesisHash: hexToBytes(j.genesis_hash, "genesis_hash", 32),
-    genesis: hasOwn(j, "genesis") ? genesisFromJson(j.genesis) : null,
+    // an embedded genesis is read at the anchor (step 2), as verify/label.py reads it:
+    // here only its keys' hex, which a JSON bundle must hold as lowercase hex
+    genesis: hasOwn(j, "genesis") ? { json: j.genesis, value: unhexPubs(j.genesis) } : null,
     label: j.label,
     header: headerFromJson(j.checkpoint.header),
     certificate: certificateFromJson(j.checkpoint.certificate, v3),
@@ -1599,10 +1650,13 @@ export async function verifyLabelBundle(json, { label, fingerprint = null, genes
   // 2. the anchor
   const claimed = bytesToHex(b.genesisHash);
   if (fp !== null && !claimed.startsWith(fp)) fail("fingerprint_mismatch", "the server's chain is not the chain the label's QR code names");
-  const g = b.genesis ?? given;
-  if (g === null) fail("no_genesis", "the bundle references its genesis by hash, and no genesis document was given");
-  if (b.genesis !== null && given !== null && !bytesEqual(encode(b.genesis), encode(given))) {
-    fail("wrong_genesis", "the genesis document in the bundle is not the one given");
+  if (b.genesis === null && given === null) fail("no_genesis", "the bundle references its genesis by hash, and no genesis document was given");
+  // the embedded genesis is exactly (byte for byte, once encoded) the one given, or with
+  // none given exactly the canonical form of a well-formed genesis
+  const g = b.genesis === null ? given : given ?? embeddedGenesis(b.genesis.json);
+  if (b.genesis !== null && !sameEncoding(b.genesis.value, g)) {
+    fail("wrong_genesis", given === null ? "the genesis document in the bundle is not in its canonical form"
+      : "the genesis document in the bundle is not the one given");
   }
   if (!bytesEqual(await genesisHash(g), b.genesisHash)) fail("wrong_genesis", "the genesis document does not hash to the bundle's genesis_hash");
   if (b.label !== label) fail("wrong_label", `the bundle is for label ${b.label}, not ${label}`);

@@ -1,0 +1,165 @@
+"""The browser's verifier and ``verify.verify_label`` give every bundle one verdict.
+
+tests/test_consumer_page.py holds verify.js to Python's code on chosen mutations of a
+bundle, in Chromium.  Here, in node, every field mutation tests/test_verify_label.py
+makes of a genuine JSON bundle (each field deleted, retyped, flipped, truncated,
+extended; each list emptied, reversed, reordered, duplicated; an extra key in each map),
+of the v3 bundle by reference, the same bundle with its genesis embedded, and the v2 and
+the archived v1 form of a chain without the recall map, goes through both verifiers: the codes must be equal.
+``LAMBTRACE_SLOW=1`` adds random deeper mutations (hex flipped at any position of any
+string, pairs of field mutations), 4,000 of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_verify_label import LABEL, field_mutations, get_at, set_at, walk
+
+from helpers_api import ApiWorld, as_v1
+from ledger import codec
+from ledger.genesis import Genesis
+from ledger.schema import to_json
+from node.kv import MemoryKV
+from verify import VerificationError, verify_label
+
+NODE = shutil.which("node") or "/usr/bin/node"
+VERIFY_JS = Path(__file__).resolve().parents[1] / "api" / "static" / "verify.js"
+
+pytestmark = pytest.mark.skipif(not Path(NODE).exists(), reason="node is not installed")
+
+_HARNESS = r"""
+import { readFileSync } from "node:fs";
+
+const V = await import(process.argv[2]);
+const vectors = JSON.parse(readFileSync(process.argv[3], "utf8"));
+const codes = [];
+for (const c of vectors.cases) {
+  let code = null;
+  try {
+    await V.verifyLabelBundle(c.bundle, { label: c.label, fingerprint: null, genesis: vectors.genesis[c.genesis] });
+  } catch (e) {
+    code = e instanceof V.VerificationError ? e.code : `crash: ${e && e.stack || e}`;
+  }
+  codes.push(code);
+}
+process.stdout.write(JSON.stringify(codes));
+"""
+
+
+def python_code(bundle: Any, genesis: Genesis) -> str | None:
+    try:
+        verify_label(json.dumps(bundle), genesis, label=LABEL)
+    except VerificationError as exc:
+        return exc.code
+    return None
+
+
+def run_node(tmp_path: Path, cases: list[dict[str, Any]], geneses: dict[str, Any]) -> list[str | None]:
+    (tmp_path / "vectors.json").write_text(json.dumps({"cases": cases, "genesis": geneses}), encoding="utf-8")
+    (tmp_path / "harness.mjs").write_text(_HARNESS, encoding="utf-8")
+    run = subprocess.run([NODE, str(tmp_path / "harness.mjs"), VERIFY_JS.as_uri(), str(tmp_path / "vectors.json")],
+                         capture_output=True, text=True, timeout=900, check=False)
+    assert run.returncode == 0, run.stderr[-4000:]
+    codes: list[str | None] = json.loads(run.stdout)
+    assert len(codes) == len(cases)
+    return codes
+
+
+def _json_form(raw: bytes) -> Any:
+    return to_json(codec.decode(raw))
+
+
+@pytest.fixture(scope="module")
+def forms() -> dict[str, tuple[Any, Genesis]]:
+    """Genuine JSON bundles, each with the genesis it verifies against."""
+    w = ApiWorld(MemoryKV())
+    w.season()
+    legacy = ApiWorld(MemoryKV(), recall_map=False)
+    legacy.season()
+
+    def proof(world: ApiWorld, query: str = "") -> Any:
+        r = world.http.get(f"/v1/labels/{LABEL}/proof{query}", headers={"Accept": "application/msgpack"})
+        assert r.status_code == 200
+        return codec.decode(r.get_data())
+
+    return {
+        "v3": (to_json(proof(w)), w.genesis),
+        "v3+genesis": (to_json(proof(w, "?genesis=1")), w.genesis),
+        "v2": (to_json(proof(legacy)), legacy.genesis),
+        "v1": (to_json(as_v1(legacy, proof(legacy))), legacy.genesis),
+    }
+
+
+def _cases(forms: dict[str, tuple[Any, Genesis]], extra: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    cases: list[dict[str, Any]] = []
+    geneses = {name: to_json(g.to_dict()) for name, (_b, g) in forms.items()}
+    rng = random.Random(20261205)
+    genuine = {json.dumps(b, sort_keys=True) for b, _g in forms.values()}  # deleting the embedded genesis gives v3
+    for name, (b, g) in forms.items():
+        assert python_code(b, g) is None, name
+        seen = set(genuine)
+        muts = list(field_mutations(b))
+        for what, m in muts:
+            try:
+                key = json.dumps(m, sort_keys=True)
+            except (TypeError, ValueError):
+                continue  # bytes: a JSON bundle cannot hold them
+            if key in seen:
+                continue
+            seen.add(key)
+            cases.append({"name": f"{name}: {what}", "bundle": m, "genesis": name, "label": LABEL})
+        strings = [(p, v) for p, v in walk(b) if type(v) is str and v]
+        for k in range(extra):
+            if k % 2:  # one hex digit (or character) changed anywhere in any string
+                path, v = rng.choice(strings)
+                i = rng.randrange(len(v))
+                c = rng.choice([ch for ch in "0123456789abcdefA-" if ch != v[i]])
+                what, m = f"{'/'.join(map(str, path))}[{i}] := {c}", set_at(b, path, v[:i] + c + v[i + 1:])
+            else:  # two field mutations at once, where the second still applies
+                (w1, m1), (w2, m2) = rng.sample(muts, 2)
+                path2 = next((p for p, v in walk(m2) if p and v != _get(b, p)), None)
+                if path2 is None or _get(m1, path2[:-1]) is None:
+                    continue
+                try:
+                    m = set_at(m1, path2, get_at(m2, path2))
+                except (KeyError, IndexError, TypeError):
+                    continue
+                what = f"{w1} and {w2}"
+            try:
+                key = json.dumps(m, sort_keys=True)
+            except (TypeError, ValueError):
+                continue
+            if key not in seen:
+                seen.add(key)
+                cases.append({"name": f"{name}: {what}", "bundle": m, "genesis": name, "label": LABEL})
+    return cases, geneses
+
+
+def _get(value: Any, path: tuple[Any, ...]) -> Any:
+    """The value at ``path``, or None where the path leads nowhere."""
+    try:
+        return get_at(value, path)
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+def test_both_verifiers_give_every_mutation_one_code(forms: dict[str, tuple[Any, Genesis]], tmp_path: Path) -> None:
+    extra = 4_000 if os.environ.get("LAMBTRACE_SLOW") == "1" else 0
+    cases, geneses = _cases(forms, extra)
+    assert len(cases) > 900, len(cases)
+    want = [python_code(c["bundle"], forms[c["genesis"]][1]) for c in cases]
+    got = run_node(tmp_path, cases, geneses)
+    differ = [f"{c['name'][:140]}: verify_label {w}, verify.js {g}"
+              for c, w, g in zip(cases, want, got) if w != g]
+    assert differ == [], f"{len(differ)} of {len(cases)} differ:\n" + "\n".join(differ[:60])
+    # every mutation is refused (none is a no-op the walk missed), and for many reasons
+    assert [c["name"] for c, w in zip(cases, want) if w is None] == []
+    assert len(set(want)) >= 8, sorted(set(want))  # type: ignore[type-var]
