@@ -3,7 +3,9 @@
 tests/test_consumer_page.py holds verify.js to Python's code on chosen mutations of a
 bundle, in Chromium.  Here, in node, every field mutation tests/test_verify_label.py
 makes of a genuine JSON bundle (each field deleted, retyped, flipped, truncated,
-extended; each list emptied, reversed, reordered, duplicated; an extra key in each map),
+extended; each list emptied, reversed, reordered, duplicated; an extra key in each map)
+and its targeted ones (events' fields swapped, indexes moved, precommits replaced,
+multiproof hashes zeroed and moved),
 of the v3 bundle by reference, the same bundle with its genesis embedded, and the v2 and
 the archived v1 form of a chain without the recall map, goes through both verifiers: the codes must be equal.
 ``LAMBTRACE_SLOW=1`` adds random deeper mutations (hex flipped at any position of any
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_verify_label import LABEL, field_mutations, get_at, set_at, walk
+from test_verify_label import LABEL, field_mutations, get_at, set_at, targeted_mutations, walk
 
 from helpers_api import ApiWorld, as_v1
 from ledger import codec
@@ -78,8 +80,9 @@ def _json_form(raw: bytes) -> Any:
 
 
 @pytest.fixture(scope="module")
-def forms() -> dict[str, tuple[Any, Genesis]]:
-    """Genuine JSON bundles, each with the genesis it verifies against."""
+def forms() -> dict[str, tuple[Any, Genesis, Any]]:
+    """Genuine bundles, each in JSON, with the genesis it verifies against, and as values
+    with bytes (for tests/test_verify_label.py's targeted mutations)."""
     w = ApiWorld(MemoryKV())
     w.season()
     legacy = ApiWorld(MemoryKV(), recall_map=False)
@@ -90,24 +93,22 @@ def forms() -> dict[str, tuple[Any, Genesis]]:
         assert r.status_code == 200
         return codec.decode(r.get_data())
 
-    return {
-        "v3": (to_json(proof(w)), w.genesis),
-        "v3+genesis": (to_json(proof(w, "?genesis=1")), w.genesis),
-        "v2": (to_json(proof(legacy)), legacy.genesis),
-        "v1": (to_json(as_v1(legacy, proof(legacy))), legacy.genesis),
-    }
+    values = {"v3": (proof(w), w.genesis), "v3+genesis": (proof(w, "?genesis=1"), w.genesis),
+              "v2": (proof(legacy), legacy.genesis), "v1": (as_v1(legacy, proof(legacy)), legacy.genesis)}
+    return {name: (to_json(b), g, b) for name, (b, g) in values.items()}
 
 
-def _cases(forms: dict[str, tuple[Any, Genesis]], extra: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _cases(forms: dict[str, tuple[Any, Genesis, Any]], extra: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     cases: list[dict[str, Any]] = []
-    geneses = {name: to_json(g.to_dict()) for name, (_b, g) in forms.items()}
+    geneses = {name: to_json(g.to_dict()) for name, (_b, g, _v) in forms.items()}
     rng = random.Random(20261205)
-    genuine = {json.dumps(b, sort_keys=True) for b, _g in forms.values()}  # deleting the embedded genesis gives v3
-    for name, (b, g) in forms.items():
+    genuine = {json.dumps(b, sort_keys=True) for b, _g, _v in forms.values()}  # deleting the embedded genesis gives v3
+    for name, (b, g, value) in forms.items():
         assert python_code(b, g) is None, name
         seen = set(genuine)
         muts = list(field_mutations(b))
-        for what, m in muts:
+        targeted = [(what, to_json(m)) for what, m in targeted_mutations(value)]
+        for what, m in [*muts, *targeted]:
             try:
                 key = json.dumps(m, sort_keys=True)
             except (TypeError, ValueError):
@@ -151,10 +152,11 @@ def _get(value: Any, path: tuple[Any, ...]) -> Any:
         return None
 
 
-def test_both_verifiers_give_every_mutation_one_code(forms: dict[str, tuple[Any, Genesis]], tmp_path: Path) -> None:
+def test_both_verifiers_give_every_mutation_one_code(forms: dict[str, tuple[Any, Genesis, Any]],
+                                                      tmp_path: Path) -> None:
     extra = 4_000 if os.environ.get("LAMBTRACE_SLOW") == "1" else 0
     cases, geneses = _cases(forms, extra)
-    assert len(cases) > 900, len(cases)
+    assert len(cases) > 2_400, len(cases)
     want = [python_code(c["bundle"], forms[c["genesis"]][1]) for c in cases]
     got = run_node(tmp_path, cases, geneses)
     differ = [f"{c['name'][:140]}: verify_label {w}, verify.js {g}"
