@@ -8,7 +8,9 @@ and its targeted ones (events' fields swapped, indexes moved, precommits replace
 multiproof hashes zeroed and moved),
 of the v3 bundle by reference, the same bundle with its genesis embedded, and the v2 and
 the archived v1 form of a chain without the recall map, goes through both verifiers: the codes must be equal.
-``LAMBTRACE_SLOW=1`` adds random deeper mutations (hex flipped at any position of any
+Likewise every field mutation of every event of a season goes through both event
+parsers (``ledger.events.parse_leaf``, verify.js ``parseLeaf``): the same leaves accepted,
+with the same ids.  ``LAMBTRACE_SLOW=1`` adds random deeper bundle mutations (hex flipped at any position of any
 string, pairs of field mutations), 4,000 of them.
 """
 
@@ -27,6 +29,8 @@ from test_verify_label import LABEL, field_mutations, get_at, set_at, targeted_m
 
 from helpers_api import ApiWorld, as_v1
 from ledger import codec
+from ledger.errors import Rejected
+from ledger.events import parse_leaf
 from ledger.genesis import Genesis
 from ledger.schema import to_json
 from node.kv import MemoryKV
@@ -165,3 +169,64 @@ def test_both_verifiers_give_every_mutation_one_code(forms: dict[str, tuple[Any,
     # every mutation is refused (none is a no-op the walk missed), and for many reasons
     assert [c["name"] for c, w in zip(cases, want) if w is None] == []
     assert len(set(want)) >= 8, sorted(set(want))  # type: ignore[type-var]
+
+
+# -- one event, two parsers ------------------------------------------------------------------
+
+_LEAF_HARNESS = r"""
+import { readFileSync } from "node:fs";
+
+const V = await import(process.argv[2]);
+const leaves = JSON.parse(readFileSync(process.argv[3], "utf8"));
+const out = [];
+for (const hex of leaves) {
+  try {
+    out.push(V.bytesToHex((await V.parseLeaf(V.hexToBytes(hex))).id));
+  } catch (e) {
+    out.push(e instanceof V.VerificationError ? "refused" : `crash: ${e && e.stack || e}`);
+  }
+}
+process.stdout.write(JSON.stringify(out));
+"""
+
+
+def python_leaf(leaf: bytes) -> str:
+    try:
+        return parse_leaf(leaf).id.hex()
+    except Rejected:
+        return "refused"
+
+
+def test_both_parsers_read_every_event_alike(tmp_path: Path) -> None:
+    """Every field of every event of a season (each kind the season has) deleted, retyped,
+    flipped, truncated, extended, an extra key in each map: ``ledger.events.parse_leaf``
+    and verify.js's ``parseLeaf`` accept the same leaves, with the same event id, and
+    refuse the rest.  (Signatures are checked elsewhere: both parse, neither verifies.)"""
+    w = ApiWorld(MemoryKV())
+    w.season()
+    size = w.store.last_header.log_size if w.store.last_header else 0
+    genuine = [leaf for _i, leaf in w.store.leaves(0, size)]
+    cases: list[bytes] = []
+    seen = set(genuine)
+    for leaf in genuine:
+        cases.append(leaf)
+        for _what, m in field_mutations(codec.decode(leaf)):
+            try:
+                data = codec.encode(m)
+            except Exception:  # a value canonical msgpack cannot hold (2**64 and beyond)
+                continue
+            if data not in seen:
+                seen.add(data)
+                cases.append(data)
+    assert len({parse_leaf(leaf).kind for leaf in genuine}) >= 9
+    (tmp_path / "leaves.json").write_text(json.dumps([c.hex() for c in cases]), encoding="utf-8")
+    (tmp_path / "harness.mjs").write_text(_LEAF_HARNESS, encoding="utf-8")
+    run = subprocess.run([NODE, str(tmp_path / "harness.mjs"), VERIFY_JS.as_uri(), str(tmp_path / "leaves.json")],
+                         capture_output=True, text=True, timeout=900, check=False)
+    assert run.returncode == 0, run.stderr[-4000:]
+    got: list[str] = json.loads(run.stdout)
+    want = [python_leaf(c) for c in cases]
+    differ = [f"{codec.decode(c) if w_ == 'refused' or g == 'refused' else c.hex()[:80]}: parse_leaf {w_[:16]}, "
+              f"verify.js {g[:200]}" for c, w_, g in zip(cases, want, got) if w_ != g]
+    assert differ == [], f"{len(differ)} of {len(cases)} differ:\n" + "\n".join(d[:400] for d in differ[:40])
+    assert want.count("refused") > len(cases) // 2 and len(cases) > 1_200, (want.count("refused"), len(cases))
