@@ -121,6 +121,19 @@ def _cases(forms: dict[str, tuple[Any, Genesis, Any]], extra: int) -> tuple[list
                 continue
             seen.add(key)
             cases.append({"name": f"{name}: {what}", "bundle": m, "genesis": name, "label": LABEL})
+        # JSON's own edges: a fraction, nesting deep and too deep (in the embedded genesis or
+        # an extra field); a fraction written as a whole number (1.0) is the one difference
+        # left, since JavaScript's JSON.parse reads it as 1
+        def nested(depth: int) -> Any:
+            v: Any = 1
+            for _ in range(depth):
+                v = [v]
+            return v
+
+        for what, m in (("a fraction", {**b, "gaps": [0.5]}), ("nested 60 deep", {**b, "genesis": nested(60)}),
+                        ("nested 64 deep", {**b, "zz": nested(63)}), ("nested 65 deep", {**b, "zz": nested(64)}),
+                        ("nested 200 deep", {**b, "genesis": nested(200)})):
+            cases.append({"name": f"{name}: {what}", "bundle": m, "genesis": name, "label": LABEL})
         strings = [(p, v) for p, v in walk(b) if type(v) is str and v]
         for k in range(extra):
             if k % 2:  # one hex digit (or character) changed anywhere in any string

@@ -297,9 +297,19 @@ def _from_json_text(text: str | bytes) -> Any:
         raise
     except (ValueError, RecursionError) as exc:
         raise MalformedBundle(f"bundle is not JSON: {exc}") from None
+    todo = [(value, 1)]
+    while todo:
+        v, depth = todo.pop()
+        if type(v) is dict or type(v) is list:
+            if depth > JSON_MAX_DEPTH:
+                raise MalformedBundle(f"a JSON bundle is nested at most {JSON_MAX_DEPTH} deep")
+            todo.extend((x, depth + 1) for x in (v.values() if type(v) is dict else v))
     return _json_to_values(value)
 
 
+JSON_MAX_DEPTH = 64
+"""How deep a JSON bundle may nest (a genuine one: 6); deeper is ``malformed_bundle``, as on
+the consumer page, whatever the JSON reader could take."""
 JSON_SAFE_INT = 2**53 - 1
 """A JSON bundle's integers lie within ±(2^53 − 1): what JSON numbers hold exactly in every
 reader, the consumer page's included (so the two verifiers read one number alike)."""

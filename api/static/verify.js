@@ -1281,18 +1281,20 @@ function hashString(text, most, what) {
   return splitHashes(bytes);
 }
 
+const JSON_MAX_DEPTH = 64; // verify/label.py JSON_MAX_DEPTH
+
 /** Every number in a JSON bundle is an integer within ±(2^53 − 1), as verify/label.py
- * reads JSON: a larger one no JSON reader holds exactly, a fraction is no field's value. */
+ * reads JSON: a larger one no JSON reader holds exactly, a fraction is no field's value;
+ * and nothing is nested deeper than JSON_MAX_DEPTH (a bundle needs 6). */
 function onlySafeIntegers(j) {
-  const todo = [j];
+  const todo = [[j, 1]];
   while (todo.length) {
-    const v = todo.pop();
+    const [v, depth] = todo.pop();
     if (typeof v === "number") {
       if (!Number.isSafeInteger(v)) fail("malformed_bundle", "numbers in a JSON bundle are integers within ±(2^53 - 1)");
-    } else if (Array.isArray(v)) {
-      for (const x of v) todo.push(x);
-    } else if (isMap(v)) {
-      for (const x of Object.values(v)) todo.push(x);
+    } else if (v !== null && typeof v === "object") {
+      if (depth > JSON_MAX_DEPTH) fail("malformed_bundle", `a JSON bundle is nested at most ${JSON_MAX_DEPTH} deep`);
+      for (const x of Object.values(v)) todo.push([x, depth + 1]);
     }
   }
 }
