@@ -515,6 +515,14 @@ def test_json_numbers_past_2_53_and_unknown_formats(seasoned: tuple[ApiWorld, di
         m = copy.deepcopy(b)
         m["events"][0][INDEX] = index
         assert must_fail(json.dumps(m), w.genesis, f"index {index}").code == code, index
+        assert must_fail(m, w.genesis, f"index {index}, parsed").code == code, index
+    deep: Any = 1
+    for _ in range(64):
+        deep = [deep]
+    for extra, code in (({"genesis": deep[0]}, "wrong_genesis"), ({"genesis": deep}, "malformed_bundle"),
+                        ({"gaps": [0.5]}, "malformed_bundle")):
+        assert must_fail(json.dumps({**b, **extra}), w.genesis, str(extra)[:40]).code == code
+        assert must_fail({**b, **extra}, w.genesis, str(extra)[:40]).code == code
     m = copy.deepcopy(b)
     m["format"] = "lambtrace-label-proof/v4"
     m["proof"] = "not hex"

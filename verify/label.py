@@ -297,13 +297,6 @@ def _from_json_text(text: str | bytes) -> Any:
         raise
     except (ValueError, RecursionError) as exc:
         raise MalformedBundle(f"bundle is not JSON: {exc}") from None
-    todo = [(value, 1)]
-    while todo:
-        v, depth = todo.pop()
-        if type(v) is dict or type(v) is list:
-            if depth > JSON_MAX_DEPTH:
-                raise MalformedBundle(f"a JSON bundle is nested at most {JSON_MAX_DEPTH} deep")
-            todo.extend((x, depth + 1) for x in (v.values() if type(v) is dict else v))
     return _json_to_values(value)
 
 
@@ -313,6 +306,20 @@ the consumer page, whatever the JSON reader could take."""
 JSON_SAFE_INT = 2**53 - 1
 """A JSON bundle's integers lie within ±(2^53 − 1): what JSON numbers hold exactly in every
 reader, the consumer page's included (so the two verifiers read one number alike)."""
+
+
+def _json_bounds(value: Any) -> None:
+    """A JSON bundle (text, or parsed by the caller) nests at most ``JSON_MAX_DEPTH`` deep
+    and holds no number but integers within ±(2^53 − 1), as the consumer page reads it."""
+    todo = [(value, 1)]
+    while todo:
+        v, depth = todo.pop()
+        if type(v) is dict or type(v) is list:
+            if depth > JSON_MAX_DEPTH:
+                raise MalformedBundle(f"a JSON bundle is nested at most {JSON_MAX_DEPTH} deep")
+            todo.extend((x, depth + 1) for x in (v.values() if type(v) is dict else v))
+        elif type(v) is float or (type(v) is int and abs(v) > JSON_SAFE_INT):
+            raise MalformedBundle("numbers in a JSON bundle are integers within ±(2^53 - 1)")
 
 
 def _json_int(text: str) -> int:
@@ -329,6 +336,7 @@ def _json_to_values(value: Any) -> Any:
     """The JSON form of a bundle (bytes as lowercase hex) as values with real bytes.  A
     bundle of no format this verifier reads is left as it is: the shape check refuses it
     for its format first, as the consumer page does."""
+    _json_bounds(value)
     if type(value) is not dict or value.get("format") not in FORMATS:
         return value
     out = dict(value)
