@@ -5,13 +5,17 @@ bundle, in Chromium.  Here, in node, every field mutation tests/test_verify_labe
 makes of a genuine JSON bundle (each field deleted, retyped, flipped, truncated,
 extended; each list emptied, reversed, reordered, duplicated; an extra key in each map)
 and its targeted ones (events' fields swapped, indexes moved, precommits replaced,
-multiproof hashes zeroed and moved),
-of the v3 bundle by reference, the same bundle with its genesis embedded, and the v2 and
-the archived v1 form of a chain without the recall map, goes through both verifiers: the codes must be equal.
-Likewise every field mutation of every event of a season goes through both event
-parsers (``ledger.events.parse_leaf``, verify.js ``parseLeaf``): the same leaves accepted,
-with the same ids.  ``LAMBTRACE_SLOW=1`` adds random deeper bundle mutations (hex flipped at any position of any
-string, pairs of field mutations), 4,000 of them.
+multiproof hashes zeroed and moved), of the v3 bundle by reference, the same bundle with
+its genesis embedded, and the v2 and the archived v1 form of a chain without the recall
+map, goes through both verifiers: the codes must be equal.  ``LAMBTRACE_SLOW=1`` adds
+4,000 random deeper mutations (hex flipped at any position of any string, pairs of field
+mutations).
+
+Likewise every field mutation of every event of a season, and every byte of it flipped,
+deleted or preceded by a msgpack type byte, goes through both event parsers
+(``ledger.events.parse_leaf``, verify.js ``parseLeaf``): the same leaves accepted, with
+the same ids.  And whatever a node admits of mutated fresh events, the audit and both
+parsers read.
 """
 
 from __future__ import annotations
@@ -21,20 +25,24 @@ import os
 import random
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_audit import u64
 from test_verify_label import LABEL, field_mutations, get_at, set_at, targeted_mutations, walk
 
-from helpers_api import ApiWorld, as_v1
+from helpers_api import AGENT, BANNER_OFFICE, COOP, OFFICE, PLANT, ApiWorld, as_v1
 from ledger import codec
-from ledger.errors import Rejected
+from ledger.errors import LedgerError, Rejected
 from ledger.events import parse_leaf
 from ledger.genesis import Genesis
 from ledger.schema import to_json
 from node.kv import MemoryKV
+from signer import generate
 from verify import VerificationError, verify_label
+from verify.audit import RawBlock, audit_chain
 
 NODE = shutil.which("node") or "/usr/bin/node"
 VERIFY_JS = Path(__file__).resolve().parents[1] / "api" / "static" / "verify.js"
@@ -255,3 +263,85 @@ def test_both_parsers_read_every_event_alike(tmp_path: Path) -> None:
               for c, w_, g in zip(cases, want, got) if w_ != g]
     assert differ == [], f"{len(differ)} of {len(cases)} differ:\n" + "\n".join(d[:400] for d in differ[:40])
     assert want.count("refused") > len(cases) // 2 and len(cases) > 10_000, (want.count("refused"), len(cases))
+
+
+# -- what a node accepts, every reader reads -------------------------------------------------
+
+
+def test_what_a_node_accepts_every_reader_reads(tmp_path: Path) -> None:
+    """Fresh events of five kinds (an enrolment, a tag range, a terminal, a tagging, a
+    shipment), each mutated field by field as above, each mutation on an event of its own
+    (new ids, so the rules do not refuse it as a repeat), signed and submitted,
+    alternately as msgpack and as JSON: whatever the node admits and commits, the audit
+    replays to the node's state, and both event parsers read with the id the node gave
+    it.  A leaf the node commits that a verifier cannot read would break every label and
+    audit that touches it."""
+    w = ApiWorld(MemoryKV())
+    w.season()
+    serial = iter(range(1_000, 10**6))
+
+    def enroll() -> tuple[str, str, dict[str, Any]]:
+        key = generate("ed25519")
+        return "actor.enroll", OFFICE, {"id": f"coop-{next(serial)}", "role": "cooperative", "banner": "152523",
+                                        "name": "合作社", "keys": [{"alg": key.alg, "pub": key.public_key,
+                                                                  "storage": "software"}]}
+
+    def issue() -> tuple[str, str, dict[str, Any]]:
+        return "tags.issue", OFFICE, {"to": COOP, "first": f"3152523{next(serial):08d}", "count": 1, "year": 2026}
+
+    def terminal() -> tuple[str, str, dict[str, Any]]:
+        key = generate("ed25519")
+        return "device.register", BANNER_OFFICE, {
+            "device": f"term-{next(serial)}", "owner": AGENT, "model": "HT-100",
+            "key": {"alg": key.alg, "pub": key.public_key, "storage": "software"}}
+
+    def tagging() -> tuple[str, str, dict[str, Any]]:
+        kind, actor, body = issue()
+        w.submit([w.ev(kind, actor, body)])
+        return "lamb.tag", AGENT, {"tag": body["first"], "herder": "h-0001", "born": "2026-03-10",
+                                   "breed": "苏尼特羊", "sex": "female", "sumu": "满都拉图镇"}
+
+    def shipment() -> tuple[str, str, dict[str, Any]]:
+        kind, actor, body = tagging()
+        w.submit([w.ev(kind, actor, body)])
+        return "custody.ship", AGENT, {"shipment": f"shp-{next(serial)}", "to": PLANT, "lambs": [body["tag"]]}
+
+    accepted: list[str] = []
+    tried = 0
+    for fresh in (enroll, issue, terminal, tagging, shipment):
+        for k in range(len(list(field_mutations(fresh()[2])))):
+            kind, actor, base = fresh()
+            _what, body = list(field_mutations(base))[k]
+            tried += 1
+            try:
+                r = w.post([w.ev(kind, actor, body)], msgpack=tried % 2 == 0)
+            except (TypeError, ValueError, OverflowError, LedgerError):
+                continue  # a value the form cannot carry (2**64 in msgpack, bytes in JSON)
+            assert r.status_code in (200, 400, 413, 422), (r.status_code, r.get_data(as_text=True)[:300])
+            if r.status_code == 200:
+                accepted += [x["id"] for x in r.get_json()["results"] if x["status"] == "accepted"]
+            if w.node.mempool_size >= 50:
+                w.commit()
+        if w.node.mempool_size:
+            w.commit()
+    assert tried > 150 and len(accepted) > 20, (tried, len(accepted))
+    store = w.store
+    size = store.log_size
+    leaves = [leaf for _i, leaf in store.leaves(0, size)]
+    ids = [parse_leaf(leaf).id.hex() for leaf in leaves]
+    assert set(accepted) <= set(ids)  # every accepted event was committed
+    (tmp_path / "leaves.json").write_text(json.dumps([c.hex() for c in leaves]), encoding="utf-8")
+    (tmp_path / "harness.mjs").write_text(_LEAF_HARNESS, encoding="utf-8")
+    run = subprocess.run([NODE, str(tmp_path / "harness.mjs"), VERIFY_JS.as_uri(), str(tmp_path / "leaves.json")],
+                         capture_output=True, text=True, timeout=900, check=False)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert json.loads(run.stdout) == ids
+
+    def blocks() -> Iterator[RawBlock]:
+        for h in range(1, store.height + 1):
+            b, e = store.block_range(h)
+            yield RawBlock(h, store.kv.get(b"H" + u64(h)), store.kv.get(b"C" + u64(h)),
+                           [leaf for _i, leaf in store.leaves(b, e)])
+
+    rep = audit_chain(blocks(), w.genesis, node_state_hash=lambda h: store.state_hash())
+    assert rep.intact and rep.events == size, rep.failure
