@@ -138,3 +138,29 @@ def test_compiled_check_agrees_with_the_walk(kind: str, data: st.DataObject) -> 
         assert walk_ok
     except Rejected:
         assert not walk_ok
+
+
+def test_every_valid_event_survives_its_json_form() -> None:
+    """Each field of each event of a season mutated (tests/test_verify_label.py): every
+    mutation that still parses as a signed event comes back from its JSON form (bytes as
+    hex, ``ledger.events.to_json``/``from_json``) as the very same value, so an event a
+    node accepts as msgpack can be sent, shown and exported as JSON without loss."""
+    from test_verify_label import field_mutations
+
+    from helpers_api import ApiWorld
+    from ledger import codec
+    from ledger import events as E
+    from node.kv import MemoryKV
+
+    w = ApiWorld(MemoryKV())
+    w.season()
+    valid = 0
+    for _i, leaf in w.store.leaves(0, w.store.log_size):
+        for what, m in field_mutations(codec.decode(leaf)):
+            try:
+                E.parse_unverified(m)
+            except Rejected:
+                continue
+            valid += 1
+            assert E.from_json(E.to_json(m)) == m, what
+    assert valid > 200, valid
