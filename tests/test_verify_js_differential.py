@@ -15,7 +15,7 @@ Likewise every field mutation of every event of a season, and every byte of it f
 deleted or preceded by a msgpack type byte, goes through both event parsers
 (``ledger.events.parse_leaf``, verify.js ``parseLeaf``): the same leaves accepted, with
 the same ids.  And whatever a node admits of mutated fresh events, the audit and both
-parsers read.
+parsers read; and every label of a seeded season verifies in both with one story.
 """
 
 from __future__ import annotations
@@ -33,14 +33,20 @@ import pytest
 from test_audit import u64
 from test_verify_label import LABEL, field_mutations, get_at, set_at, targeted_mutations, walk
 
+from api import create_app
 from helpers_api import AGENT, BANNER_OFFICE, COOP, OFFICE, PLANT, ApiWorld, as_v1
+from lambtrace.season import PILOT_BANNERS, Season, make_cast, make_trace_office
 from ledger import codec
 from ledger.errors import LedgerError, Rejected
 from ledger.events import parse_leaf
-from ledger.genesis import Genesis
+from ledger.genesis import Genesis, Params, Validator
+from ledger.recallmap import KIND as RECALLS
 from ledger.schema import to_json
 from node.kv import MemoryKV
+from node.node import Node
+from node.store import ChainStore
 from signer import generate
+from signer.software import public_key_record
 from verify import VerificationError, verify_label
 from verify.audit import RawBlock, audit_chain
 
@@ -343,3 +349,94 @@ def test_what_a_node_accepts_every_reader_reads(tmp_path: Path) -> None:
 
     rep = audit_chain(blocks(), w.genesis, node_state_hash=lambda h: store.state_hash())
     assert rep.intact and rep.events == size, rep.failure
+
+
+# -- a whole season: every label, one story ----------------------------------------------------
+
+_STORY_HARNESS = r"""
+import { readFileSync } from "node:fs";
+
+const V = await import(process.argv[2]);
+const vectors = JSON.parse(readFileSync(process.argv[3], "utf8"));
+const out = [];
+for (const c of vectors.cases) {
+  try {
+    const r = await V.verifyLabelBundle(c.bundle,
+                                        { label: c.label, fingerprint: vectors.fingerprint, genesis: vectors.genesis });
+    const s = r.story;
+    out.push({
+      cut: s.cut, net_mass_g: s.net_mass_g, packed: s.packed, check_commitment: s.check_commitment,
+      labelled_at: s.labelled_at, carcass: s.carcass, tag: s.tag, chip: s.chip,
+      banner: s.lamb.banner, sumu: s.lamb.sumu, born: s.lamb.born, breed: s.lamb.breed, sex: s.lamb.sex,
+      cooperative: s.lamb.cooperative, cooperative_name: s.lamb.cooperative_name, tagged_at: s.lamb.tagged_at,
+      tagged_by: s.lamb.tagged_by, plant: s.plant.id, plant_name: s.plant.name, plant_banner: s.plant.banner,
+      slaughter_date: s.slaughter.date, quarantine_cert: s.slaughter.quarantine_cert,
+      carcass_mass_g: s.slaughter.carcass_mass_g, slaughtered_at: s.slaughter.time,
+      custody: s.custody.map((h) => [h.shipment, h.from, h.to]),
+      recalls: s.recalls.map((x) => [x.type, x.id, x.at, x.reason, x.index]),
+      recalls_complete: r.recalls_complete, checkpoint_height: r.checkpoint.height, log_size: r.checkpoint.log_size,
+    });
+  } catch (e) {
+    out.push(e instanceof V.VerificationError ? `${e.code}: ${e.message}` : `crash: ${e && e.stack || e}`);
+  }
+}
+process.stdout.write(JSON.stringify(out));
+"""
+
+_STORY_FIELDS = ("cut", "net_mass_g", "packed", "labelled_at", "carcass", "tag", "chip", "banner", "sumu", "born",
+                 "breed", "sex", "cooperative", "cooperative_name", "tagged_at", "tagged_by", "plant", "plant_name",
+                 "plant_banner", "slaughter_date", "quarantine_cert", "carcass_mass_g", "slaughtered_at",
+                 "recalls_complete", "checkpoint_height", "log_size")
+
+
+def test_every_label_of_a_season_tells_one_story(tmp_path: Path) -> None:
+    """A seeded season of 120 lambs (cooperatives, herder agents, terminals, custody over
+    one or two hops, several plants, many cuts) and a recall, on a chain with the recall
+    map: every label's bundle, as the node serves it, verifies in both verifiers, and the
+    page tells the story ``verify_label`` reports, field by field."""
+    start = 1_780_000_000_000
+    rng = random.Random(2018)
+    office = make_trace_office(rng)
+    cast = make_cast(rng, office, lambs=120)
+    season = Season(cast, chain="season-js", start_ms=start, lambs=120, rng=rng)
+    validator = generate("ed25519")
+    genesis = Genesis(chain="season-js", time=start - 60_000,
+                      validators=(Validator("league", "152500", "ed25519", validator.public_key),),
+                      trace_office={"id": office.id, "banner": office.banner, "name": office.name,
+                                    "keys": [public_key_record(office.signer)]},
+                      params=Params(tag_quotas=dict.fromkeys(PILOT_BANNERS, 1_000_000), state_root=RECALLS))
+    node = Node(ChainStore(MemoryKV(), genesis), genesis, name="league", signer=validator,
+                clock=lambda: start + 3 * 86_400_000, verify_threads=0)
+    for batch in season.batches(max_batch=200):
+        assert all(r["status"] == "accepted" for r in node.submit(batch))
+        node.produce_block()
+    recall = season.recall()
+    assert recall is not None
+    event, _carcass, recalled = recall
+    assert node.submit([event])[0]["status"] == "accepted"
+    node.produce_block()
+    http = create_app(node).test_client()
+    labels = sorted({x["label"] for _i, leaf in node.store.leaves(0, node.store.log_size)
+                     if (ev_ := parse_leaf(leaf)).kind == "label.issue" for x in ev_.envelope["body"]["labels"]})
+    assert len(labels) > 200 and set(recalled) <= set(labels)
+    cases, want = [], []
+    for label in labels:
+        r = http.get(f"/v1/labels/{label}/proof")
+        assert r.status_code == 200, label
+        bundle = r.get_json()
+        rep = verify_label(json.dumps(bundle), genesis, label=label)
+        cases.append({"label": label, "bundle": bundle})
+        want.append({**{k: getattr(rep, k) for k in _STORY_FIELDS}, "check_commitment": rep.check_commitment.hex(),
+                     "custody": [[h.shipment, h.from_actor, h.to_actor] for h in rep.custody],
+                     "recalls": [[x.target_type, x.target_id, x.at, x.reason, x.index] for x in rep.recalls]})
+    (tmp_path / "vectors.json").write_text(json.dumps({"cases": cases, "genesis": to_json(genesis.to_dict()),
+                                                       "fingerprint": genesis.hash.hex()[:32]}), encoding="utf-8")
+    (tmp_path / "harness.mjs").write_text(_STORY_HARNESS, encoding="utf-8")
+    run = subprocess.run([NODE, str(tmp_path / "harness.mjs"), VERIFY_JS.as_uri(), str(tmp_path / "vectors.json")],
+                         capture_output=True, text=True, timeout=900, check=False)
+    assert run.returncode == 0, run.stderr[-4000:]
+    got = json.loads(run.stdout)
+    differ = [(c["label"], w_, g) for c, w_, g in zip(cases, want, got) if w_ != g]
+    assert differ == [], f"{len(differ)} of {len(cases)} labels differ, first: {differ[0]}"
+    assert sum(1 for w_ in want if w_["recalls"]) == len(recalled)
+    assert {len(w_["custody"]) for w_ in want} >= {1, 2}
