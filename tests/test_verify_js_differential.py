@@ -139,6 +139,13 @@ def _cases(forms: dict[str, tuple[Any, Genesis, Any]], extra: int) -> tuple[list
                 continue
             seen.add(key)
             cases.append({"name": f"{name}: {what}", "bundle": m, "genesis": name, "label": LABEL})
+        if name == "v1":  # each event proves itself: drop any two, and more than one part may be missing
+            n = len(b["events"])
+            for i in range(n):
+                for j in range(i + 1, n):
+                    kept = [e for k, e in enumerate(b["events"]) if k not in (i, j)]
+                    cases.append({"name": f"v1: events {i} and {j} dropped", "bundle": {**b, "events": kept},
+                                  "genesis": name, "label": LABEL})
         # JSON's own edges: a fraction, nesting as deep as allowed (64: the bundle and 63
         # lists in its genesis) and deeper; a fraction written as a whole number (1.0) is
         # the one difference left, since JavaScript's JSON.parse reads it as 1

@@ -1044,7 +1044,9 @@ def _closure(story: Iterable[int], events: dict[int, SignedEvent], m: _Members) 
     needed: set[int] = set()
     actors: set[str] = set()
     keys: set[str] = set()
-    todo = list(story)
+    # from the last leaf down, as verify.js walks it: where several parts are missing, both
+    # name the same one first
+    todo = sorted(story)
     while True:
         while todo:
             i = todo.pop()

@@ -1532,7 +1532,9 @@ function closure(storyIndexes, byIndex, m) {
   const needed = new Set();
   const actors = new Set();
   const keys = new Set();
-  const todo = [...storyIndexes];
+  // from the last leaf down, as verify/label.py walks it: where several parts are
+  // missing, both name the same one first
+  const todo = [...storyIndexes].sort((x, y) => x - y);
   for (;;) {
     while (todo.length) {
       const i = todo.pop();
