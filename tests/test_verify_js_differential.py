@@ -15,7 +15,8 @@ Likewise every field mutation of every event of a season, and every byte of it f
 deleted or preceded by a msgpack type byte, goes through both event parsers
 (``ledger.events.parse_leaf``, verify.js ``parseLeaf``): the same leaves accepted, with
 the same ids.  And whatever a node admits of mutated fresh events, the audit and both
-parsers read; and every label of a seeded season verifies in both with one story.
+parsers read; and every label of a seeded season verifies in both with one story.  Both
+know the same event kinds, with the same roles and body schemas.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from helpers_api import AGENT, BANNER_OFFICE, COOP, OFFICE, PLANT, ApiWorld, as_
 from lambtrace.season import PILOT_BANNERS, Season, make_cast, make_trace_office
 from ledger import codec
 from ledger.errors import LedgerError, Rejected
-from ledger.events import parse_leaf
+from ledger.events import KINDS, parse_leaf
 from ledger.genesis import Genesis, Params, Validator
 from ledger.recallmap import KIND as RECALLS
 from ledger.schema import to_json
@@ -447,3 +448,42 @@ def test_every_label_of_a_season_tells_one_story(tmp_path: Path) -> None:
     assert differ == [], f"{len(differ)} of {len(cases)} labels differ, first: {differ[0]}"
     assert sum(1 for w_ in want if w_["recalls"]) == len(recalled)
     assert {len(w_["custody"]) for w_ in want} >= {1, 2}
+
+
+# -- one schema ---------------------------------------------------------------------------------
+
+_KINDS_HARNESS = r"""
+const V = await import(process.argv[2]);
+process.stdout.write(JSON.stringify(V.KINDS));
+"""
+
+
+def _field_shape(f: Any) -> dict[str, Any]:
+    """A ledger.schema.Field as verify.js writes one: ``{t, req, min, max, choices, item,
+    fields, size}``, the absent ones left out."""
+    out: dict[str, Any] = {"t": f.type, "req": f.required}
+    for k in ("min", "max", "size"):
+        if getattr(f, k) is not None:
+            out[k] = getattr(f, k)
+    if f.choices:
+        out["choices"] = list(f.choices)
+    if f.item is not None:
+        out["item"] = _field_shape(f.item)
+    if f.fields:
+        out["fields"] = {k: _field_shape(v) for k, v in f.fields.items()}
+    return out
+
+
+def test_both_know_the_same_event_kinds(tmp_path: Path) -> None:
+    """verify.js's KINDS are ledger.events.KINDS: the same kinds, signed by the same roles,
+    with the same body fields, types and bounds.  A kind the page does not know makes it
+    refuse (``bad_event``) a leaf Python reads."""
+    (tmp_path / "kinds.mjs").write_text(_KINDS_HARNESS, encoding="utf-8")
+    run = subprocess.run([NODE, str(tmp_path / "kinds.mjs"), VERIFY_JS.as_uri()],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr[-4000:]
+    js: dict[str, Any] = json.loads(run.stdout)
+    assert sorted(js) == sorted(KINDS)
+    for name, kind in KINDS.items():
+        assert sorted(js[name]["roles"]) == sorted(kind.roles), name
+        assert js[name]["body"] == {k: _field_shape(f) for k, f in kind.body.items()}, name

@@ -917,6 +917,7 @@ export const KINDS = Object.freeze({
     roles: ["trace_office", "banner_office"],
     body: { device: ID, owner: ID, key: KEY, model: opt(F("str", { max: 64 })) },
   },
+  "device.retire": { roles: ["trace_office", "banner_office"], body: { device: ID, reason: F("str", { min: 1, max: 256 }) } },
   "tags.issue": {
     roles: ["trace_office"],
     body: { to: ID, first: TAG, count: F("int", { min: 1, max: 100_000 }), year: F("int", { min: 2000, max: 2100 }) },
