@@ -20,6 +20,7 @@ input they make must be handled as the harness requires.
 from __future__ import annotations
 
 import dataclasses
+import random
 import sys
 from pathlib import Path
 from typing import Any
@@ -338,3 +339,27 @@ def test_harness_sample_run(name: str) -> None:
         seeds += [p.read_bytes() for p in sorted(saved.iterdir()) if p.is_file()]
     n = _harness.replay(module.test_one_input, seeds, module.MUTATOR, rounds=SAMPLES[name], seed=20240)
     assert n == len(seeds) + SAMPLES[name]
+
+
+@pytest.mark.parametrize("name,rounds", [("fuzz_verify_label", 600), ("fuzz_verify_forged", 300)])
+def test_both_verifiers_agree_on_a_sample_of_mutants(name: str, rounds: int, tmp_path: Path) -> None:
+    """The harness's seeds and a fixed sample of its mutants, as a corpus, through
+    ``diff_js.py``: verify_label and the page's verify.js give each the same code."""
+    import shutil
+
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed")
+    import diff_js
+
+    module = __import__(name)
+    rng = random.Random(20261205)
+    pool = list(module.seeds())
+    corpus = list(pool)
+    for _ in range(rounds):
+        data = module.MUTATOR.mutate(rng.choice(pool), 1 << 20, rng.randrange(2**32), native=False)
+        corpus.append(data)
+        if rng.random() < 0.3:
+            pool.append(data)
+    for i, data in enumerate(corpus):
+        (tmp_path / f"{i:05d}").write_bytes(data)
+    assert diff_js.main([name.removeprefix("fuzz_verify_"), str(tmp_path), "--show", "40"]) == 0

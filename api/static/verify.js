@@ -1300,6 +1300,44 @@ function onlySafeIntegers(j) {
   }
 }
 
+const isHexText = (v) => typeof v !== "string" || HEX_RE.test(v);
+
+/** Every text where a JSON bundle holds bytes is lowercase hex (other types are left for
+ * the shape checks), checked before anything else of a bundle of a known format, as
+ * verify/label.py converts them (_json_to_values). */
+function checkJsonHex(j) {
+  const bad = (what) => fail("malformed_bundle", `${what} is not lowercase hex`);
+  if (!isHexText(j.genesis_hash)) bad("genesis_hash");
+  if (hasOwn(j, "genesis")) unhexPubs(j.genesis);
+  const cp = j.checkpoint;
+  if (isMap(cp)) {
+    if (isMap(cp.header)) {
+      for (const k of ["prev", "log_root", "validators", "state_root"]) {
+        if (hasOwn(cp.header, k) && !isHexText(cp.header[k])) bad(`header.${k}`);
+      }
+    }
+    const cert = cp.certificate;
+    if (isMap(cert)) {
+      if (hasOwn(cert, "block") && !isHexText(cert.block)) bad("certificate.block");
+      if (Array.isArray(cert.precommits)) {
+        for (const p of cert.precommits) if (isMap(p) && hasOwn(p, "sig") && !isHexText(p.sig)) bad("precommit.sig");
+      }
+    }
+  }
+  if (Array.isArray(j.events)) {
+    for (const e of j.events) {
+      if (isMap(e)) {
+        if (hasOwn(e, "leaf") && !isHexText(e.leaf)) bad("event.leaf");
+        if (Array.isArray(e.proof) && !e.proof.every(isHexText)) bad("event.proof");
+      } else if (Array.isArray(e) && e.length === 2 && !isHexText(e[1])) bad("event.leaf");
+    }
+  }
+  if (Array.isArray(j.proof) ? !j.proof.every(isHexText) : hasOwn(j, "proof") && !isHexText(j.proof)) bad("proof");
+  if (isMap(j.recalls)) {
+    for (const k of ["mask", "siblings", "other"]) if (hasOwn(j.recalls, k) && !isHexText(j.recalls[k])) bad(`recalls.${k}`);
+  }
+}
+
 /** A JSON genesis with its `pub` fields as bytes (verify/label.py _unhex_pubs): hex that
  * is not lowercase is refused, other types are left for the genesis check. */
 function unhexPubs(v) {
@@ -1339,6 +1377,7 @@ function parseBundle(j) {
   if (!hasOwn(j, "format")) fail("malformed_bundle", "the bundle has no format");
   if (typeof j.format !== "string") fail("malformed_bundle", "format must be text");
   if (!FORMATS.includes(j.format)) fail("unsupported_format", `bundle format ${j.format.slice(0, 64)}; this page reads ${FORMATS.join(", ")}`);
+  checkJsonHex(j);
   const v1 = j.format === FORMAT_V1;
   const v3 = j.format === FORMAT;
   const fields = v1 ? FIELDS_V1 : v3 ? FIELDS_V3 : FIELDS_V2;
