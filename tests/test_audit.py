@@ -39,6 +39,14 @@ def u64(n: int) -> bytes:
     return n.to_bytes(8, "big")
 
 
+def raw_blocks(store: ChainStore) -> Iterator[RawBlock]:
+    """A store's blocks as the auditor takes them: raw header, certificate and leaves."""
+    for h in range(1, store.height + 1):
+        b, e = store.block_range(h)
+        yield RawBlock(h, store.kv.get(b"H" + u64(h)), store.kv.get(b"C" + u64(h)),
+                       [leaf for _i, leaf in store.leaves(b, e)])
+
+
 class Chain:
     """An ApiWorld season in a LevelDB data directory, and ways to extend it by hand."""
 
@@ -118,15 +126,8 @@ def test_pure_driver_with_and_without_an_executor(chain: Chain) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     store = chain.store
-
-    def blocks() -> Iterator[RawBlock]:
-        for h in range(1, store.height + 1):
-            b, e = store.block_range(h)
-            yield RawBlock(h, store.kv.get(b"H" + u64(h)), store.kv.get(b"C" + u64(h)),
-                           [leaf for _i, leaf in store.leaves(b, e)])
-
     for ex in (None, ThreadPoolExecutor(2)):
-        rep = audit_chain(blocks(), chain.w.genesis, executor=ex, batch_sigs=3,
+        rep = audit_chain(raw_blocks(store), chain.w.genesis, executor=ex, batch_sigs=3,
                           node_state_hash=lambda h: store.state_hash())
         assert rep.intact and rep.events == store.log_size, rep.failure
 

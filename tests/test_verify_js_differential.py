@@ -26,12 +26,11 @@ import os
 import random
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_audit import u64
+from test_audit import raw_blocks
 from test_verify_label import LABEL, field_mutations, get_at, set_at, targeted_mutations, walk
 
 from api import create_app
@@ -49,7 +48,7 @@ from node.store import ChainStore
 from signer import generate
 from signer.software import public_key_record
 from verify import VerificationError, verify_label
-from verify.audit import RawBlock, audit_chain
+from verify.audit import audit_chain
 
 NODE = shutil.which("node") or "/usr/bin/node"
 VERIFY_JS = Path(__file__).resolve().parents[1] / "api" / "static" / "verify.js"
@@ -83,15 +82,17 @@ def python_code(bundle: Any, genesis: Genesis) -> str | None:
     return None
 
 
-def run_node(tmp_path: Path, cases: list[dict[str, Any]], geneses: dict[str, Any]) -> list[str | None]:
-    (tmp_path / "vectors.json").write_text(json.dumps({"cases": cases, "genesis": geneses}), encoding="utf-8")
-    (tmp_path / "harness.mjs").write_text(_HARNESS, encoding="utf-8")
-    run = subprocess.run([NODE, str(tmp_path / "harness.mjs"), VERIFY_JS.as_uri(), str(tmp_path / "vectors.json")],
-                         capture_output=True, text=True, timeout=900, check=False)
+def run_js(tmp_path: Path, harness: str, data: Any = None) -> Any:
+    """Run ``harness`` (an ES module) in node with verify.js's URL and, when ``data`` is
+    given, the path of a JSON file holding it; its standard output, as JSON."""
+    (tmp_path / "harness.mjs").write_text(harness, encoding="utf-8")
+    args = [NODE, str(tmp_path / "harness.mjs"), VERIFY_JS.as_uri()]
+    if data is not None:
+        (tmp_path / "data.json").write_text(json.dumps(data), encoding="utf-8")
+        args.append(str(tmp_path / "data.json"))
+    run = subprocess.run(args, capture_output=True, text=True, timeout=900, check=False)
     assert run.returncode == 0, run.stderr[-4000:]
-    codes: list[str | None] = json.loads(run.stdout)
-    assert len(codes) == len(cases)
-    return codes
+    return json.loads(run.stdout)
 
 
 def nested(depth: int) -> Any:
@@ -195,7 +196,8 @@ def test_both_verifiers_give_every_mutation_one_code(forms: dict[str, tuple[Any,
     cases, geneses = _cases(forms, extra)
     assert len(cases) > 2_400, len(cases)
     want = [python_code(c["bundle"], forms[c["genesis"]][1]) for c in cases]
-    got = run_node(tmp_path, cases, geneses)
+    got: list[str | None] = run_js(tmp_path, _HARNESS, {"cases": cases, "genesis": geneses})
+    assert len(got) == len(cases)
     differ = [f"{c['name'][:140]}: verify_label {w}, verify.js {g}"
               for c, w, g in zip(cases, want, got) if w != g]
     assert differ == [], f"{len(differ)} of {len(cases)} differ:\n" + "\n".join(differ[:60])
@@ -264,12 +266,7 @@ def test_both_parsers_read_every_event_alike(tmp_path: Path) -> None:
                     seen.add(data)
                     cases.append(data)
     assert len({parse_leaf(leaf).kind for leaf in genuine}) >= 9
-    (tmp_path / "leaves.json").write_text(json.dumps([c.hex() for c in cases]), encoding="utf-8")
-    (tmp_path / "harness.mjs").write_text(_LEAF_HARNESS, encoding="utf-8")
-    run = subprocess.run([NODE, str(tmp_path / "harness.mjs"), VERIFY_JS.as_uri(), str(tmp_path / "leaves.json")],
-                         capture_output=True, text=True, timeout=900, check=False)
-    assert run.returncode == 0, run.stderr[-4000:]
-    got: list[str] = json.loads(run.stdout)
+    got: list[str] = run_js(tmp_path, _LEAF_HARNESS, [c.hex() for c in cases])
     want = [python_leaf(c) for c in cases]
     differ = [f"{c.hex()[:200]}: parse_leaf {w_[:16]}, verify.js {g[:200]}"
               for c, w_, g in zip(cases, want, got) if w_ != g]
@@ -342,20 +339,8 @@ def test_what_a_node_accepts_every_reader_reads(tmp_path: Path) -> None:
     leaves = [leaf for _i, leaf in store.leaves(0, size)]
     ids = [parse_leaf(leaf).id.hex() for leaf in leaves]
     assert set(accepted) <= set(ids)  # every accepted event was committed
-    (tmp_path / "leaves.json").write_text(json.dumps([c.hex() for c in leaves]), encoding="utf-8")
-    (tmp_path / "harness.mjs").write_text(_LEAF_HARNESS, encoding="utf-8")
-    run = subprocess.run([NODE, str(tmp_path / "harness.mjs"), VERIFY_JS.as_uri(), str(tmp_path / "leaves.json")],
-                         capture_output=True, text=True, timeout=900, check=False)
-    assert run.returncode == 0, run.stderr[-4000:]
-    assert json.loads(run.stdout) == ids
-
-    def blocks() -> Iterator[RawBlock]:
-        for h in range(1, store.height + 1):
-            b, e = store.block_range(h)
-            yield RawBlock(h, store.kv.get(b"H" + u64(h)), store.kv.get(b"C" + u64(h)),
-                           [leaf for _i, leaf in store.leaves(b, e)])
-
-    rep = audit_chain(blocks(), w.genesis, node_state_hash=lambda h: store.state_hash())
+    assert run_js(tmp_path, _LEAF_HARNESS, [c.hex() for c in leaves]) == ids
+    rep = audit_chain(raw_blocks(store), w.genesis, node_state_hash=lambda h: store.state_hash())
     assert rep.intact and rep.events == size, rep.failure
 
 
@@ -437,13 +422,8 @@ def test_every_label_of_a_season_tells_one_story(tmp_path: Path) -> None:
         want.append({**{k: getattr(rep, k) for k in _STORY_FIELDS}, "check_commitment": rep.check_commitment.hex(),
                      "custody": [[h.shipment, h.from_actor, h.to_actor] for h in rep.custody],
                      "recalls": [[x.target_type, x.target_id, x.at, x.reason, x.index] for x in rep.recalls]})
-    (tmp_path / "vectors.json").write_text(json.dumps({"cases": cases, "genesis": to_json(genesis.to_dict()),
-                                                       "fingerprint": genesis.hash.hex()[:32]}), encoding="utf-8")
-    (tmp_path / "harness.mjs").write_text(_STORY_HARNESS, encoding="utf-8")
-    run = subprocess.run([NODE, str(tmp_path / "harness.mjs"), VERIFY_JS.as_uri(), str(tmp_path / "vectors.json")],
-                         capture_output=True, text=True, timeout=900, check=False)
-    assert run.returncode == 0, run.stderr[-4000:]
-    got = json.loads(run.stdout)
+    got = run_js(tmp_path, _STORY_HARNESS, {"cases": cases, "genesis": to_json(genesis.to_dict()),
+                                            "fingerprint": genesis.hash.hex()[:32]})
     differ = [(c["label"], w_, g) for c, w_, g in zip(cases, want, got) if w_ != g]
     assert differ == [], f"{len(differ)} of {len(cases)} labels differ, first: {differ[0]}"
     assert sum(1 for w_ in want if w_["recalls"]) == len(recalled)
@@ -478,11 +458,7 @@ def test_both_know_the_same_event_kinds(tmp_path: Path) -> None:
     """verify.js's KINDS are ledger.events.KINDS: the same kinds, signed by the same roles,
     with the same body fields, types and bounds.  A kind the page does not know makes it
     refuse (``bad_event``) a leaf Python reads."""
-    (tmp_path / "kinds.mjs").write_text(_KINDS_HARNESS, encoding="utf-8")
-    run = subprocess.run([NODE, str(tmp_path / "kinds.mjs"), VERIFY_JS.as_uri()],
-                         capture_output=True, text=True, timeout=60, check=False)
-    assert run.returncode == 0, run.stderr[-4000:]
-    js: dict[str, Any] = json.loads(run.stdout)
+    js: dict[str, Any] = run_js(tmp_path, _KINDS_HARNESS)
     assert sorted(js) == sorted(KINDS)
     for name, kind in KINDS.items():
         assert sorted(js[name]["roles"]) == sorted(kind.roles), name

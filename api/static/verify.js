@@ -1304,11 +1304,12 @@ const isHexText = (v) => typeof v !== "string" || HEX_RE.test(v);
 
 /** Every text where a JSON bundle holds bytes is lowercase hex (other types are left for
  * the shape checks), checked before anything else of a bundle of a known format, as
- * verify/label.py converts them (_json_to_values). */
+ * verify/label.py converts them (_json_to_values).  Returns the embedded genesis with
+ * its keys as bytes (null when there is none). */
 function checkJsonHex(j) {
   const bad = (what) => fail("malformed_bundle", `${what} is not lowercase hex`);
   if (!isHexText(j.genesis_hash)) bad("genesis_hash");
-  if (hasOwn(j, "genesis")) unhexPubs(j.genesis);
+  const genesis = hasOwn(j, "genesis") ? { json: j.genesis, value: unhexPubs(j.genesis) } : null;
   const cp = j.checkpoint;
   if (isMap(cp)) {
     if (isMap(cp.header)) {
@@ -1336,6 +1337,7 @@ function checkJsonHex(j) {
   if (isMap(j.recalls)) {
     for (const k of ["mask", "siblings", "other"]) if (hasOwn(j.recalls, k) && !isHexText(j.recalls[k])) bad(`recalls.${k}`);
   }
+  return genesis;
 }
 
 /** A JSON genesis with its `pub` fields as bytes (verify/label.py _unhex_pubs): hex that
@@ -1377,7 +1379,7 @@ function parseBundle(j) {
   if (!hasOwn(j, "format")) fail("malformed_bundle", "the bundle has no format");
   if (typeof j.format !== "string") fail("malformed_bundle", "format must be text");
   if (!FORMATS.includes(j.format)) fail("unsupported_format", `bundle format ${j.format.slice(0, 64)}; this page reads ${FORMATS.join(", ")}`);
-  checkJsonHex(j);
+  const genesis = checkJsonHex(j);
   const v1 = j.format === FORMAT_V1;
   const v3 = j.format === FORMAT;
   const fields = v1 ? FIELDS_V1 : v3 ? FIELDS_V3 : FIELDS_V2;
@@ -1415,7 +1417,7 @@ function parseBundle(j) {
     genesisHash: hexToBytes(j.genesis_hash, "genesis_hash", 32),
     // an embedded genesis is read at the anchor (step 2), as verify/label.py reads it:
     // here only its keys' hex, which a JSON bundle must hold as lowercase hex
-    genesis: hasOwn(j, "genesis") ? { json: j.genesis, value: unhexPubs(j.genesis) } : null,
+    genesis,
     label: j.label,
     header: headerFromJson(j.checkpoint.header),
     certificate: certificateFromJson(j.checkpoint.certificate, v3),
