@@ -454,8 +454,14 @@ def test_a_synced_block_is_executed_only_once_its_certificate_holds() -> None:
     too_few["precommits"] = too_few["precommits"][:2]
     commit(too_few)
     commit(cert.to_dict(), dict(block, data=b"other"))  # a genuine certificate for another block
+    # genuine precommits out of order: every verifier (audit, label proofs, the page) refuses
+    # such a certificate, so a node must not store it for them to find
+    unsorted = cert.to_dict()
+    unsorted["precommits"] = unsorted["precommits"][::-1]
+    assert len(unsorted["precommits"]) > 1
+    commit(unsorted)
     assert app.executed == 0 and app.committed_height() == 0
-    assert late.stats.dropped == {"bad_sync_certificate": 3}
+    assert late.stats.dropped == {"bad_sync_certificate": 4}
     commit(cert.to_dict())
     assert app.executed == 1 and app.committed_height() == 1 and late.stats.synced == 1
 

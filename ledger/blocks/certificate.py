@@ -143,7 +143,7 @@ def verify_commit(
 ) -> None:
     """Raise unless ``cert`` commits ``block_hash`` at ``height`` with > 2/3 of the power.
 
-    Cheap checks (height, block hash, duplicate or unknown names) come before any
+    Cheap checks (height, block hash, names out of order, repeated or unknown) come before any
     signature.  Raises :class:`VerificationError` or :class:`InsufficientSignatures`.
     """
     if cert.height != height:
@@ -152,8 +152,11 @@ def verify_commit(
         raise VerificationError("certificate is for another block", code="wrong_block")
     names = [n for n, _ in cert.precommits]
     known = {v.name for v in validators}
-    if len(set(names)) != len(names) or not set(names) <= known:
-        raise VerificationError("certificate names a validator twice or an unknown one", code="bad_certificate")
+    if names != sorted(set(names)) or not set(names) <= known:
+        # sorted, each once: the one form every certificate is made in (sign_commit, a
+        # decision), and the only one the audit and the label verifiers accept
+        raise VerificationError("certificate names a validator twice, out of order or an unknown one",
+                                code="bad_certificate")
     tally = commit_tally(cert, chain, validators)
     if tally.invalid:
         raise VerificationError(f"bad precommit signature from {tally.invalid[0]}", code="bad_signature")
