@@ -367,7 +367,8 @@ class Node:
 
     def _min_time(self) -> int:
         last = self.store.last_header
-        return (last.time + 1) if last else self.genesis.time
+        # strictly after the previous block, or after genesis: what every validator requires
+        return (last.time + 1) if last else self.genesis.time + 1
 
     # -- queries ----------------------------------------------------------------------
     def event_status(self, event_id: bytes) -> dict[str, Any] | None:

@@ -370,3 +370,29 @@ def test_a_peer_relaying_forged_events_is_ignored_for_a_while(cluster: Cluster) 
     genuine = [leaf(10 + i, False) for i in range(40)]
     driver.deliver("n1", {"t": "events", "chain": w.chain, "events": genuine})
     assert wait_until(lambda: all(n.store.log_size == 50 for n in cluster.nodes.values()), 30), cluster.heights()
+
+
+def test_a_proposer_whose_clock_is_behind_genesis_proposes_a_first_block_its_peers_accept() -> None:
+    """Every validator requires block 1 to be later than genesis; a proposer whose clock
+    reads earlier than the genesis time (set on another machine) dates it just after."""
+    from helpers import World
+    from node.kv import MemoryKV
+
+    w = World(now=int(time.time() * 1000))
+    keys = {name: generate("ed25519") for name in ("a", "b")}
+    g = Genesis.from_dict(Genesis(
+        chain=w.chain, time=w.now, trace_office={"id": OFFICE, "banner": "152500",
+                                                  "keys": [public_key_record(w.keys[OFFICE])]},
+        validators=tuple(Validator(n, "152500", "ed25519", k.public_key, 1) for n, k in keys.items()),
+        params=Params(tag_quotas=dict(w.quotas))).to_dict())
+    behind = Node(ChainStore(MemoryKV(), g), g, name="a", signer=keys["a"], clock=lambda: g.time - 5_000,
+                  verify_threads=0)
+    peer = Node(ChainStore(MemoryKV(), g), g, name="b", signer=keys["b"], clock=lambda: g.time + 1_000,
+                verify_threads=0)
+    try:
+        value, payload = NodeApp(behind).propose(1, g.time - 5_000)
+        assert payload["header"]["time"] == g.time + 1
+        assert NodeApp(peer).validate(1, payload, "a", g.time + 1_000) == (value, True)
+    finally:
+        behind.stop()
+        peer.stop()
