@@ -182,12 +182,15 @@ def _enroll(v: StateView, ev: SignedEvent, actor: dict, ctx: Context) -> Applied
             raise Rejected("bad_parent", "a herder agent belongs to an enrolled cooperative")
     elif parent is not None:
         raise Rejected("bad_parent", "only herder agents name a parent cooperative")
-    kids = []
+    kids: list[str] = []
+    recs = []
     for k in b["keys"]:
         kid, rec = _new_key(v, k, b["id"], None, ev)
         if kid in kids:
             raise Rejected("key_exists", f"key {kid} is listed twice")
         kids.append(kid)
+        recs.append(rec)
+    for kid, rec in zip(kids, recs):
         v.put(f"k/{kid}", rec)
     v.put(
         f"a/{b['id']}",
