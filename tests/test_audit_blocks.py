@@ -8,7 +8,9 @@ height, chain, validator set, proposer, state root, ``prev`` link, time, log siz
 root, and its certificate's height, block, precommit names (unknown, repeated, out of
 order), signatures and power. Every certificate the audit refuses, the check that block
 sync, the witness and the label verifiers share (:func:`verify_commit`) refuses too, and
-every certificate the audit accepts, that check accepts.
+every certificate the audit accepts, that check accepts. The witness's own checks of a
+checkpoint (:func:`verify_checkpoint`, :func:`check_extension`) are broken one by one on
+the same chain.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ from helpers_api import ApiWorld
 from ledger import codec
 from ledger.blocks.certificate import CommitCertificate, sign_commit, verify_commit
 from ledger.blocks.header import Header
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, VerificationError
 from ledger.genesis import Genesis, Validator
 from node.kv import MemoryKV
 from signer import generate
+from verify import errors as VE
 from verify.audit import RawBlock, audit_chain
+from verify.witness import Checkpoint, check_extension, verify_checkpoint
 
 NAMES = ("v0", "v1", "v2", "v3")
 AT = 5  # the height every case breaks
@@ -221,3 +225,61 @@ def test_certificates(forger: Forger, case: str) -> None:
     assert (report.failure["code"], report.failure["height"]) == (code, AT), report.failure
     assert words in report.failure["message"], report.failure
     assert shared is not None, "verify_commit accepted a certificate the audit refuses"
+
+
+# -- the witness's checkpoint checks, on the same chain ---------------------------------------
+
+
+def _checkpoint_values(forger: Forger, blocks: list[RawBlock], h: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    raw = blocks[h - 1]
+    return codec.decode(raw.header), codec.decode(raw.certificate)
+
+
+def _certified(forger: Forger, d: dict[str, Any], names: tuple[str, ...] = NAMES[:3]) -> Checkpoint:
+    header = Header(**d)
+    return verify_checkpoint(d, forger.sign(header.height, header.hash, names).to_dict(), forger.genesis)
+
+
+CHECKPOINT_CASES: dict[str, tuple[Callable[[dict[str, Any], dict[str, Any]], None], type[VerificationError], str]] = {
+    "header without its chain": (lambda h, c: h.pop("chain"), VE.BadHeader, "does not parse"),
+    "another chain": (lambda h, c: h.update(chain="another-chain"), VE.ChainMismatch, "another chain"),
+    "another validator set": (lambda h, c: h.update(validators=bytes(32)), VE.ChainMismatch, "validator set"),
+    "height 0": (lambda h, c: h.update(height=0), VE.BadHeader, "after genesis"),
+    "before genesis": (lambda h, c: h.update(time=0), VE.BadHeader, "after genesis"),
+    "certificate without precommits": (lambda h, c: c.pop("precommits"), VE.BadCertificate, "does not parse"),
+    "precommits out of order": (lambda h, c: c.update(precommits=c["precommits"][::-1]), VE.BadCertificate,
+                                "out of order"),
+    "two precommits": (lambda h, c: c.update(precommits=c["precommits"][:2]), VE.InsufficientPower,
+                       "more than 2/3"),
+    "a precommit that does not verify": (
+        lambda h, c: c["precommits"][0].update(sig=bytes(64)), VE.BadCertificate, "bad precommit signature"),
+}
+
+
+@pytest.mark.parametrize("case", CHECKPOINT_CASES)
+def test_checkpoints_the_witness_refuses(forger: Forger, case: str) -> None:
+    blocks = forger.chain()
+    header, cert = _checkpoint_values(forger, blocks, AT)
+    assert verify_checkpoint(header, cert, forger.genesis).height == AT
+    edit, cls, words = CHECKPOINT_CASES[case]
+    edit(header, cert)
+    with pytest.raises(cls) as e:
+        verify_checkpoint(header, cert, forger.genesis)
+    assert words in e.value.message
+
+
+def test_the_witness_on_log_sizes(forger: Forger) -> None:
+    """A later checkpoint whose log shrank, or stayed the same size with another root, is a
+    fork; the same size with the same root (a block without events) is an advance."""
+    blocks = forger.chain()
+    trusted = verify_checkpoint(*_checkpoint_values(forger, blocks, AT), forger.genesis)
+    later, _ = _checkpoint_values(forger, blocks, AT + 1)
+    assert later["log_size"] > trusted.log_size
+    empty = {**later, "log_size": trusted.log_size, "log_root": trusted.log_root}
+    assert check_extension(trusted, _certified(forger, empty), []) == "advanced"
+    other_root = {**empty, "log_root": bytes(32)}
+    with pytest.raises(VE.ForkDetected, match="same log size with a different root"):
+        check_extension(trusted, _certified(forger, other_root), [])
+    shrunk = {**later, "log_size": trusted.log_size - 1}
+    with pytest.raises(VE.ForkDetected, match="shrank"):
+        check_extension(trusted, _certified(forger, shrunk), [])
