@@ -19,7 +19,7 @@ Rejection codes (besides the schema's ``malformed``, ``unknown_kind``,
 ``not_holder``, ``lamb_in_transit``, ``lamb_slaughtered``, ``lamb_recalled``,
 ``unknown_shipment``, ``not_addressee``, ``shipment_received``, ``carcass_taken``,
 ``unknown_carcass``, ``carcass_not_owned``, ``carcass_recalled``, ``label_taken``,
-``mass_exceeds_carcass``, ``unknown_target``, ``nothing_to_do``.
+``mass_exceeds_carcass``, ``unknown_target``, ``nothing_to_do``, ``last_key``.
 """
 
 from __future__ import annotations
@@ -246,9 +246,18 @@ def _rotate(v: StateView, ev: SignedEvent, actor: dict, ctx: Context) -> Applied
         kid, rec = _new_key(v, k, a["id"], None, ev)
         v.put(f"k/{kid}", rec)
         kids.append(kid)
+    if a.get("root") and not any(_live(v.get(f"k/{kid}"), ev.time) for kid in kids):
+        # the genesis trace office signs every enrolment and rotation: with no live key
+        # left, nobody could ever enrol, issue or rotate again
+        raise Rejected("last_key", "the genesis trace office must keep at least one key that is neither revoked "
+                                   "nor expired")
     a["keys"] = kids
     v.put(f"a/{a['id']}", a)
     return Applied()
+
+
+def _live(k: dict | None, t: int) -> bool:
+    return k is not None and k["revoked_at"] is None and (k["not_after"] is None or k["not_after"] >= t)
 
 
 def _device(v: StateView, ev: SignedEvent, actor: dict, ctx: Context) -> Applied:

@@ -109,6 +109,7 @@ CASES: dict[str, Case] = {
     "key_exists": lambda w: ([], w.ev("actor.enroll", OFFICE, {
         "id": "c9", "role": "cooperative", "banner": "152523", "keys": [public_key_record(w.keys["coop"])]})),
     "nothing_to_do": lambda w: ([], w.ev("key.rotate", OFFICE, {"id": "coop"})),
+    "last_key": lambda w: ([], w.ev("key.rotate", OFFICE, {"id": OFFICE, "revoke": [w.keys[OFFICE].key_id]})),
     "device_exists": lambda w: (
         [w.ev("device.register", OFFICE, {"device": "d1", "owner": "agent",
                                           "key": public_key_record(generate("ed25519"))})],

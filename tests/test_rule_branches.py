@@ -73,7 +73,7 @@ def ship(w: ApiWorld, actor: str, to: str, lambs: list[str], shipment: str = "sh
 
 
 def before_genesis(w: ApiWorld) -> tuple[list[Event], Event, Event]:
-    # the node's clock is a minute past genesis: lateness lets g-1 through to line 102
+    # the node's clock is a minute past genesis: lateness lets g-1 through to the genesis check
     body = enroll_body("coop-early", public_key_record(generate("ed25519")))
     g = w.genesis.time
     return [], at(w, "actor.enroll", OFFICE, body, g - 1), at(w, "actor.enroll", OFFICE, body, g)
@@ -125,6 +125,24 @@ def revoke_key_twice_in_one_event(w: ApiWorld) -> tuple[list[Event], Event, Even
     return [], rotate(w, COOP, [kid, kid]), rotate(w, COOP, [kid])
 
 
+def revoke_last_root_key(w: ApiWorld) -> tuple[list[Event], Event, Event]:
+    # the genesis office's one key may go only with a new one coming in
+    kid, new = w.keys[OFFICE].key_id, generate("ed25519")
+    return [], rotate(w, OFFICE, [kid]), w.ev("key.rotate", OFFICE, {
+        "id": OFFICE, "revoke": [kid], "add": [public_key_record(new)]})
+
+
+def leave_root_only_an_expired_key(w: ApiWorld) -> tuple[list[Event], Event, Event]:
+    # a key that expires at once does not count; one valid a while longer does
+    kid, new = w.keys[OFFICE].key_id, generate("ed25519")
+
+    def swap(not_after: int) -> Event:
+        return w.ev("key.rotate", OFFICE, {"id": OFFICE, "revoke": [kid], "add": [
+            {**public_key_record(new), "not_after": not_after}]})
+
+    return [], swap(w.now), swap(w.now + 86_400_000)
+
+
 def terminal_for_regulator(w: ApiWorld) -> tuple[list[Event], Event, Event]:
     return ([w.enroll("reg-1", "regulator", "152500")], register(w, "pda-9", "reg-1"),
             register(w, "pda-9", PLANT))
@@ -169,28 +187,30 @@ SHIP_TO = "lambs are shipped to another herder agent, cooperative or plant"
 TERMINAL_FOR = "terminals are filed for cooperatives, herder agents, plants, banner offices"
 
 CASES: dict[str, Case] = {
-    "L102-time-before-genesis": Case(before_genesis, "too_late", "before genesis"),
-    "L184-parent-on-cooperative": Case(parent_on_cooperative, "bad_parent", "only herder agents name a parent"),
-    "L214-revoke-revoked-actor": Case(revoke_revoked, "actor_revoked", "actor 'coop-r' is revoked"),
-    "L214-ship-to-revoked-plant": Case(ship_to_revoked, "actor_revoked", "actor 'plant-r' is revoked"),
-    "L221-revoke-genesis-office": Case(revoke_root_office, "wrong_role", "genesis trace office cannot be revoked"),
-    "L236-rotate-never-enrolled-key": Case(revoke_never_enrolled_key, "unknown_key", f"'{COOP}' has no key 000"),
-    "L236-rotate-other-actors-key": Case(revoke_other_actors_key, "unknown_key", f"'{COOP}' has no key"),
-    "L236-rotate-terminal-key": Case(revoke_terminal_key, "unknown_key", f"'{AGENT}' has no key"),
-    "L238-rotate-revoked-key": Case(revoke_revoked_key, "key_revoked", "is already revoked"),
-    "L238-rotate-key-twice-in-one-event": Case(revoke_key_twice_in_one_event, "key_revoked", "is already revoked"),
-    "L257-terminal-for-regulator": Case(terminal_for_regulator, "bad_recipient", TERMINAL_FOR),
-    "L257-terminal-for-trace-office": Case(terminal_for_trace_office, "bad_recipient", TERMINAL_FOR),
-    "L323-range-past-last-serial": Case(range_past_last_serial, "bad_field", "past the last serial", "body.count"),
-    "L369-banner-range-tagged-by-agent-of-banner": Case(
+    "time-before-genesis": Case(before_genesis, "too_late", "before genesis"),
+    "parent-on-cooperative": Case(parent_on_cooperative, "bad_parent", "only herder agents name a parent"),
+    "revoke-revoked-actor": Case(revoke_revoked, "actor_revoked", "actor 'coop-r' is revoked"),
+    "ship-to-revoked-plant": Case(ship_to_revoked, "actor_revoked", "actor 'plant-r' is revoked"),
+    "revoke-genesis-office": Case(revoke_root_office, "wrong_role", "genesis trace office cannot be revoked"),
+    "revoke-last-root-key": Case(revoke_last_root_key, "last_key", "must keep at least one key"),
+    "leave-root-an-expired-key": Case(leave_root_only_an_expired_key, "last_key", "neither revoked nor expired"),
+    "rotate-never-enrolled-key": Case(revoke_never_enrolled_key, "unknown_key", f"'{COOP}' has no key 000"),
+    "rotate-other-actors-key": Case(revoke_other_actors_key, "unknown_key", f"'{COOP}' has no key"),
+    "rotate-terminal-key": Case(revoke_terminal_key, "unknown_key", f"'{AGENT}' has no key"),
+    "rotate-revoked-key": Case(revoke_revoked_key, "key_revoked", "is already revoked"),
+    "rotate-key-twice-in-one-event": Case(revoke_key_twice_in_one_event, "key_revoked", "is already revoked"),
+    "terminal-for-regulator": Case(terminal_for_regulator, "bad_recipient", TERMINAL_FOR),
+    "terminal-for-trace-office": Case(terminal_for_trace_office, "bad_recipient", TERMINAL_FOR),
+    "range-past-last-serial": Case(range_past_last_serial, "bad_field", "past the last serial", "body.count"),
+    "banner-range-tagged-by-agent-of-banner": Case(
         banner_range_other_banner(AGENT), "tag_wrong_owner", f"issued to '{BANNER_OFFICE}'"),
-    "L369-banner-range-tagged-by-coop-of-banner": Case(
+    "banner-range-tagged-by-coop-of-banner": Case(
         banner_range_other_banner(COOP), "tag_wrong_owner", f"issued to '{BANNER_OFFICE}'"),
-    "L415-ship-slaughtered-lamb": Case(ship_slaughtered, "lamb_slaughtered", f"lamb {TAG_A} is already slaughtered"),
-    "L431-ship-to-oneself": Case(ship_to(AGENT, COOP), "bad_recipient", SHIP_TO),
-    "L431-ship-to-banner-office": Case(ship_to(BANNER_OFFICE, PLANT), "bad_recipient", SHIP_TO),
-    "L431-ship-to-trace-office": Case(ship_to(OFFICE, COOP), "bad_recipient", SHIP_TO),
-    "L528-label-listed-twice": Case(label_listed_twice, "label_taken", "a label id is listed twice"),
+    "ship-slaughtered-lamb": Case(ship_slaughtered, "lamb_slaughtered", f"lamb {TAG_A} is already slaughtered"),
+    "ship-to-oneself": Case(ship_to(AGENT, COOP), "bad_recipient", SHIP_TO),
+    "ship-to-banner-office": Case(ship_to(BANNER_OFFICE, PLANT), "bad_recipient", SHIP_TO),
+    "ship-to-trace-office": Case(ship_to(OFFICE, COOP), "bad_recipient", SHIP_TO),
+    "label-listed-twice": Case(label_listed_twice, "label_taken", "a label id is listed twice"),
 }
 
 
