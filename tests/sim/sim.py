@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger import codec
-from ledger.blocks.certificate import CommitCertificate, vote_bytes
+from ledger.blocks.certificate import CommitCertificate, verify_commit, vote_bytes
 from ledger.consensus.replica import LISTEN_MS, MemoryGuard, MemoryWAL, Out, Replica, Send, SetTimer, proposal_bytes
+from ledger.errors import LedgerError
 from ledger.genesis import Genesis, Params, Validator
 from signer import SoftwareSigner
 
@@ -147,6 +148,7 @@ class Sim:
         self._seq = 0
         self.steps = 0
         self.last_heights = {name: 0 for name in self.nodes}
+        self.certs_checked: dict[str, int] = {}
 
     # -- scheduling ---------------------------------------------------------------------
     def _push(self, at: int, kind: str, to: str, data: Any) -> None:
@@ -210,6 +212,22 @@ class Sim:
             forged = dict(msg, value=voted,
                           sig=node.signer.sign(vote_bytes(msg["type"], "sim", msg["height"], msg["round"], voted)))
             return [(None, msg)] if rng.random() < 0.3 else [(None, forged)]
+        if msg.get("t") == "commit" and rng.random() < 0.7:
+            # a block-sync answer that must be refused: precommits out of order or cut
+            # short, one validator's signature under another's name, or another block
+            # under the genuine certificate
+            cert = dict(msg["cert"])
+            pcs = list(cert["precommits"])
+            how = rng.randrange(4)
+            if how == 0:
+                cert["precommits"] = pcs[::-1] if len(pcs) > 1 else [dict(pcs[0], sig=bytes(64))]
+            elif how == 1:
+                cert["precommits"] = pcs[:2]
+            elif how == 2:
+                cert["precommits"] = [dict(pcs[0], sig=pcs[-1]["sig"] if len(pcs) > 1 else bytes(64)), *pcs[1:]]
+            else:
+                return [(o.to, dict(msg, block=dict(msg["block"], data=rng.randbytes(8))))]
+            return [(o.to, dict(msg, cert=cert))]
         return [(o.to, msg)]
 
     # -- running ------------------------------------------------------------------------
@@ -312,6 +330,21 @@ class Sim:
                     raise SimFailure(f"seed {self.seed}: {n.name} committed an unlinked block at {i + 1}")
                 if cert.block != n.app.hashes[i + 1]:
                     raise SimFailure(f"seed {self.seed}: certificate does not match block {i + 1}")
+            # each stored certificate holds as every verifier reads it (checked once: signatures cost)
+            done = self.certs_checked.get(n.name, 0)
+            if done > len(n.app.blocks):
+                done = 0  # reinstalled on an empty disk
+            for i in range(done, len(n.app.blocks)):
+                cert = n.app.blocks[i][1]
+                names = [v for v, _sig in cert.precommits]
+                if names != sorted(set(names)):  # the audit and the label verifiers refuse any other order
+                    raise SimFailure(f"seed {self.seed}: {n.name} stored block {i + 1}'s precommits out of order")
+                try:
+                    verify_commit(cert, "sim", i + 1, n.app.hashes[i + 1], self.genesis.validators)
+                except LedgerError as exc:
+                    raise SimFailure(f"seed {self.seed}: {n.name} stored a certificate for block {i + 1} that "
+                                     f"does not verify: {exc.message}") from None
+            self.certs_checked[n.name] = len(n.app.blocks)
 
 
 def scenario(seed: int) -> Faults:
