@@ -686,6 +686,24 @@ def test_revocations_in_the_bundle_are_enforced(log: Log) -> None:
     expect(log, log.bundle(add=[gone]), VE.KeyNotValidAtTime)
 
 
+def test_the_command_prints_each_warning(log: Log, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A bundle that verifies with a warning exits 0; stderr says the warning in a line of its own."""
+    w = log.w
+    sl = log.find("lamb.slaughter")
+    later = codec.encode(E.sign(E.envelope(CHAIN, "key.rotate", OFFICE, log.event(sl).time + 1, {
+        "id": PLANT, "revoke": [w.keys[PLANT].key_id]}), w.keys[OFFICE]))
+    leaves = [*log.leaves[:sl], later, *log.leaves[sl:]]
+    picks = [p if p < sl else p + 1 for p in log.picks] + [sl]
+    (tmp_path / "b.msgpack").write_bytes(forge(w, leaves, picks))
+    (tmp_path / "genesis.json").write_text(genesis_to_json(w.genesis))
+    assert main(["verify-label", "--bundle", str(tmp_path / "b.msgpack"), "--genesis", str(tmp_path / "genesis.json"),
+                 "--label", LABEL]) == 0
+    cap = capsys.readouterr()
+    assert json.loads(cap.out)["warnings"] == [f"leaf {sl + 1} was committed after key {w.keys[PLANT].key_id} was "
+                                               "revoked (dated before the revocation)"]
+    assert f"\nwarning: leaf {sl + 1} was committed after key" in cap.err
+
+
 def test_recalls_are_reported(log: Log) -> None:
     w = log.w
     recall = E.sign(E.envelope(CHAIN, "recall", OFFICE, w.now, {
