@@ -165,8 +165,6 @@ def cmd_verify_label(args: argparse.Namespace) -> int:
         f"{recall}",
         file=sys.stderr,
     )
-    for warning in report.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
 

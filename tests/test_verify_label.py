@@ -676,18 +676,20 @@ def test_revocations_in_the_bundle_are_enforced(log: Log) -> None:
                                 w.keys[OFFICE]))
     assert verify_label(log.bundle(add=[later]), w.genesis, label=LABEL).warnings == ()
     # the same revocation committed *before* the slaughter, which is dated earlier: the rules
-    # (which compare times) accept that, so the verifier does too, but says so
+    # refuse anything from a revoked key, backdated or not, and so does the verifier
     leaves = [*log.leaves[:sl], later, *log.leaves[sl:]]
     picks = [p if p < sl else p + 1 for p in log.picks] + [sl]
-    report = verify_label(forge(w, leaves, picks), w.genesis, label=LABEL)
-    assert report.warnings and "after key" in report.warnings[0]
+    e = expect(log, forge(w, leaves, picks), VE.KeyNotValidAtTime)
+    assert e.details == {"index": sl + 1, "key": plant_kid}
     gone = codec.encode(E.sign(E.envelope(CHAIN, "actor.revoke", OFFICE, t - 1, {"id": PLANT, "reason": "closed"}),
                                w.keys[OFFICE]))
     expect(log, log.bundle(add=[gone]), VE.KeyNotValidAtTime)
 
 
-def test_the_command_prints_each_warning(log: Log, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A bundle that verifies with a warning exits 0; stderr says the warning in a line of its own."""
+def test_a_leaf_signed_after_a_revocation_in_the_log_is_refused_by_the_command(
+        log: Log, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The plant's key revoked by a rotation committed before the slaughter, though dated
+    after it: the rules refuse anything from a revoked key, so such a chain broke them."""
     w = log.w
     sl = log.find("lamb.slaughter")
     later = codec.encode(E.sign(E.envelope(CHAIN, "key.rotate", OFFICE, log.event(sl).time + 1, {
@@ -697,11 +699,10 @@ def test_the_command_prints_each_warning(log: Log, tmp_path: Path, capsys: pytes
     (tmp_path / "b.msgpack").write_bytes(forge(w, leaves, picks))
     (tmp_path / "genesis.json").write_text(genesis_to_json(w.genesis))
     assert main(["verify-label", "--bundle", str(tmp_path / "b.msgpack"), "--genesis", str(tmp_path / "genesis.json"),
-                 "--label", LABEL]) == 0
+                 "--label", LABEL]) == 1
     cap = capsys.readouterr()
-    assert json.loads(cap.out)["warnings"] == [f"leaf {sl + 1} was committed after key {w.keys[PLANT].key_id} was "
-                                               "revoked (dated before the revocation)"]
-    assert f"\nwarning: leaf {sl + 1} was committed after key" in cap.err
+    assert json.loads(cap.out)["code"] == "key_not_valid_at_time"
+    assert f"key {w.keys[PLANT].key_id} was revoked earlier in the log (leaf {sl}) than leaf {sl + 1}" in cap.err
 
 
 def test_recalls_are_reported(log: Log) -> None:

@@ -209,6 +209,8 @@ class LabelReport:
     events: int
     checkpoint_age_ms: int | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    """Kept in the report's form for its readers; no check of this version warns (a leaf
+    signed after its actor's or key's revocation in the log is refused, as the rules do)."""
     recalls_complete: bool = False
     """v3: ``recalls`` are proven to be every recall of the lamb, carcass and label up to
     the checkpoint (the recall map); v1, v2: only that each one listed happened."""
@@ -964,9 +966,8 @@ def _verify(
     if extra:
         i = extra[0]
         raise UnexpectedEvent(f"leaf {i} ({by_index[i].kind}) is not part of this label's proof", index=i)
-    warnings: list[str] = []
     for i in sorted(needed):
-        _check_authorised(i, by_index[i], members, g, warnings)
+        _check_authorised(i, by_index[i], members, g)
     tagger = members.actors[story.tag_ev[1].actor]
     _check_tagger(story, members, tagger)
 
@@ -984,7 +985,7 @@ def _verify(
             if not verify_signature(k.alg, k.pub, msg, sig):
                 raise BadEventSignature(f"leaf {i}: the signature by key {kid} does not verify", index=i, key=kid)
 
-    return _report(b, g, story, members, tagger, block_hash, len(events), age, warnings)
+    return _report(b, g, story, members, tagger, block_hash, len(events), age)
 
 
 def _check_recalls(b: _UnverifiedBundle, story: _Story, by_index: Mapping[int, SignedEvent]) -> None:
@@ -1078,8 +1079,11 @@ def _closure(story: Iterable[int], events: dict[int, SignedEvent], m: _Members) 
             return needed
 
 
-def _check_authorised(i: int, ev: SignedEvent, m: _Members, g: Genesis, warnings: list[str]) -> None:
-    """The proven actor may sign ``ev`` with the keys it names at the event's time.
+def _check_authorised(i: int, ev: SignedEvent, m: _Members, g: Genesis) -> None:
+    """The proven actor may sign ``ev`` with the keys it names at the event's time, and
+    neither it nor a key was revoked earlier in the log (the rules refuse anything from a
+    revoked actor or key, even dated before the revocation: a stolen key must not sign
+    backdated events).
 
     Raises :class:`NotAuthorised`, :class:`KeyNotProven`, :class:`KeyNotValidAtTime` or
     :class:`InconsistentStory`.
@@ -1091,6 +1095,9 @@ def _check_authorised(i: int, ev: SignedEvent, m: _Members, g: Genesis, warnings
         raise NotAuthorised(f"a {actor.role} may not sign {ev.kind} (leaf {i})", index=i, actor=actor.id)
     if actor.revoked_at is not None and actor.revoked_at <= ev.time:
         raise KeyNotValidAtTime(f"leaf {i} is signed by {actor.id} after it was revoked", index=i)
+    if actor.revoked_index is not None and actor.revoked_index < i:
+        raise KeyNotValidAtTime(f"leaf {i} is signed by {actor.id}, revoked earlier in the log (leaf "
+                                f"{actor.revoked_index})", index=i)
     for kid, _sig in ev.sigs:
         k = m.keys[kid]
         if k.actor != ev.actor:
@@ -1104,11 +1111,10 @@ def _check_authorised(i: int, ev: SignedEvent, m: _Members, g: Genesis, warnings
         if k.revoked_at is not None and k.revoked_at <= ev.time:
             raise KeyNotValidAtTime(f"key {kid} was revoked at leaf {i}'s time", index=i, key=kid)
         if k.revoked_index is not None and k.revoked_index < i:
-            warnings.append(f"leaf {i} was committed after key {kid} was revoked (dated before the revocation)")
+            raise KeyNotValidAtTime(f"key {kid} was revoked earlier in the log (leaf {k.revoked_index}) than leaf {i}",
+                                    index=i, key=kid)
         if ev.kind == "lamb.slaughter" and g.params.slaughter_requires_hsm and k.storage != "hsm":
             raise NotAuthorised(f"slaughter attestations must be signed with HSM keys (leaf {i})", index=i)
-    if actor.revoked_index is not None and actor.revoked_index < i:
-        warnings.append(f"leaf {i} was committed after {actor.id} was revoked (dated before the revocation)")
     for aid in _referenced_actors(ev):
         other = m.actors[aid]
         if other.index >= i:
@@ -1162,7 +1168,6 @@ def _report(
     block_hash: bytes,
     n_events: int,
     age: int | None,
-    warnings: list[str],
 ) -> LabelReport:
     li_ev = story.label_ev[1]
     sl_ev = story.slaughter_ev[1]
@@ -1214,6 +1219,5 @@ def _report(
         log_size=b.header.log_size,
         events=n_events,
         checkpoint_age_ms=age,
-        warnings=tuple(dict.fromkeys(warnings)),
         recalls_complete=b.recalls is not None,
     )

@@ -95,16 +95,7 @@ const RECALL_STRINGS = {
     "reason.recalls": "The label's recall record is not proven by the ledger",
   },
 };
-// The note of a verdict that holds with a warning (verify.js report.warnings).
-const WARNING_STRINGS = {
-  zh: {
-    "verdict.warnings": "提示：本标签的记录中，有一条是在其签名者或签名密钥被撤销之后才写入账本的（记录日期早于撤销）。按规则它仍然有效，但请留意。",
-  },
-  en: {
-    "verdict.warnings": "Note: one of this label's records reached the ledger after its signer or signing key was revoked (it is dated before the revocation). The rules let it stand, but take note.",
-  },
-};
-for (const extra of [CHECK_STRINGS, RECALL_STRINGS, WARNING_STRINGS]) {
+for (const extra of [CHECK_STRINGS, RECALL_STRINGS]) {
   for (const [l, table] of Object.entries(extra)) STRINGS[l] = { ...table, ...STRINGS[l] };
 }
 let lang = pickLang();
@@ -284,26 +275,6 @@ function renderRecallNote() {
   note.hidden = false;
 }
 
-/** What verify.js warned of for a verified bundle (each in English, for the title). */
-let verdictWarnings = [];
-
-/** The note under the verdict that it holds with a warning (made here, as the recall note). */
-function renderWarningNote() {
-  let note = document.getElementById("verdict-warnings");
-  if (!verdictWarnings.length) {
-    if (note) note.hidden = true;
-    return;
-  }
-  if (!note) {
-    note = el("p", { id: "verdict-warnings", class: "verdict-note verdict-warning" });
-    (document.getElementById("verdict-recalls") ?? document.getElementById("verdict-anchor")).after(note);
-  }
-  note.textContent = t("verdict.warnings");
-  note.title = verdictWarnings.join("\n");
-  note.dataset.warnings = String(verdictWarnings.length);
-  note.hidden = false;
-}
-
 // ---------------------------------------------------------------------- verdict
 
 const REASONS = {
@@ -447,8 +418,6 @@ async function verifyPage() {
       at: report.checkpoint.time,
     };
     renderRecallNote();
-    verdictWarnings = report.warnings;
-    renderWarningNote();
     document.getElementById("tech").hidden = false;
     setVerdict("verified", { anchor, checkedBy });
   } catch (e) {
@@ -574,10 +543,7 @@ function rerenderChecks() {
 applyLang();
 document.getElementById("lang-switch").addEventListener("click", switchLang);
 document.getElementById("lang-switch").addEventListener("click", rerenderChecks);
-document.getElementById("lang-switch").addEventListener("click", () => {
-  renderRecallNote();
-  renderWarningNote();
-});
+document.getElementById("lang-switch").addEventListener("click", renderRecallNote);
 if (data.summary) {
   verifyPage();
   if (LABEL_API) {

@@ -1606,16 +1606,18 @@ function closure(storyIndexes, byIndex, m) {
 
 const OWNERS = ["cooperative", "herder_agent", "plant", "banner_office"];
 
-/** The proven actor may sign `ev` with the keys it names at the event's time
- * (verify/label.py _check_authorised); returns the signature checks to make, and adds to
- * `warnings` what holds but deserves a word (a leaf committed after a revocation, dated
- * before it: the rules compare times, so it stands). */
-function checkAuthorised(ev, m, g, warnings) {
+/** The proven actor may sign `ev` with the keys it names at the event's time, and neither
+ * it nor a key was revoked earlier in the log (verify/label.py _check_authorised); returns
+ * the signature checks to make. */
+function checkAuthorised(ev, m, g) {
   const i = ev.index;
   const actor = m.actors.get(ev.actor);
   if (actor.index >= i) fail("key_not_valid_at_time", `leaf ${i} is signed by ${actor.id} before its enrolment`);
   if (!KINDS[ev.kind].roles.includes(actor.role)) fail("not_authorised", `a ${actor.role} may not sign ${ev.kind} (leaf ${i})`);
   if (actor.revokedAt !== null && actor.revokedAt <= ev.time) fail("key_not_valid_at_time", `leaf ${i} is signed by ${actor.id} after it was revoked`);
+  if (actor.revokedIndex !== null && actor.revokedIndex < i) {
+    fail("key_not_valid_at_time", `leaf ${i} is signed by ${actor.id}, revoked earlier in the log (leaf ${actor.revokedIndex})`);
+  }
   const jobs = [];
   for (const s of ev.sigs) {
     const k = m.keys.get(s.key);
@@ -1625,15 +1627,12 @@ function checkAuthorised(ev, m, g, warnings) {
     if (k.notAfter !== null && ev.time > k.notAfter) fail("key_not_valid_at_time", `key ${s.key} had expired at leaf ${i}'s time`);
     if (k.revokedAt !== null && k.revokedAt <= ev.time) fail("key_not_valid_at_time", `key ${s.key} was revoked at leaf ${i}'s time`);
     if (k.revokedIndex !== null && k.revokedIndex < i) {
-      warnings.push(`leaf ${i} was committed after key ${s.key} was revoked (dated before the revocation)`);
+      fail("key_not_valid_at_time", `key ${s.key} was revoked earlier in the log (leaf ${k.revokedIndex}) than leaf ${i}`);
     }
     if (ev.kind === "lamb.slaughter" && g.params.slaughter_requires_hsm === true && k.storage !== "hsm") {
       fail("not_authorised", `slaughter attestations must be signed with HSM keys (leaf ${i})`);
     }
     jobs.push({ what: `leaf ${i} (${ev.kind})`, alg: k.alg, pub: k.pub, message: ev.signing, sig: s.sig });
-  }
-  if (actor.revokedIndex !== null && actor.revokedIndex < i) {
-    warnings.push(`leaf ${i} was committed after ${actor.id} was revoked (dated before the revocation)`);
   }
   for (const aid of referencedActors(ev)) {
     const other = m.actors.get(aid);
@@ -1804,8 +1803,7 @@ export async function verifyLabelBundle(json, { label, fingerprint = null, genes
   const extra = events.filter((e) => !needed.has(e.index));
   if (extra.length) fail("unexpected_event", `leaf ${extra[0].index} (${extra[0].kind}) is not part of this label's proof`);
   const jobs = [];
-  const warnings = [];
-  for (const ev of events) jobs.push(...checkAuthorised(ev, m, g, warnings));
+  for (const ev of events) jobs.push(...checkAuthorised(ev, m, g));
   const tagger = m.actors.get(story.tg.actor);
   const rcpt = m.actors.get(story.is.body.to);
   const taggerOk = rcpt.role === "cooperative" ? tagger.id === rcpt.id || tagger.parent === rcpt.id : tagger.banner === rcpt.banner;
@@ -1838,7 +1836,6 @@ export async function verifyLabelBundle(json, { label, fingerprint = null, genes
     signatures: checked,
     deferred,
     recalls_complete: b.recalls !== null,
-    warnings: [...new Set(warnings)],
     story: report(story, m),
   };
 }
