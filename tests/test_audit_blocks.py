@@ -230,7 +230,7 @@ def test_certificates(forger: Forger, case: str) -> None:
 # -- the witness's checkpoint checks, on the same chain ---------------------------------------
 
 
-def _checkpoint_values(forger: Forger, blocks: list[RawBlock], h: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def _checkpoint_values(blocks: list[RawBlock], h: int) -> tuple[dict[str, Any], dict[str, Any]]:
     raw = blocks[h - 1]
     return codec.decode(raw.header), codec.decode(raw.certificate)
 
@@ -259,7 +259,7 @@ CHECKPOINT_CASES: dict[str, tuple[Callable[[dict[str, Any], dict[str, Any]], Non
 @pytest.mark.parametrize("case", CHECKPOINT_CASES)
 def test_checkpoints_the_witness_refuses(forger: Forger, case: str) -> None:
     blocks = forger.chain()
-    header, cert = _checkpoint_values(forger, blocks, AT)
+    header, cert = _checkpoint_values(blocks, AT)
     assert verify_checkpoint(header, cert, forger.genesis).height == AT
     edit, cls, words = CHECKPOINT_CASES[case]
     edit(header, cert)
@@ -272,8 +272,8 @@ def test_the_witness_on_log_sizes(forger: Forger) -> None:
     """A later checkpoint whose log shrank, or stayed the same size with another root, is a
     fork; the same size with the same root (a block without events) is an advance."""
     blocks = forger.chain()
-    trusted = verify_checkpoint(*_checkpoint_values(forger, blocks, AT), forger.genesis)
-    later, _ = _checkpoint_values(forger, blocks, AT + 1)
+    trusted = verify_checkpoint(*_checkpoint_values(blocks, AT), forger.genesis)
+    later, _ = _checkpoint_values(blocks, AT + 1)
     assert later["log_size"] > trusted.log_size
     empty = {**later, "log_size": trusted.log_size, "log_root": trusted.log_root}
     assert check_extension(trusted, _certified(forger, empty), []) == "advanced"

@@ -214,6 +214,15 @@ def open_page(driver: Any, url: str, timeout_s: float = 30) -> Any:
     return driver.find_element(By.ID, "verdict")
 
 
+def open_lying(driver: Any, liar: TamperingServer, url: str, mutate: Callable[[dict[str, Any]], None]) -> Any:
+    """:func:`open_page` while ``liar`` serves the proof bundle as ``mutate`` leaves it."""
+    liar.mutate = mutate
+    try:
+        return open_page(driver, url)
+    finally:
+        liar.mutate = None
+
+
 def text(driver: Any, css: str) -> str:
     from selenium.webdriver.common.by import By
 
@@ -379,11 +388,7 @@ def test_a_leaf_committed_after_its_signers_revocation_fails_in_the_browser(
         b.update(forged)
 
     clear_language(driver, liar.url)
-    liar.mutate = serve_forged
-    try:
-        box = open_page(driver, f"{liar.url}/l/l-0001#g={chain.genesis_hex}")
-    finally:
-        liar.mutate = None
+    box = open_lying(driver, liar, f"{liar.url}/l/l-0001#g={chain.genesis_hex}", serve_forged)
     assert box.get_attribute("data-verdict") == "failed", text(driver, "#verdict")
     assert box.get_attribute("data-reason") == "key_not_valid_at_time", text(driver, "#verdict")
     assert "revoked earlier in the log" in text(driver, "#verdict-reason-detail")
@@ -743,11 +748,7 @@ def test_tampered_bundle_fails_in_the_browser(name: str, mutate: Callable[[dict[
         if not name.startswith("multiproof"):
             _reprove(b, chain.world.store)
 
-    liar.mutate = lie
-    try:
-        box = open_page(driver, f"{liar.url}/l/l-0001#g={chain.genesis_hex}")
-    finally:
-        liar.mutate = None
+    box = open_lying(driver, liar, f"{liar.url}/l/l-0001#g={chain.genesis_hex}", lie)
     assert box.get_attribute("data-verdict") == "failed", (name, text(driver, "#verdict"))
     assert box.get_attribute("data-reason") == code, (name, text(driver, "#verdict"))
     assert not driver.execute_script("return document.getElementById('verdict-reason').hidden")
@@ -767,11 +768,7 @@ def test_a_server_hiding_a_recall_fails_in_the_browser(chain: Chain, liar: Tampe
         _reprove(b, chain.world.store)
         b["recalls"].update(other="33" * 32 + "22" * 32)
 
-    liar.mutate = hide_recall
-    try:
-        box = open_page(driver, f"{liar.url}/l/l-0003#g={chain.genesis_hex}")
-    finally:
-        liar.mutate = None
+    box = open_lying(driver, liar, f"{liar.url}/l/l-0003#g={chain.genesis_hex}", hide_recall)
     assert box.get_attribute("data-verdict") == "failed", text(driver, "#verdict")
     assert box.get_attribute("data-reason") == "recalls_not_proven", text(driver, "#verdict")
     assert "召回记录未获账本证明" in text(driver, "#verdict")
