@@ -5,6 +5,9 @@
 * ``lambtrace devices register|list|retire``: file a handheld terminal for its owner,
   list an owner's terminals (``GET /v1/actors/<id>``), retire a lost one.
 * ``lambtrace device record|sync``: a terminal's offline queue (:mod:`lambtrace.offline`).
+* ``lambtrace actors enroll|rotate|revoke|show``: membership (docs/keys.md): enrol an actor
+  with the public keys in its key files, add and revoke keys, revoke an actor, show its
+  record (``GET /v1/actors/<id>``).
 
 Exit codes: 0 accepted (committed with ``--wait``) / this sync's events all accepted;
 1 rejected (the rules' code on stderr) or, for ``device sync``, some of this sync's
@@ -22,7 +25,7 @@ from typing import Any
 
 from ledger import schema
 from ledger.errors import LedgerError
-from ledger.events import KINDS
+from ledger.events import KINDS, ROLES
 
 
 def _signer(key: str) -> Any:
@@ -83,6 +86,52 @@ def cmd_devices_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_records(paths: list[str], not_after: int | None) -> list[dict[str, Any]]:
+    """The key records of the public keys in ``paths`` (any key file: no passphrase)."""
+    from signer import load_public_key
+
+    out = []
+    for path in paths:
+        pk = load_public_key(path)
+        rec: dict[str, Any] = {"alg": pk.alg, "pub": pk.public_key, "storage": pk.storage}
+        if not_after is not None:
+            rec["not_after"] = not_after
+        out.append(rec)
+    return out
+
+
+def cmd_actors_enroll(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"id": args.id, "role": args.role, "banner": args.banner,
+                            "keys": _key_records(args.actor_key, args.not_after)}
+    if args.name:
+        body["name"] = args.name
+    if args.parent:
+        body["parent"] = args.parent
+    return _submit(args, "actor.enroll", body)
+
+
+def cmd_actors_rotate(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"id": args.id}
+    if args.add:
+        body["add"] = _key_records(args.add, args.not_after)
+    if args.revoke:
+        body["revoke"] = list(args.revoke)
+    if not args.add and not args.revoke:
+        raise LedgerError("give --add KEYFILE or --revoke KEY_ID (or both)", code="bad_argument")
+    return _submit(args, "key.rotate", body)
+
+
+def cmd_actors_revoke(args: argparse.Namespace) -> int:
+    return _submit(args, "actor.revoke", {"id": args.id, "reason": args.reason})
+
+
+def cmd_actors_show(args: argparse.Namespace) -> int:
+    from api.client import Client
+
+    print(json.dumps(Client(args.url).actor(args.id), indent=2, ensure_ascii=False))
+    return 0
+
+
 def cmd_device_record(args: argparse.Namespace) -> int:
     from .offline import queue_meta, record_event
 
@@ -117,10 +166,10 @@ def cmd_device_sync(args: argparse.Namespace) -> int:
     return 0 if report.complete else 1
 
 
-def _signing(p: argparse.ArgumentParser) -> None:
+def _signing(p: argparse.ArgumentParser, signer: str = "the signing trace office or banner office") -> None:
     p.add_argument("--url", required=True, help="a node's API")
     p.add_argument("--key", required=True, help="key file (or pkcs11: spec) of the signer")
-    p.add_argument("--actor", required=True, help="the signing trace office or banner office")
+    p.add_argument("--actor", required=True, help=signer)
     p.add_argument("--chain", help="chain id (default: ask the node)")
     p.add_argument("--time", type=int, help="event time in ms (default now)")
     p.add_argument("--wait", action="store_true", help="wait until the event is committed")
@@ -161,6 +210,36 @@ def register(sub: Any) -> None:
     p.add_argument("--owner", required=True)
     p.add_argument("--all", action="store_true", help="retired terminals too")
     p.set_defaults(func=cmd_devices_list)
+
+    s = sub.add_parser("actors", help="membership: enrol actors, rotate and revoke keys, revoke actors, show")
+    asub = s.add_subparsers(dest="actors_command", required=True, metavar="SUBCOMMAND")
+    p = asub.add_parser("enroll", help="enrol an actor with the public keys of its key files (actor.enroll)")
+    _signing(p, "the signing trace office")
+    p.add_argument("--id", required=True, help="the new actor's id")
+    p.add_argument("--role", required=True, choices=list(ROLES), help="its role")
+    p.add_argument("--banner", required=True, help="its county code")
+    p.add_argument("--name", help="organisation name (never a person's)")
+    p.add_argument("--parent", help="a herder agent's cooperative")
+    p.add_argument("--actor-key", required=True, action="append", metavar="KEYFILE",
+                   help="a key file of the actor (public-only is enough); repeat for up to 4 keys")
+    p.add_argument("--not-after", type=int, metavar="MS", help="the keys expire after this instant (ms)")
+    p.set_defaults(func=cmd_actors_enroll)
+    p = asub.add_parser("rotate", help="add keys to an actor and/or revoke some of its keys (key.rotate)")
+    _signing(p, "the signing trace office")
+    p.add_argument("--id", required=True, help="the actor whose keys change")
+    p.add_argument("--add", action="append", metavar="KEYFILE", help="a key file whose public key to add (repeat)")
+    p.add_argument("--revoke", action="append", metavar="KEY_ID", help="the key id of a key to revoke (repeat)")
+    p.add_argument("--not-after", type=int, metavar="MS", help="the added keys expire after this instant (ms)")
+    p.set_defaults(func=cmd_actors_rotate)
+    p = asub.add_parser("revoke", help="revoke an actor: nothing it signs is accepted any more (actor.revoke)")
+    _signing(p, "the signing trace office")
+    p.add_argument("--id", required=True)
+    p.add_argument("--reason", required=True)
+    p.set_defaults(func=cmd_actors_revoke)
+    p = asub.add_parser("show", help="an actor's membership record, keys and terminals")
+    p.add_argument("--url", required=True, help="a node's API")
+    p.add_argument("--id", required=True)
+    p.set_defaults(func=cmd_actors_show)
 
     s = sub.add_parser("device", help="a terminal's offline queue (record, sync)")
     qsub = s.add_subparsers(dest="device_command", required=True, metavar="SUBCOMMAND")

@@ -165,6 +165,9 @@ COMMANDS_OVER_HTTP = {
     "report premium": lambda u, f, q, t: ["report", "premium", "--url", u, "--quiet"],
     "tags list": lambda u, f, q, t: ["tags", "list", "--url", u],
     "devices list": lambda u, f, q, t: ["devices", "list", "--url", u, "--owner", "coop-1"],
+    "actors show": lambda u, f, q, t: ["actors", "show", "--url", u, "--id", "coop-1"],
+    "actors revoke": lambda u, f, q, t: ["actors", "revoke", "--url", u, "--key", str(f["key"]), "--actor", "a1",
+                                         "--id", "coop-1", "--reason", "x"],
     "device sync": lambda u, f, q, t: ["device", "sync", "--queue", q, "--url", u, "--no-progress"],
 }
 
@@ -189,7 +192,7 @@ def test_a_server_answering_maps_without_the_fields(command: str, fake: FakeServ
 
         fake.json("/v1/status", {"genesis_hash": load_genesis(files["genesis"]).hash.hex(), "height": "x"})
     rc, out, err = run(capsys, *COMMANDS_OVER_HTTP[command](fake.url, files, q, tmp_path))
-    if command in ("status", "tags list", "devices list"):
+    if command in ("status", "tags list", "devices list", "actors show"):
         assert rc == 0 and json.loads(out)  # they print the answer as it is
         return
     assert rc == 2, err

@@ -1,7 +1,7 @@
 """What docs/keys.md tells a trace office, done with the command line against a real node.
 
 A seasoned chain served over HTTP on 127.0.0.1; every step goes through ``lambtrace``
-(``submit``, ``keygen``, ``pubkey``, ``devices retire``, ``verify-label``), and each claim
+(``actors``, ``submit``, ``keygen``, ``pubkey``, ``devices retire``, ``verify-label``), and each claim
 of the document is checked as it says: an actor enrolled from its public file; a key
 rotated, after which the old key signs nothing more, not even backdated; a stolen plant
 key revoked as of the moment it was lost, after which the label its slaughter proves
@@ -42,7 +42,7 @@ class Office:
 
     def key_file(self, name: str, signer: Any = None) -> Path:
         path = self.tmp / f"{name}.json"
-        save_key_file(signer or self.w.keys[name], path, passphrase=None, insecure_plain=True)
+        save_key_file(signer or self.w.keys[name], path, passphrase=None, insecure_plain=True, overwrite=True)
         return path
 
     def submit(self, capsys: pytest.CaptureFixture[str], key: Path, actor: str, kind: str, body: Any,
@@ -56,6 +56,22 @@ class Office:
                    "--body", text, "--time", str(time)])
         err = capsys.readouterr().err
         return rc, err
+
+    def actors(self, capsys: pytest.CaptureFixture[str], sub: str, key: Path, *args: str,
+               time: int | None = None) -> tuple[int, str]:
+        """``lambtrace actors SUB`` signed by the trace office with ``key``; (exit code, stderr)."""
+        if time is None:
+            self.w.now += 1
+            time = self.w.now
+        rc = main(["actors", sub, "--url", self.served.url, "--key", str(key), "--actor", OFFICE,
+                   "--time", str(time), *args])
+        return rc, capsys.readouterr().err
+
+    def public_file(self, name: str, signer: Any) -> Path:
+        """A public-only key file of ``signer``, as an actor hands it over."""
+        path = self.tmp / f"{name}.pub.json"
+        assert main(["pubkey", "--key", str(self.key_file(name, signer)), "--out", str(path)]) == 0
+        return path
 
     def commit(self) -> None:
         self.w.commit()
@@ -83,14 +99,24 @@ def test_enrol_from_a_public_file(office: Office, capsys: pytest.CaptureFixture[
     capsys.readouterr()
     assert main(["pubkey", "--key", str(tmp / "coop-xyz.pub.json")]) == 0
     pub = json.loads(capsys.readouterr().out)
-    (tmp / "enroll-coop-xyz.json").write_text(json.dumps({
-        "id": "coop-xyz", "role": "cooperative", "banner": "152523", "name": "满都拉图合作社",
-        "keys": [{"alg": pub["alg"], "pub": pub["public_key"], "storage": "software"}]}, ensure_ascii=False))
-    rc, err = office.submit(capsys, office.office, OFFICE, "actor.enroll", f"@{tmp / 'enroll-coop-xyz.json'}")
+    rc, err = office.actors(capsys, "enroll", office.office, "--id", "coop-xyz", "--role", "cooperative",
+                            "--banner", "152523", "--name", "满都拉图合作社",
+                            "--actor-key", str(tmp / "coop-xyz.pub.json"))
     assert rc == 0, err
     office.commit()
-    record = office.served.http.get(office.served.url + "/v1/actors/coop-xyz", timeout=10).json()
+    assert main(["actors", "show", "--url", office.served.url, "--id", "coop-xyz"]) == 0
+    record = json.loads(capsys.readouterr().out)
     assert record["key_ids"] == [pub["key_id"]] and record["keys"][0]["revoked_at"] is None
+    assert (record["role"], record["banner"], record["name"]) == ("cooperative", "152523", "满都拉图合作社")
+    # the same through submit, with the body written by hand
+    body = {"id": "coop-abc", "role": "cooperative", "banner": "152523", "keys": [
+        {"alg": pub["alg"], "pub": generate("ed25519").public_key.hex(), "storage": "software"}]}
+    (tmp / "enroll-coop-abc.json").write_text(json.dumps(body))
+    rc, err = office.submit(capsys, office.office, OFFICE, "actor.enroll", f"@{tmp / 'enroll-coop-abc.json'}")
+    assert rc == 0, err
+    # a rotation that neither adds nor revokes is a usage error, before anything is signed
+    rc, err = office.actors(capsys, "rotate", office.office, "--id", "coop-xyz")
+    assert rc == 2 and "bad_argument" in err, err
 
 
 def test_a_rotated_out_key_signs_nothing_more_not_even_backdated(office: Office,
@@ -99,9 +125,8 @@ def test_a_rotated_out_key_signs_nothing_more_not_even_backdated(office: Office,
     old = office.key_file(AGENT)
     before = w.now
     new = generate("ed25519")
-    rc, err = office.submit(capsys, office.office, OFFICE, "key.rotate", {
-        "id": AGENT, "add": [{"alg": "ed25519", "pub": new.public_key.hex(), "storage": "software"}],
-        "revoke": [office.kid(AGENT)]})
+    rc, err = office.actors(capsys, "rotate", office.office, "--id", AGENT, "--add",
+                            str(office.public_file("agent-new", new)), "--revoke", office.kid(AGENT))
     assert rc == 0, err
     office.commit()
     rc, err = office.submit(capsys, old, AGENT, "lamb.tag", tag_body("315252300000003"), time=before)
@@ -119,7 +144,7 @@ def test_a_stolen_key_revoked_as_of_when_it_was_lost(office: Office, capsys: pyt
     capsys.readouterr()
     slaughter = next(e for e in w.get("/v1/tags/315252300000001")["events"] if e["kind"] == "lamb.slaughter")
     lost_at = slaughter["time"]
-    rc, err = office.submit(capsys, office.office, OFFICE, "key.rotate", {"id": PLANT, "revoke": [office.kid(PLANT)]},
+    rc, err = office.actors(capsys, "rotate", office.office, "--id", PLANT, "--revoke", office.kid(PLANT),
                             time=lost_at)
     assert rc == 0, err
     office.commit()
@@ -131,12 +156,11 @@ def test_a_stolen_key_revoked_as_of_when_it_was_lost(office: Office, capsys: pyt
 
 def test_the_genesis_office_keeps_a_key_and_swaps_in_a_spare(office: Office,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
-    rc, err = office.submit(capsys, office.office, OFFICE, "key.rotate", {"id": OFFICE, "revoke": [office.kid(OFFICE)]})
+    rc, err = office.actors(capsys, "rotate", office.office, "--id", OFFICE, "--revoke", office.kid(OFFICE))
     assert rc == 1 and "last_key" in err, err
     spare = generate("ecdsa-p256")
-    rc, err = office.submit(capsys, office.office, OFFICE, "key.rotate", {
-        "id": OFFICE, "revoke": [office.kid(OFFICE)],
-        "add": [{"alg": "ecdsa-p256", "pub": spare.public_key.hex(), "storage": "hsm"}]})
+    rc, err = office.actors(capsys, "rotate", office.office, "--id", OFFICE, "--revoke", office.kid(OFFICE),
+                            "--add", str(office.public_file("spare", spare)))
     assert rc == 0, err
     office.commit()
     # the spare now signs for the office; the old root key does not
@@ -160,8 +184,7 @@ def test_a_retired_terminal_and_a_revoked_actor_are_refused_even_backdated(
     rc, err = office.submit(capsys, office.key_file("term-1"), AGENT, "lamb.tag", tag_body("315252300000003"),
                             time=before)
     assert rc == 1 and "device_retired" in err, err
-    rc, err = office.submit(capsys, office.office, OFFICE, "actor.revoke",
-                            '{"id": "agent-1", "reason": "left the pilot"}')
+    rc, err = office.actors(capsys, "revoke", office.office, "--id", AGENT, "--reason", "left the pilot")
     assert rc == 0, err
     office.commit()
     rc, err = office.submit(capsys, office.key_file(AGENT), AGENT, "lamb.tag", tag_body("315252300000003"),
