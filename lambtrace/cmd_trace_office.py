@@ -57,11 +57,8 @@ def cmd_tags_list(args: argparse.Namespace) -> int:
 
 
 def cmd_devices_register(args: argparse.Namespace) -> int:
-    from signer import load_public_key
-
-    pk = load_public_key(args.device_key)
-    key = {"alg": pk.alg, "pub": pk.public_key, "storage": pk.storage}
-    body: dict[str, Any] = {"device": args.device, "owner": args.owner, "key": key}
+    body: dict[str, Any] = {"device": args.device, "owner": args.owner,
+                            "key": _key_records([args.device_key], None)[0]}
     if args.model:
         body["model"] = args.model
     return _submit(args, "device.register", body)

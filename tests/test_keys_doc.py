@@ -48,9 +48,7 @@ class Office:
     def submit(self, capsys: pytest.CaptureFixture[str], key: Path, actor: str, kind: str, body: Any,
                *, time: int | None = None) -> tuple[int, str]:
         """``lambtrace submit``; ``time`` defaults to the node's clock. Returns (exit code, stderr)."""
-        if time is None:
-            self.w.now += 1
-            time = self.w.now
+        time = self._time(time)
         text = body if isinstance(body, str) else json.dumps(body)
         rc = main(["submit", "--url", self.served.url, "--key", str(key), "--actor", actor, "--kind", kind,
                    "--body", text, "--time", str(time)])
@@ -60,9 +58,7 @@ class Office:
     def actors(self, capsys: pytest.CaptureFixture[str], sub: str, key: Path, *args: str,
                time: int | None = None) -> tuple[int, str]:
         """``lambtrace actors SUB`` signed by the trace office with ``key``; (exit code, stderr)."""
-        if time is None:
-            self.w.now += 1
-            time = self.w.now
+        time = self._time(time)
         rc = main(["actors", sub, "--url", self.served.url, "--key", str(key), "--actor", OFFICE,
                    "--time", str(time), *args])
         return rc, capsys.readouterr().err
@@ -72,6 +68,13 @@ class Office:
         path = self.tmp / f"{name}.pub.json"
         assert main(["pubkey", "--key", str(self.key_file(name, signer)), "--out", str(path)]) == 0
         return path
+
+    def _time(self, time: int | None) -> int:
+        """``time``, or the node's clock moved on by 1 ms."""
+        if time is None:
+            self.w.now += 1
+            time = self.w.now
+        return time
 
     def commit(self) -> None:
         self.w.commit()
