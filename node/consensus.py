@@ -171,8 +171,7 @@ class FileWAL:
     def append(self, height: int, record: dict[str, Any]) -> None:
         f = self._files.get(height)
         if f is None:
-            f = open(self._path(height), "ab")  # noqa: SIM115 - kept open for the height
-            self._files[height] = f
+            f = self._open(height)
         data = codec.encode(record)
         try:
             f.write(len(data).to_bytes(4, "big") + data)
@@ -183,11 +182,39 @@ class FileWAL:
             raise StorageError(f"cannot write the consensus log {self._path(height)}: {exc.strerror or exc}",
                                code="storage_unavailable") from exc
 
-    def records(self, height: int) -> Sequence[dict[str, Any]]:
+    def _open(self, height: int) -> Any:
+        """The height's file, for appending after its last whole record.  A torn tail left
+        by a crash is cut first: records appended after it would be unreadable to the
+        next run, which stops at the first record it cannot read."""
         path = self._path(height)
+        f = None
+        try:
+            whole = self._scan(self._read(path))[1]
+            f = open(path, "ab")  # noqa: SIM115 - kept open for the height
+            if f.tell() > whole:
+                log.warning("consensus log %s: cutting %d bytes of a torn or unreadable tail", path,
+                            f.tell() - whole)
+                f.truncate(whole)
+                os.fsync(f.fileno())
+        except OSError as exc:
+            if f is not None:
+                self._close(f)
+            raise StorageError(f"cannot open the consensus log {path}: {exc.strerror or exc}",
+                               code="storage_unavailable") from exc
+        self._files[height] = f
+        return f
+
+    @staticmethod
+    def _read(path: Path) -> bytes:
+        """The file's bytes, as many as its size says (a device behind it, such as
+        /dev/full in the tests, is not read without end)."""
         if not path.exists():
-            return []
-        raw = path.read_bytes()
+            return b""
+        with open(path, "rb") as f:
+            return f.read(os.fstat(f.fileno()).st_size)
+
+    def _scan(self, raw: bytes) -> tuple[list[dict[str, Any]], int]:
+        """The whole records at the start of ``raw``, and the length they take."""
         out = []
         pos = 0
         while pos + 4 <= len(raw):
@@ -199,7 +226,10 @@ class FileWAL:
             except LedgerError:
                 break
             pos += 4 + n
-        return out
+        return out, pos
+
+    def records(self, height: int) -> Sequence[dict[str, Any]]:
+        return self._scan(self._read(self._path(height)))[0]
 
     @staticmethod
     def _close(f: Any) -> None:

@@ -1,0 +1,102 @@
+"""The validator's files that make a restart safe: the consensus WAL and the sign guard.
+
+The simulator restarts validators from their in-memory counterparts; these tests hold
+the files themselves, as a node writes them and as a crash or a bad disk leaves them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ledger.errors import StorageError
+from node.consensus import FileGuard, FileWAL
+
+PREVOTE, PRECOMMIT = 1, 2
+
+
+def rec(i: int, **kw: object) -> dict[str, object]:
+    return {"t": "vote", "height": 7, "round": i, "type": "prevote", "value": None, "from": "league",
+            "sig": bytes([i]) * 64, **kw}
+
+
+# -- the WAL ----------------------------------------------------------------------------
+
+def test_records_read_back_in_order_across_a_restart(tmp_path: Path) -> None:
+    wal = FileWAL(tmp_path)
+    for i in range(3):
+        wal.append(7, rec(i))
+    wal.close()
+    assert FileWAL(tmp_path).records(7) == [rec(0), rec(1), rec(2)]
+    assert FileWAL(tmp_path).records(8) == []
+
+
+@pytest.mark.parametrize("tail", [b"\x00\x00", b"\x00\x00\x01\x00" + b"\x91" * 10, b"\x00\x00\x00\x02\xc1\xc1"],
+                         ids=["torn-length", "torn-record", "unreadable-record"])
+def test_a_torn_tail_is_cut_before_the_next_run_appends(tmp_path: Path, tail: bytes) -> None:
+    """A crash in mid-write leaves part of a record at the end of the height's file.  The
+    next run must not append after those bytes: the run after it would stop reading at
+    them and lose everything that run logged (its own votes, hence its lock)."""
+    wal = FileWAL(tmp_path)
+    wal.append(7, rec(0))
+    wal.close()
+    path = next(tmp_path.glob("*.wal"))
+    with open(path, "ab") as f:
+        f.write(tail)
+    second = FileWAL(tmp_path)
+    assert second.records(7) == [rec(0)]
+    second.append(7, rec(1))  # the second run votes, then crashes too
+    second.close()
+    third = FileWAL(tmp_path)
+    assert third.records(7) == [rec(0), rec(1)]
+
+
+def test_forget_below_removes_older_heights_only(tmp_path: Path) -> None:
+    wal = FileWAL(tmp_path)
+    for h in (5, 6, 7):
+        wal.append(h, rec(0, height=h))
+    (tmp_path / "notes.wal").write_bytes(b"")  # not a height: left alone
+    wal.forget_below(7)
+    assert sorted(p.name for p in tmp_path.glob("*.wal")) == ["000000000007.wal", "notes.wal"]
+    assert wal.records(6) == [] and wal.records(7) == [rec(0, height=7)]
+
+
+# -- the sign guard ---------------------------------------------------------------------
+
+def test_the_guard_refuses_what_it_recorded_against_across_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "sign_guard.json"
+    g = FileGuard(path)
+    assert g.check_and_record(5, 0, PREVOTE, b"prevote 5/0 for A")
+    again = FileGuard(path)  # the node restarts
+    assert again.check_and_record(5, 0, PREVOTE, b"prevote 5/0 for A")  # the same bytes: signed again
+    assert not again.check_and_record(5, 0, PREVOTE, b"prevote 5/0 for B")  # a conflicting vote
+    assert not again.check_and_record(5, 0, 0, b"proposal 5/0")  # an earlier step
+    assert not again.check_and_record(4, 9, PRECOMMIT, b"precommit 4/9")  # an earlier height
+    assert again.check_and_record(5, 0, PRECOMMIT, b"precommit 5/0 for A")
+    assert again.check_and_record(5, 1, 0, b"proposal 5/1")
+    assert json.loads(path.read_text())["round"] == 1
+    assert not FileGuard(path).check_and_record(5, 0, PRECOMMIT, b"precommit 5/0 for A")
+
+
+@pytest.mark.parametrize("content", ["", "{", "[]", '{"height": 5}', '{"height": "x", "round": 0, "step": 1, '
+                                     '"sign_bytes_sha256": "00"}'])
+def test_an_unreadable_guard_stops_the_node_rather_than_signing_blind(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "sign_guard.json"
+    path.write_text(content)
+    with pytest.raises(StorageError) as e:
+        FileGuard(path)
+    assert e.value.code == "corrupt_guard"
+
+
+def test_a_guard_that_cannot_be_written_refuses_and_keeps_its_record(tmp_path: Path) -> None:
+    path = tmp_path / "sign_guard.json"
+    g = FileGuard(path)
+    assert g.check_and_record(5, 0, PREVOTE, b"a")
+    g.path = tmp_path / "gone" / "sign_guard.json"  # its directory vanished (a disk unmounted)
+    with pytest.raises(StorageError) as e:
+        g.check_and_record(5, 0, PRECOMMIT, b"b")
+    assert e.value.code == "storage_unavailable"
+    assert g.last == (5, 0, PREVOTE)
+    assert not g.check_and_record(5, 0, PREVOTE, b"c")
