@@ -396,3 +396,38 @@ def test_a_proposer_whose_clock_is_behind_genesis_proposes_a_first_block_its_pee
     finally:
         behind.stop()
         peer.stop()
+
+
+def test_an_event_admitted_behind_a_partition_that_loses_to_a_committed_one_is_dropped_and_reported(
+        cluster: Cluster) -> None:
+    """n3, cut off, admits a tagging of lamb T; the other three commit another tagging
+    of T meanwhile.  When n3 hears of their block it must drop its own from the mempool
+    (the rules refuse it now), tell its submitter why, and go on committing with the rest
+    on one chain."""
+    from ledger import events as E
+
+    w = cluster.world
+    cluster.nodes["n0"].submit(base(w))
+    assert wait_until(cluster.all_at(10), 30), cluster.heights()
+    cluster.net.cut |= {"n3"}
+    tag = "315252300000077"
+    loser = w.tag("agent", tag)
+    w.now += 1
+    winner = w.tag("agent", tag)  # signed a millisecond later: another event
+    loser_id, winner_id = E.event_id(loser["event"]), E.event_id(winner["event"])
+    assert cluster.nodes["n3"].submit([loser])[0]["status"] == "accepted"
+    assert cluster.nodes["n0"].submit([winner])[0]["status"] == "accepted"
+    majority = [cluster.nodes[n] for n in ("n0", "n1", "n2")]
+    assert wait_until(lambda: all(n.store.log_size == 11 for n in majority), 30), cluster.heights()
+    assert cluster.nodes["n3"].event_status(loser_id) == {"state": "pending"}
+    cluster.net.cut.clear()
+    n3 = cluster.nodes["n3"]
+    cluster.nodes["n1"].submit([w.tag("agent", "315252300000078")])  # a new block carries the news to n3
+    assert wait_until(cluster.all_at(12), 30), cluster.heights()
+    assert wait_until(lambda: n3.mempool_size == 0, 10)
+    status = n3.event_status(loser_id)
+    assert status is not None and status["state"] == "rejected" and status["code"] == "tag_already_applied", status
+    assert n3.event_status(winner_id) is not None and n3.event_status(winner_id)["state"] == "committed"  # type: ignore[index]
+    assert all(n.event_status(loser_id) is None or n.event_status(loser_id)["state"] == "rejected"  # type: ignore[index]
+               for n in majority)
+    assert all(hashes(n) == hashes(n3) for n in majority)

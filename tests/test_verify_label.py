@@ -987,3 +987,24 @@ def test_bundles_built_while_recalls_commit_all_verify() -> None:
     assert problems == [], problems[:5]
     assert len(seen_roots) > 1  # the readers did see the map change under them
     assert recallmap.size_in(w.store) == 2
+
+
+def test_a_bundle_cut_at_the_provers_event_limit_names_the_gap_and_never_verifies(
+        seasoned: tuple[ApiWorld, dict[str, Any]]) -> None:
+    """A story longer than the prover's event limit is served with the cut named in
+    ``gaps`` rather than as an error; the verifier refuses such a bundle as incomplete,
+    whatever else in it checks out."""
+    from api.proofs import LabelProver, ProofOptions
+
+    w, _ = seasoned
+    whole = LabelProver(w.store).bundle(LABEL)
+    assert whole["gaps"] == [] and len(whole["events"]) > 3
+    verify_label(codec.encode(whole), w.genesis, label=LABEL)
+    cut = LabelProver(w.store, options=ProofOptions(max_events=3)).bundle(LABEL)
+    assert len(cut["events"]) == 3
+    assert cut["gaps"] == [{"kind": "events", "subject": LABEL, "reason": "the bundle reached its event limit"}]
+    err = must_fail(codec.encode(cut), w.genesis, "a bundle cut at the event limit")
+    assert isinstance(err, VE.IncompleteBundle) and "events l-0001" in err.message
+    without = dict(cut, gaps=[])  # the cut bundle with its gap hidden still fails: a part is missing
+    assert not isinstance(must_fail(codec.encode(without), w.genesis, "a cut bundle, gap hidden"),
+                          VE.IncompleteBundle)
