@@ -350,3 +350,59 @@ def test_a_node_refuses_a_store_of_a_newer_version(tmp_path: Path) -> None:
     kv = LevelKV(str(data / "chain.ldb"))
     assert kv.get(b"F") == bytes([STORE_FORMAT + 1])
     kv.close()
+
+
+def _frame(head: dict[str, Any], records: list[tuple[bytes, bytes]], *, count: int | None = None) -> bytes:
+    """A backup written by hand, with a correct trailing SHA-256 (the hash only detects
+    accidents: anyone can write one, so what lies beneath it must be checked too)."""
+    import hashlib
+    import struct
+
+    from ledger import codec
+    from node.backup import MAGIC
+
+    h = codec.encode(head)
+    body = MAGIC + struct.pack(">I", len(h)) + h
+    for k, v in records:
+        body += struct.pack(">I", len(k)) + k + struct.pack(">I", len(v)) + v
+    body += struct.pack(">IQ", 0, len(records) if count is None else count)
+    return body + hashlib.sha256(body).digest()
+
+
+def test_restore_refuses_a_well_hashed_backup_whose_contents_lie(chain: Any) -> None:
+    """Every backup here carries a correct SHA-256: what is refused is refused for what
+    it holds (its framing, its record order and count, its genesis, its chain), with a
+    stable code, and the target is left as it was."""
+    from ledger import codec
+
+    w, tmp = chain
+    raw = b"".join(snapshot_stream(w.store.kv))
+    recs: list[tuple[bytes, bytes]] = []
+    header, _n = read_backup(io.BytesIO(raw), on_record=lambda k, v: recs.append((k, v)))
+    head = codec.decode(raw[20:20 + int.from_bytes(raw[16:20], "big")])
+    assert head["height"] == header.height == 4
+    other = World().genesis
+    tip = b"H" + (4).to_bytes(8, "big")
+    cases: dict[str, tuple[bytes, str]] = {
+        "genuine, re-framed": (_frame(head, recs), ""),
+        "another format": (_frame({**head, "format": 2}, recs), "backup_format"),
+        "records out of order": (_frame(head, [recs[1], recs[0], *recs[2:]]), "backup_corrupt"),
+        "a record repeated": (_frame(head, [recs[0], *recs]), "backup_corrupt"),
+        "an empty key": (_frame(head, [(b"", b"x"), *recs]), "backup_corrupt"),
+        "a count that lies": (_frame(head, recs, count=len(recs) + 1), "backup_corrupt"),
+        "no genesis record": (_frame(head, [(k, v) for k, v in recs if k != b"G"]), "backup_inconsistent"),
+        "another genesis record": (_frame(head, [(k, other.encode() if k == b"G" else v) for k, v in recs]),
+                                   "backup_inconsistent"),
+        "the tip block left out": (_frame(head, [(k, v) for k, v in recs if k != tip]), "backup_inconsistent"),
+        "a header naming a later height": (_frame({**head, "height": 5}, recs), "backup_inconsistent"),
+    }
+    for what, (data, code) in cases.items():
+        path, dst = tmp / "forged.ltb", tmp / f"dst-{len(code)}-{abs(hash(what)) % 10**6}"
+        path.write_bytes(data)
+        if not code:
+            assert restore(path, dst, genesis=w.genesis)["height"] == 4, what
+            continue
+        with pytest.raises(LedgerError) as e:
+            restore(path, dst, genesis=w.genesis)
+        assert e.value.code == code, (what, e.value.code, e.value.message)
+        assert not (dst / "chain.ldb").exists() and not (dst / "chain.ldb.restoring").exists(), what
