@@ -101,8 +101,13 @@ def test_intact_chain_over_leveldb_and_http(chain: Chain, capsys: pytest.Capture
     served = Served(chain.w.node)
     try:
         rc, rep, err = run_audit(capsys, "--url", served.url, "--genesis", str(chain.gpath))
+        other = tmp_path / "other.json"
+        other.write_text(genesis_to_json(ApiWorld(MemoryKV()).genesis))
+        rc_other, rep_other, _ = run_audit(capsys, "--url", served.url, "--genesis", str(other))
     finally:
         served.close()
+    # a node of another chain is named as such before a block is read
+    assert rc_other == 1 and rep_other["failure"]["code"] == "wrong_genesis" and rep_other["failure"]["height"] == 0
     assert rc == 0, rep
     assert rep["intact"] and rep["failure"] is None and rep["height"] == chain.store.height
     assert rep["state_hash"] == rep["node_state_hash"] == chain.store.state_hash().hex()

@@ -365,3 +365,37 @@ def test_conflict_evidence_in_other_rounds_is_not_called_equivocation(forked: Fo
     assert ev["signed_both"] == [VALIDATOR] and ev["rounds"] == [0, 2] and ev["equivocation"] is False
     with pytest.raises(ValueError):
         conflict_evidence(ca, ca)
+
+
+def test_a_state_file_edited_by_hand_is_refused_before_any_node_is_asked(
+        forked: Forked, capsys: pytest.CaptureFixture[str]) -> None:
+    """The state file is the witness's memory: a checkpoint in it must still verify
+    against genesis when it is read back, or whoever can write the file could re-anchor
+    the witness on a history of their choosing."""
+    f = forked
+    served = Served(f.node_a)
+    try:
+        rc, out, _ = witness(capsys, served.url, f)
+        assert rc == 0 and out["status"] == "initialised"
+        genuine = json.loads(f.state.read_text())
+        cp = genuine["checkpoint"]
+        other_header = dict(cp["header"], time=cp["header"]["time"] + 1)  # its certificate no longer covers it
+        edits: dict[str, tuple[Any, str]] = {
+            "a header its certificate does not sign": ({**genuine, "checkpoint": {**cp, "header": other_header}},
+                                                       "holds a checkpoint that does not verify"),
+            "another genesis": ({**genuine, "genesis_hash": "00" * 32}, "not a witness state file of this genesis"),
+            "another format": ({**genuine, "format": "lambtrace-witness/v0"}, "not a witness state file"),
+            "no checkpoint": ({k: v for k, v in genuine.items() if k != "checkpoint"}, "checkpoint"),
+            "a list": ([genuine], "not a JSON object"),
+        }
+        for what, (doc, why) in edits.items():
+            f.state.write_text(json.dumps(doc))
+            rc = main(["witness", "--url", served.url, "--state", str(f.state), "--genesis", str(f.gpath)])
+            err = capsys.readouterr().err
+            assert rc == 2 and "bad_state_file" in err and why in err, (what, rc, err)
+            assert json.loads(f.state.read_text()) == doc, what  # left for the operator to look at
+        f.state.write_text(json.dumps(genuine))
+        rc, out, _ = witness(capsys, served.url, f)
+        assert rc == 0 and out["status"] == "unchanged"
+    finally:
+        served.close()
