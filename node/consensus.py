@@ -28,7 +28,7 @@ from ledger import codec
 from ledger.blocks.builder import BuiltBlock
 from ledger.blocks.certificate import CommitCertificate
 from ledger.blocks.header import Header
-from ledger.consensus.replica import Out, Replica, Send, SetTimer
+from ledger.consensus.replica import Out, Replica, Send, SetTimer, must_persist
 from ledger.errors import LedgerError, Rejected, StorageError
 from ledger.limits import DEFAULT_LIMITS, Limits
 
@@ -176,7 +176,7 @@ class FileWAL:
         try:
             f.write(len(data).to_bytes(4, "big") + data)
             f.flush()
-            if record.get("from") == self.own_name or record.get("t") in ("timeout", "value"):
+            if must_persist(record, self.own_name):
                 os.fsync(f.fileno())
         except OSError as exc:  # disk full, I/O error: the input must not be stepped
             raise StorageError(f"cannot write the consensus log {self._path(height)}: {exc.strerror or exc}",

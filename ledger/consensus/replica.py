@@ -177,6 +177,15 @@ class WAL(Protocol):
     def forget_below(self, height: int) -> None: ...
 
 
+def must_persist(record: dict[str, Any], own_name: str) -> bool:
+    """Whether a WAL must make ``record`` durable (fsync) before it is stepped: this
+    validator's own proposals and votes, timeouts and proposed values.  Persisting one
+    persists every record logged before it, so a crash loses at most peers' messages
+    logged since, and those only ever moved the machine in ways no signature of its own
+    depends on (its lock is taken together with its own precommit)."""
+    return record.get("from") == own_name or record.get("t") in ("timeout", "value")
+
+
 class SignGuard(Protocol):
     """Remembers the last (height, round, step, sign bytes) signed; refuses conflicts."""
 

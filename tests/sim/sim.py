@@ -18,7 +18,17 @@ from typing import Any
 
 from ledger import codec
 from ledger.blocks.certificate import CommitCertificate, verify_commit, vote_bytes
-from ledger.consensus.replica import LISTEN_MS, MemoryGuard, MemoryWAL, Out, Replica, Send, SetTimer, proposal_bytes
+from ledger.consensus.replica import (
+    LISTEN_MS,
+    MemoryGuard,
+    MemoryWAL,
+    Out,
+    Replica,
+    Send,
+    SetTimer,
+    must_persist,
+    proposal_bytes,
+)
 from ledger.errors import LedgerError
 from ledger.genesis import Genesis, Params, Validator
 from signer import SoftwareSigner
@@ -95,13 +105,45 @@ class Faults:
     lose_chain: bool = False
     """With ``lose_guard``: its chain is lost too (reinstalled on an empty disk); it signs
     until a block it syncs shows its earlier run's precommit, then sits out likewise."""
+    power_loss: bool = False
+    """A crash (with the WAL kept) is a power loss: the WAL keeps only what a real one
+    had fsynced (:func:`~ledger.consensus.replica.must_persist`); peers' messages logged
+    after the last such record are gone."""
+
+
+class SimWAL(MemoryWAL):
+    """A :class:`MemoryWAL` that knows which of its records a node's file WAL would have
+    made durable, so a power loss can drop the rest."""
+
+    def __init__(self, own_name: str) -> None:
+        super().__init__()
+        self.own_name = own_name
+        self._durable: dict[int, int] = {}
+
+    def append(self, height: int, record: dict[str, Any]) -> None:
+        super().append(height, record)
+        if must_persist(record, self.own_name):
+            self._durable[height] = len(self._by_height[height])
+
+    def lose_unsynced(self) -> int:
+        """Drop every record logged after the height's last durable one; how many."""
+        lost = 0
+        for h, recs in self._by_height.items():
+            keep = self._durable.get(h, 0)
+            lost += len(recs) - keep
+            del recs[keep:]
+        return lost
+
+    def forget_below(self, height: int) -> None:
+        super().forget_below(height)
+        self._durable = {h: n for h, n in self._durable.items() if h >= height}
 
 
 @dataclass
 class Node:
     name: str
     app: SimApp
-    wal: MemoryWAL
+    wal: SimWAL
     guard: MemoryGuard
     replica: Replica | None
     signer: SoftwareSigner
@@ -142,13 +184,28 @@ class Sim:
             name = f"v{i}"
             app = SimApp(self.genesis.hash)
             app.invalid_proposals = name == self.faults.byzantine and self.rng.random() < 0.5
-            self.nodes[name] = Node(name, app, MemoryWAL(), MemoryGuard(), None, s)
+            self.nodes[name] = Node(name, app, SimWAL(name), MemoryGuard(), None, s)
         self.now = 0
         self._q: list[tuple[int, int, str, str, Any]] = []
         self._seq = 0
         self.steps = 0
         self.last_heights = {name: 0 for name in self.nodes}
         self.certs_checked: dict[str, int] = {}
+        self.wal_records_lost = 0
+        self._lock_at_crash: dict[str, tuple[int, int, bytes | None]] = {}
+        """Records power losses dropped from crashed nodes' WALs."""
+
+    def _check_lock_kept(self, node: Node) -> None:
+        """A validator restarted from its WAL is locked as it was when it crashed (at the
+        same height): the WAL made the lock durable with the precommit that took it."""
+        before = self._lock_at_crash.pop(node.name, None)
+        assert node.replica is not None
+        m = node.replica.machine
+        if before is None or m.height != before[0] or before[1] < 0:
+            return
+        if (m.locked_round, m.locked_value) != before[1:]:
+            raise SimFailure(f"seed {self.seed}: {node.name} restarted at height {m.height} locked on round "
+                             f"{m.locked_round}, but crashed locked on round {before[1]}")
 
     # -- scheduling ---------------------------------------------------------------------
     def _push(self, at: int, kind: str, to: str, data: Any) -> None:
@@ -248,12 +305,17 @@ class Sim:
             node = self.nodes[to]
             self.steps += 1
             if kind == "crash":
+                if node.replica is not None:
+                    m = node.replica.machine
+                    self._lock_at_crash[node.name] = (m.height, m.locked_round, m.locked_value)
                 node.up, node.replica = False, None
                 node.epoch += 1
+                if self.faults.power_loss:
+                    self.wal_records_lost += node.wal.lose_unsynced()
             elif kind == "restart":
                 node.up = True
                 if self.faults.lose_guard:
-                    node.wal, node.guard = MemoryWAL(), MemoryGuard()
+                    node.wal, node.guard = SimWAL(node.name), MemoryGuard()
                     # the sim's nodes share one clock: any block proposed before the crash is older
                     until = self.now if self.pause_lost_guard else None
                     if self.faults.lose_chain:
@@ -265,7 +327,10 @@ class Sim:
                         node.replica = self._new_replica(node, paused_until_ms=until)
                 else:
                     node.replica = self._new_replica(node)
-                self._carry_out(node, node.replica.start(self.now))
+                outs = node.replica.start(self.now)
+                if not self.faults.lose_guard:
+                    self._check_lock_kept(node)
+                self._carry_out(node, outs)
                 self._push(self.now + self.TICK_MS, "tick", to, node.epoch)
             elif not node.up or node.replica is None:
                 continue
@@ -368,10 +433,12 @@ def scenario(seed: int) -> Faults:
         f.lose_guard = rng.random() < 0.5
         f.lose_chain = f.lose_guard and rng.random() < 0.5
         f.stays_down = not f.lose_guard and rng.random() < 0.5
+        f.power_loss = not f.lose_guard and rng.random() < 0.5
     else:
         f.byzantine = rng.choice(names)
         at = rng.randrange(0, 3_000)
         f.crashes = [(rng.choice([n for n in names if n != f.byzantine]), at, at + rng.randrange(100, 3_000))]
+        f.power_loss = rng.random() < 0.5
     return f
 
 
