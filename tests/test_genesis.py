@@ -77,3 +77,38 @@ def test_each_validator_has_its_own_key() -> None:
     # the same bytes under another algorithm are another key (and not one here: refused as such)
     j["validators"][3]["pub"] = generate("ed25519").public_key.hex()
     assert [v.name for v in genesis_from_json(json.dumps(j)).validators] == ["v0", "v1", "v2", "v3"]
+
+
+def _without(d: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k != key}
+
+
+@pytest.mark.parametrize("what", ["not a map", "an unknown field", "no chain", "power 0", "power 2**32",
+                                  "power true", "no validators", "params not a map", "an unknown parameter",
+                                  "a banner outside the league", "a duplicate name", "a negative time"])
+def test_each_part_of_genesis_out_of_shape_is_refused_by_name(what: str) -> None:
+    """Genesis is the root every verifier trusts: each part broken alone is refused
+    with ``bad_genesis`` and a message that names the part, never parsed into defaults."""
+    j = _genesis_json()
+    v0 = j["validators"][0]
+    doc: Any = {
+        "not a map": [j],
+        "an unknown field": {**j, "comment": "draft"},
+        "no chain": _without(j, "chain"),
+        "power 0": {**j, "validators": [{**v0, "power": 0}]},
+        "power 2**32": {**j, "validators": [{**v0, "power": 2**32}]},
+        "power true": {**j, "validators": [{**v0, "power": True}]},
+        "no validators": {**j, "validators": []},
+        "params not a map": {**j, "params": [1]},
+        "an unknown parameter": {**j, "params": {**j["params"], "max_lambs": 5}},
+        "a banner outside the league": {**j, "validators": [{**v0, "banner": "110101"}]},
+        "a duplicate name": {**j, "validators": [v0, {**j["validators"][1], "name": v0["name"]}]},
+        "a negative time": {**j, "time": -1},
+    }[what]
+    named = {"not a map": "map", "an unknown field": "comment", "no chain": "chain", "power 0": "power",
+             "power 2**32": "power", "power true": "power", "no validators": "at least one validator",
+             "params not a map": "params", "an unknown parameter": "max_lambs",
+             "a banner outside the league": "banner", "a duplicate name": "unique", "a negative time": "time"}[what]
+    with pytest.raises(Rejected) as exc:
+        genesis_from_json(json.dumps(doc))
+    assert exc.value.code == "bad_genesis" and named in exc.value.message, exc.value.message
