@@ -28,7 +28,7 @@ from ledger import codec
 from ledger.blocks.builder import BuiltBlock
 from ledger.blocks.certificate import CommitCertificate
 from ledger.blocks.header import Header
-from ledger.consensus.replica import Out, Replica, Send, SetTimer, must_persist
+from ledger.consensus.replica import MemoryGuard, Out, Replica, Send, SetTimer, must_persist
 from ledger.errors import LedgerError, Rejected, StorageError
 from ledger.limits import DEFAULT_LIMITS, Limits
 
@@ -252,17 +252,17 @@ class FileWAL:
         self._files.clear()
 
 
-class FileGuard:
+class FileGuard(MemoryGuard):
     """The validator's double-sign guard, persisted (with fsync) before each signature.
 
     It stays outside any HSM on purpose: the token signs, this file decides whether it
-    may.  Refuses an earlier (height, round, step) and a different message at the same one.
+    may.  The rule is :class:`~ledger.consensus.replica.MemoryGuard`'s: an earlier
+    (height, round, step) and a different message at the same one are refused.
     """
 
     def __init__(self, path: Path) -> None:
+        super().__init__()
         self.path = path
-        self.last: tuple[int, int, int] = (0, -1, 0)
-        self.last_hash = ""
         if path.exists():
             try:
                 d = json.loads(path.read_text())
@@ -271,15 +271,8 @@ class FileGuard:
             except (ValueError, KeyError, TypeError) as exc:
                 raise StorageError(f"sign guard {path} is unreadable: {exc}", code="corrupt_guard") from exc
 
-    def check_and_record(self, height: int, round_: int, step: int, sign_bytes: bytes) -> bool:
-        import hashlib
-
-        digest = hashlib.sha256(sign_bytes).hexdigest()
-        hrs = (height, round_, step)
-        if hrs < self.last:
-            return False
-        if hrs == self.last:
-            return digest == self.last_hash
+    def _persist(self, hrs: tuple[int, int, int], digest: str) -> None:
+        height, round_, step = hrs
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             with open(tmp, "w") as f:
@@ -290,8 +283,6 @@ class FileGuard:
         except OSError as exc:  # nothing is signed unless the guard holds it
             raise StorageError(f"cannot write the sign guard {self.path}: {exc.strerror or exc}",
                                code="storage_unavailable") from exc
-        self.last, self.last_hash = hrs, digest
-        return True
 
 
 LOST_GUARD_MARGIN_MS = 2 * MAX_CLOCK_DRIFT_MS

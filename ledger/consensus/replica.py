@@ -19,6 +19,7 @@ certificates, and serves committed blocks to peers that are behind (block sync).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -208,20 +209,30 @@ class MemoryWAL:
 
 
 class MemoryGuard:
-    """A :class:`SignGuard` in memory (the node persists one on disk)."""
+    """A :class:`SignGuard` in memory.  The node's :class:`node.consensus.FileGuard`
+    is this one with :meth:`_persist` writing the record to disk first, so the
+    simulator's seeds exercise the very rule a node signs under."""
 
     def __init__(self) -> None:
         self.last: tuple[int, int, int] = (0, -1, 0)
-        self.last_bytes: bytes = b""
+        self.last_hash = ""
+        """SHA-256 (hex) of the last sign bytes."""
 
     def check_and_record(self, height: int, round_: int, step: int, sign_bytes: bytes) -> bool:
+        """Refuses an earlier (height, round, step) and different bytes at the same one;
+        the same bytes again are allowed (a restart re-sending its own vote)."""
+        digest = hashlib.sha256(sign_bytes).hexdigest()
         hrs = (height, round_, step)
         if hrs < self.last:
             return False
         if hrs == self.last:
-            return sign_bytes == self.last_bytes
-        self.last, self.last_bytes = hrs, sign_bytes
+            return digest == self.last_hash
+        self._persist(hrs, digest)  # raises, and nothing is recorded, if it cannot be kept
+        self.last, self.last_hash = hrs, digest
         return True
+
+    def _persist(self, hrs: tuple[int, int, int], digest: str) -> None:
+        """Make the new record durable before it is taken (nothing to do in memory)."""
 
 
 def _seen_key(msg: dict[str, Any]) -> tuple[Any, ...]:
