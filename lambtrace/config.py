@@ -25,6 +25,7 @@ from ledger import schema
 from ledger.errors import LedgerError, Rejected
 from ledger.genesis import Genesis
 from ledger.limits import Limits
+from signer.software import fsync_directory
 
 _GENESIS_BYTES_FIELDS = ("pub",)
 
@@ -65,15 +66,20 @@ def load_genesis(path: str | os.PathLike[str]) -> Genesis:
 
 
 def write_json(path: str | os.PathLike[str], value: Any, mode: int = 0o644) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
+    """Write JSON atomically and durably (temporary file, fsync, rename, fsync of the
+    directory): after a crash or a power loss the file holds the old document or the
+    new one, never an empty or partial one (a witness's trusted checkpoint lives so)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(value, f, indent=2, ensure_ascii=False)
         f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.chmod(tmp, mode)
     os.replace(tmp, p)
+    fsync_directory(p.parent)
 
 
 CHECK_SETTINGS = ("check_scan_threshold", "check_scan_window_ms", "check_wrong_per_client", "check_wrong_per_label",

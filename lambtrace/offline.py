@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from ledger import codec
 from ledger import events as ev_mod
 from ledger.errors import LedgerError
+from signer.software import fsync_directory
 
 if TYPE_CHECKING:  # pragma: no cover
     from api.client import Client
@@ -51,17 +52,6 @@ DONE = ("accepted", "duplicate")
 
 def _events_dir(queue_dir: str | os.PathLike[str]) -> Path:
     return Path(queue_dir) / EVENTS
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def queue_meta(queue_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -105,7 +95,7 @@ def record(queue_dir: str | os.PathLike[str], signed_event: dict[str, Any]) -> t
             continue
         tmp.unlink()
         break
-    _fsync_dir(d)
+    fsync_directory(d)
     return seq, parsed.id.hex()
 
 

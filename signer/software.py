@@ -440,10 +440,12 @@ def _write_private_file(path: Path, data: bytes, *, overwrite: bool) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
-    _fsync_directory(directory)
+    fsync_directory(directory)
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make a rename or a new file in ``directory`` durable (best effort: a platform or
+    file system that cannot sync a directory is left as it is)."""
     try:
         dir_fd = os.open(directory, os.O_RDONLY)
     except OSError:
