@@ -48,7 +48,14 @@ class Consensus:
 
     def __init__(self, cfg: NodeConfig, node: Node, *, fresh_sign_guard: bool = False) -> None:
         from ledger.consensus.replica import Replica
-        from node.consensus import ConsensusDriver, FileGuard, FileWAL, GuardStart, NodeApp, lost_guard_pause
+        from node.consensus import (
+            ConsensusDriver,
+            FileGuard,
+            FileWAL,
+            GuardStart,
+            NodeApp,
+            validator_start,
+        )
         from node.transport import TransportThread
 
         g = node.genesis
@@ -60,7 +67,7 @@ class Consensus:
         validator_signer = node.signer if g.validator(cfg.name) is not None else None
         guard_path = cfg.data / "sign-guard.json"
         self.guard = FileGuard(guard_path)
-        start = (lost_guard_pause(guard_path, node, fresh=fresh_sign_guard) if validator_signer is not None
+        start = (validator_start(guard_path, wal, node, fresh=fresh_sign_guard) if validator_signer is not None
                  else GuardStart(None, None))
         self.replica = Replica(name=cfg.name, genesis=g, app=NodeApp(node), wal=wal, signer=validator_signer,
                                guard=self.guard, paused_until_ms=start.paused_until_ms,

@@ -228,6 +228,33 @@ class FileWAL:
             pos += 4 + n
         return out, pos
 
+    def set_aside_if_damaged(self, height: int) -> Path | None:
+        """Whether the height's log is damaged *before* its end: an unreadable record with
+        more written after it (a torn or zero-filled tail is what a crash leaves, and is
+        not damage).  The records after such a spot were stepped on but cannot be read
+        back, among them perhaps this validator's own votes and so its lock.  The file is
+        renamed to ``<name>.damaged`` (kept for a look) and its path returned; the caller
+        must then sign nothing at this height (:func:`damaged_wal_pause`)."""
+        path = self._path(height)
+        raw = self._read(path)
+        whole = self._scan(raw)[1]
+        rest = raw[whole:]
+        if whole == len(raw) or not rest.strip(b"\x00"):
+            return None
+        n = int.from_bytes(rest[:4], "big") if len(rest) >= 4 else len(rest)
+        if not rest[4 + n:].strip(b"\x00"):
+            return None  # nothing written after the unreadable record: a tail
+        f = self._files.pop(height, None)
+        if f is not None:
+            self._close(f)
+        aside = path.with_name(path.name + ".damaged")
+        try:
+            os.replace(path, aside)
+        except OSError as exc:
+            raise StorageError(f"cannot set aside the damaged consensus log {path}: {exc.strerror or exc}",
+                               code="storage_unavailable") from exc
+        return aside
+
     def records(self, height: int) -> Sequence[dict[str, Any]]:
         return self._scan(self._read(self._path(height)))[0]
 
@@ -333,6 +360,32 @@ def lost_guard_pause(path: Path, node: Node, *, fresh: bool = False) -> GuardSta
                 "validator lost its guard), restart it with --fresh-sign-guard once no other instance of it "
                 "is running", path, node.store.height, _utc(until), LOST_GUARD_MARGIN_MS // 1000)
     return GuardStart(until, None)
+
+
+def damaged_wal_pause(wal: FileWAL, node: Node) -> int | None:
+    """``paused_until_ms`` for a validator whose consensus log for the height it resumes
+    at is damaged (:meth:`FileWAL.set_aside_if_damaged`): like a validator that lost its
+    guard, it signs nothing until its peers commit a block timed after
+    ``LOST_GUARD_MARGIN_MS`` from now, which is past any height it may have voted at."""
+    height = node.store.height + 1
+    aside = wal.set_aside_if_damaged(height)
+    if aside is None:
+        return None
+    until = node.clock() + LOST_GUARD_MARGIN_MS
+    log.error("the consensus log of height %d is damaged before its end (set aside as %s): this validator may "
+              "have voted at that height in ways it can no longer read back, so it signs nothing until its peers "
+              "commit a block timed after %s; it still follows and serves the chain", height, aside, _utc(until))
+    return until
+
+
+def validator_start(guard_path: Path, wal: FileWAL, node: Node, *, fresh: bool = False) -> GuardStart:
+    """How a validator starts: :func:`lost_guard_pause` for its sign guard, paused longer
+    if need be by :func:`damaged_wal_pause` for its consensus log."""
+    start = lost_guard_pause(guard_path, node, fresh=fresh)
+    damaged = damaged_wal_pause(wal, node)
+    if damaged is None:
+        return start
+    return GuardStart(max(damaged, start.paused_until_ms or 0), start.watch_until_ms)
 
 
 def _utc(ms: int) -> str:

@@ -13,7 +13,7 @@ import pytest
 from helpers import OFFICE, wait_until
 from ledger.consensus.replica import Replica
 from ledger.genesis import Genesis, Params, Validator
-from node.consensus import LOST_GUARD_MARGIN_MS, ConsensusDriver, FileGuard, FileWAL, NodeApp, lost_guard_pause
+from node.consensus import LOST_GUARD_MARGIN_MS, ConsensusDriver, FileGuard, FileWAL, NodeApp, validator_start
 from node.kv import LevelKV
 from node.node import Node
 from node.store import ChainStore
@@ -67,7 +67,7 @@ class Cluster:
         wal = FileWAL(d / "wal")
         wal.own_name = name
         replica = Replica(name=name, genesis=self.world.genesis, app=NodeApp(node), wal=wal, signer=self.keys[name],
-                          guard=FileGuard(d / "guard.json"), **lost_guard_pause(d / "guard.json", node)._asdict())
+                          guard=FileGuard(d / "guard.json"), **validator_start(d / "guard.json", wal, node)._asdict())
         send, broadcast = self.net.sender(name)
         driver = ConsensusDriver(node, replica, send=send, broadcast=broadcast)
         node.admission_listeners.append(driver.relay_events)
@@ -222,6 +222,19 @@ def test_timers_survive_a_wall_clock_stepped_back(cluster: Cluster, monkeypatch:
         assert wait_until(lambda k=k: all(n.store.log_size == 11 + k for n in live), 30), cluster.heights()
 
 
+def until_n3_signed(cluster: Cluster) -> None:
+    """Commit tagging events until n3 has signed something (it has a guard file): it
+    listens for a second after its start (ADR 0014), so the first blocks may be decided
+    without it."""
+    w = cluster.world
+    for i in range(90, 100):
+        if (cluster.tmp / "n3" / "guard.json").exists():
+            break
+        cluster.nodes["n0"].submit([w.tag("agent", f"3152523000000{i:02d}")])
+        assert wait_until(cluster.all_at(cluster.nodes["n0"].store.log_size + 1), 30)
+    assert (cluster.tmp / "n3" / "guard.json").exists(), "n3 signed nothing"
+
+
 def test_a_validator_that_lost_its_sign_guard_sits_out_until_the_network_moved_on(
         cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
     """A validator restarted on its chain without its guard (restored from a backup, the
@@ -233,13 +246,7 @@ def test_a_validator_that_lost_its_sign_guard_sits_out_until_the_network_moved_o
     w = cluster.world
     cluster.nodes["n0"].submit(base(w))
     assert wait_until(lambda: all(n.store.log_size == 10 for n in cluster.nodes.values()), 30)
-    # n3 listens for a second after its start (ADR 0014): the first blocks may be decided without it
-    for i in range(90, 100):
-        if (cluster.tmp / "n3" / "guard.json").exists():
-            break
-        cluster.nodes["n0"].submit([w.tag("agent", f"3152523000000{i:02d}")])
-        assert wait_until(cluster.all_at(cluster.nodes["n0"].store.log_size + 1), 30)
-    assert (cluster.tmp / "n3" / "guard.json").exists(), "n3 signed nothing"
+    until_n3_signed(cluster)
     size = cluster.nodes["n0"].store.log_size
     cluster.kill("n3")
     (cluster.tmp / "n3" / "guard.json").unlink()
@@ -274,6 +281,37 @@ def test_a_validator_that_lost_its_sign_guard_sits_out_until_the_network_moved_o
     for h in range(paused_through, released_at + 1):
         cert = store.certificate(h)
         assert cert is not None and "n3" not in [name for name, _ in cert.precommits], h
+    assert hashes(cluster.nodes["n3"]) == hashes(cluster.nodes["n0"])
+
+
+def test_a_validator_whose_consensus_log_is_damaged_sits_out_its_height(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """n3's log of the height it resumes at holds an unreadable record with more after
+    it: what it logged there cannot be read back (its lock among it).  It sets the file
+    aside, keeps its guard, and signs nothing until the network has moved past that
+    height, while following the chain; the other three go on."""
+    from ledger import codec
+
+    w = cluster.world
+    cluster.nodes["n0"].submit(base(w))
+    assert wait_until(cluster.all_at(10), 30), cluster.heights()
+    until_n3_signed(cluster)  # so that it has a guard, and only the log is wrong
+    nxt = cluster.nodes["n3"].store.height + 1  # the height n3 resumes at
+    cluster.kill("n3")
+    wal_file = cluster.tmp / "n3" / "wal" / f"{nxt:012d}.wal"
+    vote = codec.encode({"t": "timeout", "step": "propose", "height": nxt, "round": 0})
+    wal_file.write_bytes(len(vote).to_bytes(4, "big") + b"\xc1" + vote[1:] + len(vote).to_bytes(4, "big") + vote)
+    cluster.boot("n3")
+    replica = cluster.net.drivers["n3"].replica
+    assert replica.paused_until_ms is not None
+    assert (cluster.tmp / "n3" / "guard.json").exists()  # the guard itself was fine
+    assert wal_file.with_name(wal_file.name + ".damaged").exists()
+    assert any(f"the consensus log of height {nxt} is damaged" in r.getMessage() for r in caplog.records)
+    assert not any("the guard was lost" in r.getMessage() for r in caplog.records)
+    size = cluster.nodes["n0"].store.log_size
+    cluster.nodes["n1"].submit([w.tag("agent", f"3152523000000{i:02d}") for i in range(10, 15)])
+    assert wait_until(cluster.all_at(size + 5), 30), cluster.heights()
+    assert replica.stats.refused_to_sign > 0 and replica.paused_until_ms is not None
     assert hashes(cluster.nodes["n3"]) == hashes(cluster.nodes["n0"])
 
 

@@ -100,3 +100,68 @@ def test_a_guard_that_cannot_be_written_refuses_and_keeps_its_record(tmp_path: P
     assert e.value.code == "storage_unavailable"
     assert g.last == (5, 0, PREVOTE)
     assert not g.check_and_record(5, 0, PREVOTE, b"c")
+
+
+def _damaged_in_the_middle(tmp_path: Path) -> tuple[FileWAL, Path]:
+    wal = FileWAL(tmp_path)
+    for i in range(4):
+        wal.append(7, rec(i))
+    wal.close()
+    path = next(tmp_path.glob("*.wal"))
+    raw = bytearray(path.read_bytes())
+    second = 4 + int.from_bytes(raw[:4], "big")
+    raw[second + 4] = 0xC1  # the second record's first byte: never valid msgpack
+    path.write_bytes(bytes(raw))
+    return FileWAL(tmp_path), path
+
+
+@pytest.mark.parametrize("tail", [b"", b"\x00\x00\x01\x00" + b"\x91" * 10, b"\x00" * 300,
+                                  b"\x00\x00\x00\x02\xc1\xc1", b"\x00\x00\x00\x02\xc1\xc1" + b"\x00" * 50],
+                         ids=["none", "torn", "zero-filled", "last-unreadable", "last-unreadable-then-zeros"])
+def test_what_a_crash_leaves_at_the_end_is_not_damage(tmp_path: Path, tail: bytes) -> None:
+    wal = FileWAL(tmp_path)
+    wal.append(7, rec(0))
+    wal.close()
+    path = next(tmp_path.glob("*.wal"))
+    with open(path, "ab") as f:
+        f.write(tail)
+    assert FileWAL(tmp_path).set_aside_if_damaged(7) is None
+    assert path.exists() and FileWAL(tmp_path).records(7) == [rec(0)]
+    assert FileWAL(tmp_path).set_aside_if_damaged(8) is None  # no log at all
+
+
+def test_a_log_damaged_before_its_end_is_set_aside(tmp_path: Path) -> None:
+    """An unreadable record with whole records after it: those were stepped on and cannot
+    be read back (they may hold this validator's lock), so the file is moved aside and the
+    height starts from nothing, the caller pausing the validator's signatures."""
+    wal, path = _damaged_in_the_middle(tmp_path)
+    assert wal.records(7) == [rec(0)]
+    aside = wal.set_aside_if_damaged(7)
+    assert aside == path.with_name(path.name + ".damaged") and aside.exists() and not path.exists()
+    assert wal.records(7) == []
+    wal.append(7, rec(9))
+    assert FileWAL(tmp_path).records(7) == [rec(9)]
+
+
+def test_a_validator_with_a_damaged_log_pauses_its_signatures(tmp_path: Path) -> None:
+    from helpers import World
+    from ledger.genesis import Genesis, Params, Validator
+    from node.consensus import LOST_GUARD_MARGIN_MS, damaged_wal_pause
+    from node.kv import MemoryKV
+    from node.node import Node
+    from node.store import ChainStore
+    from signer import generate
+
+    w = World()
+    key = generate("ed25519")
+    g = Genesis(chain=w.chain, time=w.now - 60_000, trace_office=w.genesis.trace_office, params=Params(),
+                validators=(Validator("n0", "152500", "ed25519", key.public_key, 1),))
+    node = Node(ChainStore(MemoryKV(), g), g, name="n0", signer=key, clock=lambda: 1_000_000, verify_threads=0)
+    (tmp_path / "wal").mkdir()
+    wal = FileWAL(tmp_path / "wal")
+    assert damaged_wal_pause(wal, node) is None
+    wal, _path = _damaged_in_the_middle(tmp_path / "wal")
+    # the node resumes at height 1: damage at another height does not concern it
+    assert damaged_wal_pause(wal, node) is None
+    (tmp_path / "wal" / f"{7:012d}.wal").rename(tmp_path / "wal" / f"{1:012d}.wal")
+    assert damaged_wal_pause(FileWAL(tmp_path / "wal"), node) == 1_000_000 + LOST_GUARD_MARGIN_MS
