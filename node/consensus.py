@@ -152,10 +152,12 @@ class FileWAL:
     """Append-only log of consensus inputs, one file per height, under ``directory``.
 
     Records are length-prefixed canonical msgpack.  ``fsync`` is called for the inputs
-    that matter for a restart (own votes and proposals, timeouts); a torn tail (crash
-    in mid-write) is ignored when reading.  Records are read back under the limits the
-    transport decodes a peer's frame under (``limits`` with :data:`FRAME_DEPTH_ALLOWANCE`):
-    the replica logs a peer's message as it came, so whatever it logged reads back.
+    that matter for a restart (:func:`~ledger.consensus.replica.must_persist`); a torn
+    tail (a crash in mid-write) is ignored when reading and cut before the next append,
+    and a log damaged before its end is set aside (ADR 0021).  Records are read back
+    under the limits the transport decodes a peer's frame under (``limits`` with
+    :data:`FRAME_DEPTH_ALLOWANCE`): the replica logs a peer's message as it came, so
+    whatever it logged reads back.
     """
 
     def __init__(self, directory: Path, limits: Limits = DEFAULT_LIMITS) -> None:
@@ -229,11 +231,12 @@ class FileWAL:
         return out, pos
 
     def set_aside_if_damaged(self, height: int) -> Path | None:
-        """Whether the height's log is damaged *before* its end: an unreadable record with
+        """Set the height's log aside if it is damaged *before* its end: an unreadable record with
         more written after it (a torn or zero-filled tail is what a crash leaves, and is
         not damage).  The records after such a spot were stepped on but cannot be read
         back, among them perhaps this validator's own votes and so its lock.  The file is
-        renamed to ``<name>.damaged`` (kept for a look) and its path returned; the caller
+        renamed to ``<name>.damaged`` (kept for a look) and that path returned (``None``:
+        not damaged); the caller
         must then sign nothing at this height (:func:`damaged_wal_pause`)."""
         path = self._path(height)
         raw = self._read(path)

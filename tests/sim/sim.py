@@ -192,8 +192,9 @@ class Sim:
         self.last_heights = {name: 0 for name in self.nodes}
         self.certs_checked: dict[str, int] = {}
         self.wal_records_lost = 0
-        self._lock_at_crash: dict[str, tuple[int, int, bytes | None]] = {}
         """Records power losses dropped from crashed nodes' WALs."""
+        self._lock_at_crash: dict[str, tuple[int, int, bytes | None]] = {}
+        """Each crashed node's (height, locked round, locked value) when it went down."""
 
     def _check_lock_kept(self, node: Node) -> None:
         """A validator restarted from its WAL is locked as it was when it crashed (at the
