@@ -221,9 +221,11 @@ def _components() -> dict[str, Any]:
                 "sign_guard": {
                     "type": ["object", "null"],
                     "description": "a validator in a network: the last (height, round, step) it signed, and, while "
-                                   "its lost guard keeps it from signing, the block time (ms) it waits for",
+                                   "it signs nothing (its guard lost, its consensus log damaged, or an earlier run "
+                                   "of it seen), the block time (ms) it waits for and why",
                     "properties": {"height": {"type": "integer"}, "round": {"type": "integer"},
-                                   "step": {"type": "integer"}, "paused_until": {"type": ["integer", "null"]}},
+                                   "step": {"type": "integer"}, "paused_until": {"type": ["integer", "null"]},
+                                   "paused_because": {"type": ["string", "null"]}},
                 },
             },
         },

@@ -73,6 +73,7 @@ class Consensus:
                                guard=self.guard, paused_until_ms=start.paused_until_ms,
                                watch_until_ms=start.watch_until_ms,
                                min_block_interval_ms=cfg.min_block_interval_ms)
+        self._start_pause = start.paused_because
         known = {v.name: (v.alg, v.pub) for v in g.validators}
         for o in cfg.observers:
             known[o["name"]] = (o["alg"], bytes.fromhex(o["pub"]))
@@ -115,8 +116,16 @@ class Consensus:
                                                               "refused_to_sign": self.replica.stats.refused_to_sign,
                                                               "equivocations": m.equivocations_seen},
                 "sign_guard": ({"height": self.guard.last[0], "round": self.guard.last[1], "step": self.guard.last[2],
-                                "paused_until": self.replica.paused_until_ms}
+                                "paused_until": self.replica.paused_until_ms,
+                                "paused_because": self._paused_because()}
                                if self.replica.signer is not None else None)}
+
+    def _paused_because(self) -> str | None:
+        """Why the validator signs nothing now (``None``: it signs)."""
+        if self.replica.paused_until_ms is None:
+            return None
+        by = self.replica.stats.paused_by
+        return f"earlier_run_seen ({by})" if by else self._start_pause or "paused"
 
 
 def _server(cfg: NodeConfig, app: Any) -> Any:

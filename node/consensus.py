@@ -329,6 +329,9 @@ class GuardStart(NamedTuple):
     watch_until_ms: int | None
     """It signs, but pauses as above should a block's certificate, or a peer, show it a
     precommit or vote of its own that this run did not sign."""
+    paused_because: str = ""
+    """Why it starts paused (``/v1/status``): ``sign_guard_lost``, ``consensus_log_damaged``
+    or both, comma-separated; empty when it does not."""
 
 
 def lost_guard_pause(path: Path, node: Node, *, fresh: bool = False) -> GuardStart:
@@ -362,7 +365,7 @@ def lost_guard_pause(path: Path, node: Node, *, fresh: bool = False) -> GuardSta
                 "now); it still follows and serves the chain. If the network cannot commit without it (every "
                 "validator lost its guard), restart it with --fresh-sign-guard once no other instance of it "
                 "is running", path, node.store.height, _utc(until), LOST_GUARD_MARGIN_MS // 1000)
-    return GuardStart(until, None)
+    return GuardStart(until, None, "sign_guard_lost")
 
 
 def damaged_wal_pause(wal: FileWAL, node: Node) -> int | None:
@@ -388,7 +391,8 @@ def validator_start(guard_path: Path, wal: FileWAL, node: Node, *, fresh: bool =
     damaged = damaged_wal_pause(wal, node)
     if damaged is None:
         return start
-    return GuardStart(max(damaged, start.paused_until_ms or 0), start.watch_until_ms)
+    why = ", ".join(r for r in (start.paused_because, "consensus_log_damaged") if r)
+    return GuardStart(max(damaged, start.paused_until_ms or 0), start.watch_until_ms, why)
 
 
 def _utc(ms: int) -> str:

@@ -217,7 +217,7 @@ def test_a_validator_restarted_without_its_sign_guard_follows_but_does_not_sign(
     shutil.rmtree(data / "wal")
     cluster.start(victim)
     st = cluster.status(victim)
-    assert st["sign_guard"]["paused_until"] is not None, st
+    assert st["sign_guard"]["paused_until"] is not None and st["sign_guard"]["paused_because"] == "sign_guard_lost", st
     load = Load(cluster, 3000)
     load.thread.start()
     try:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from helpers import OFFICE, wait_until
+from ledger import codec
 from ledger.consensus.replica import Replica
 from ledger.genesis import Genesis, Params, Validator
 from node.consensus import LOST_GUARD_MARGIN_MS, ConsensusDriver, FileGuard, FileWAL, NodeApp, validator_start
@@ -56,6 +57,7 @@ class Cluster:
         w.genesis = Genesis.from_dict(g.to_dict())
         self.net = Net()
         self.nodes: dict[str, Node] = {}
+        self.paused_because: dict[str, str] = {}
         for name in self.keys:
             self.boot(name)
 
@@ -66,8 +68,11 @@ class Cluster:
         node = Node(store, self.world.genesis, name=name, signer=self.keys[name])
         wal = FileWAL(d / "wal")
         wal.own_name = name
+        start = validator_start(d / "guard.json", wal, node)
+        self.paused_because[name] = start.paused_because
         replica = Replica(name=name, genesis=self.world.genesis, app=NodeApp(node), wal=wal, signer=self.keys[name],
-                          guard=FileGuard(d / "guard.json"), **validator_start(d / "guard.json", wal, node)._asdict())
+                          guard=FileGuard(d / "guard.json"), paused_until_ms=start.paused_until_ms,
+                          watch_until_ms=start.watch_until_ms)
         send, broadcast = self.net.sender(name)
         driver = ConsensusDriver(node, replica, send=send, broadcast=broadcast)
         node.admission_listeners.append(driver.relay_events)
@@ -255,6 +260,7 @@ def test_a_validator_that_lost_its_sign_guard_sits_out_until_the_network_moved_o
     replica = cluster.net.drivers["n3"].replica
     guard = replica.guard
     assert isinstance(guard, FileGuard) and replica.paused_until_ms is not None
+    assert cluster.paused_because["n3"] == "sign_guard_lost"
     assert any("the guard was lost, so this validator signs nothing" in r.getMessage() for r in caplog.records)
     # the other three commit without it; it follows but does not vote
     cluster.nodes["n1"].submit([w.tag("agent", f"3152523000000{i:02d}") for i in range(10, 15)])
@@ -290,8 +296,6 @@ def test_a_validator_whose_consensus_log_is_damaged_sits_out_its_height(
     it: what it logged there cannot be read back (its lock among it).  It sets the file
     aside, keeps its guard, and signs nothing until the network has moved past that
     height, while following the chain; the other three go on."""
-    from ledger import codec
-
     w = cluster.world
     cluster.nodes["n0"].submit(base(w))
     assert wait_until(cluster.all_at(10), 30), cluster.heights()
@@ -303,7 +307,7 @@ def test_a_validator_whose_consensus_log_is_damaged_sits_out_its_height(
     wal_file.write_bytes(len(vote).to_bytes(4, "big") + b"\xc1" + vote[1:] + len(vote).to_bytes(4, "big") + vote)
     cluster.boot("n3")
     replica = cluster.net.drivers["n3"].replica
-    assert replica.paused_until_ms is not None
+    assert replica.paused_until_ms is not None and cluster.paused_because["n3"] == "consensus_log_damaged"
     assert (cluster.tmp / "n3" / "guard.json").exists()  # the guard itself was fine
     assert wal_file.with_name(wal_file.name + ".damaged").exists()
     assert any(f"the consensus log of height {nxt} is damaged" in r.getMessage() for r in caplog.records)
@@ -359,12 +363,13 @@ def test_a_validator_without_its_sign_guard_is_warned_about(tmp_path: Path, capl
     node = Node(store, w.genesis, name="league", signer=w.validator, clock=lambda: w.now + 1000)
     try:
         cfg = NodeConfig(name="league", genesis=tmp_path / "genesis.json", data=tmp_path)
-        assert Consensus(cfg, node).status()["sign_guard"]["paused_until"] is None
+        st = Consensus(cfg, node).status()["sign_guard"]
+        assert st["paused_until"] is None and st["paused_because"] is None
         assert not [r for r in caplog.records if "no sign guard" in r.getMessage()]
         node.submit(base(w))
         node.produce_block()
         st = Consensus(cfg, node).status()["sign_guard"]
-        assert st["paused_until"] == w.now + 1000 + LOST_GUARD_MARGIN_MS
+        assert st["paused_until"] == w.now + 1000 + LOST_GUARD_MARGIN_MS and st["paused_because"] == "sign_guard_lost"
         warned = [r.getMessage() for r in caplog.records if "no sign guard" in r.getMessage()]
         assert len(warned) == 1 and "height 1" in warned[0] and "--fresh-sign-guard" in warned[0]
         caplog.clear()
@@ -373,8 +378,19 @@ def test_a_validator_without_its_sign_guard_is_warned_about(tmp_path: Path, capl
         assert len(warned) == 1 and "starting a fresh one" in warned[0]
         caplog.clear()
         (tmp_path / "sign-guard.json").write_text('{"height": 2, "round": 0, "step": 1, "sign_bytes_sha256": ""}')
-        assert Consensus(cfg, node).status()["sign_guard"]["height"] == 2
+        st = Consensus(cfg, node).status()["sign_guard"]
+        assert st["height"] == 2 and st["paused_because"] is None
         assert not [r for r in caplog.records if "no sign guard" in r.getMessage()]
+        # a consensus log damaged before its end, at the height it resumes at: paused for that
+        rec = codec.encode({"t": "timeout", "step": "propose", "height": 2, "round": 0})
+        (tmp_path / "wal" / f"{2:012d}.wal").write_bytes(len(rec).to_bytes(4, "big") + b"\xc1" + rec[1:]
+                                                         + len(rec).to_bytes(4, "big") + rec)
+        st = Consensus(cfg, node).status()["sign_guard"]
+        assert st["paused_because"] == "consensus_log_damaged" and st["paused_until"] is not None
+        (tmp_path / "sign-guard.json").unlink()  # and both at once
+        (tmp_path / "wal" / f"{2:012d}.wal.damaged").rename(tmp_path / "wal" / f"{2:012d}.wal")
+        st = Consensus(cfg, node).status()["sign_guard"]
+        assert st["paused_because"] == "sign_guard_lost, consensus_log_damaged"
     finally:
         node.stop()
         store.close()
