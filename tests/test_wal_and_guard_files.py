@@ -24,6 +24,17 @@ def rec(i: int, **kw: object) -> dict[str, object]:
 
 # -- the WAL ----------------------------------------------------------------------------
 
+def one_record_then(directory: Path, tail: bytes) -> Path:
+    """Height 7's log in ``directory``: one whole record, then ``tail`` as a crash left it."""
+    wal = FileWAL(directory)
+    wal.append(7, rec(0))
+    wal.close()
+    path = next(directory.glob("*.wal"))
+    with open(path, "ab") as f:
+        f.write(tail)
+    return path
+
+
 def test_records_read_back_in_order_across_a_restart(tmp_path: Path) -> None:
     wal = FileWAL(tmp_path)
     for i in range(3):
@@ -39,12 +50,7 @@ def test_a_torn_tail_is_cut_before_the_next_run_appends(tmp_path: Path, tail: by
     """A crash in mid-write leaves part of a record at the end of the height's file.  The
     next run must not append after those bytes: the run after it would stop reading at
     them and lose everything that run logged (its own votes, hence its lock)."""
-    wal = FileWAL(tmp_path)
-    wal.append(7, rec(0))
-    wal.close()
-    path = next(tmp_path.glob("*.wal"))
-    with open(path, "ab") as f:
-        f.write(tail)
+    one_record_then(tmp_path, tail)
     second = FileWAL(tmp_path)
     assert second.records(7) == [rec(0)]
     second.append(7, rec(1))  # the second run votes, then crashes too
@@ -119,12 +125,7 @@ def _damaged_in_the_middle(tmp_path: Path) -> tuple[FileWAL, Path]:
                                   b"\x00\x00\x00\x02\xc1\xc1", b"\x00\x00\x00\x02\xc1\xc1" + b"\x00" * 50],
                          ids=["none", "torn", "zero-filled", "last-unreadable", "last-unreadable-then-zeros"])
 def test_what_a_crash_leaves_at_the_end_is_not_damage(tmp_path: Path, tail: bytes) -> None:
-    wal = FileWAL(tmp_path)
-    wal.append(7, rec(0))
-    wal.close()
-    path = next(tmp_path.glob("*.wal"))
-    with open(path, "ab") as f:
-        f.write(tail)
+    path = one_record_then(tmp_path, tail)
     assert FileWAL(tmp_path).set_aside_if_damaged(7) is None
     assert path.exists() and FileWAL(tmp_path).records(7) == [rec(0)]
     assert FileWAL(tmp_path).set_aside_if_damaged(8) is None  # no log at all
