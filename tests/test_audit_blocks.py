@@ -57,8 +57,8 @@ class Forger:
         w.node.stop()
 
     def chain(self, header_edit: Edit | None = None, *, cert: Callable[[Header], Any] | None = None,
-              skip: bool = False) -> list[RawBlock]:
-        """The blocks re-linked and re-certified by v0..v2; at height ``AT`` the header is
+              skip: bool = False, at: int = AT) -> list[RawBlock]:
+        """The blocks re-linked and re-certified by v0..v2; at height ``at`` the header is
         edited before it is certified (``header_edit``), or the certificate is made by
         ``cert(header)``, or the block is left out (``skip``)."""
         out: list[RawBlock] = []
@@ -66,14 +66,14 @@ class Forger:
         before: dict[str, Any] = {}
         for raw in self.blocks:
             h = raw.height
-            if skip and h == AT:
+            if skip and h == at:
                 continue
             d = codec.decode(raw.header)
             d.update(prev=prev, validators=self.genesis.validators_hash, proposer="v0")
-            if h == AT and header_edit is not None:
+            if h == at and header_edit is not None:
                 header_edit(d, before)
             header, before = Header(**d), d
-            if h == AT and cert is not None:
+            if h == at and cert is not None:
                 c = cert(header)
                 c_value = c.encode() if isinstance(c, CommitCertificate) else codec.encode(c)
             else:
@@ -149,6 +149,18 @@ def test_one_header_field_broken(forger: Forger, case: str) -> None:
     f = failure(forger, forger.chain(edit))
     assert (f["code"], f["height"]) == (code, AT), f
     assert words in f["message"], f
+
+
+def test_block_1_at_the_genesis_time_passes_with_a_note(forger: Forger) -> None:
+    """Validators require block 1 to be later than genesis; a single-validator node once
+    dated it at the genesis time itself. The audit keeps such a chain intact (it broke no
+    rule of its day) and says so; a block 1 before genesis fails."""
+    assert audit_chain(forger.chain(), forger.genesis).notes == []
+    at_genesis = audit_chain(forger.chain(_set("time", forger.genesis.time), at=1), forger.genesis)
+    assert at_genesis.intact, at_genesis.failure
+    assert [n for n in at_genesis.notes if "block 1 is dated at the genesis time" in n]
+    f = failure(forger, forger.chain(_set("time", forger.genesis.time - 1), at=1))
+    assert (f["code"], f["height"]) == ("bad_header", 1), f
 
 
 def test_a_block_left_out(forger: Forger) -> None:

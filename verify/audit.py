@@ -350,6 +350,8 @@ class Auditor:
         self.last_hash = genesis.hash
         self.last_time = genesis.time
         self.events = 0
+        self.notes: list[str] = []
+        """What the report should say besides a verdict (nothing that makes a chain fail)."""
         self._validators = {v.name: v for v in genesis.validators}
         self.predicted: dict[str, tuple[str, bytes]] = {}
         """Key id -> ``(alg, public key)`` from the enrolments read so far.  Append-only,
@@ -475,6 +477,10 @@ class Auditor:
             raise BrokenLink(f"block {h}'s prev is not the hash of block {h - 1}", height=h)
         if header.time < self.last_time or (h > 1 and header.time == self.last_time):
             raise BadHeader(f"block {h}'s time does not move forward", height=h)
+        if h == 1 and header.time == self.last_time:
+            # nodes refuse this since a fix; a single validator could write it before
+            self.notes.append("block 1 is dated at the genesis time itself: validators now require a later time, "
+                              "so this chain was written by an older single-validator node")
         base = self.frontier.size
         if header.log_size != base + len(slots):
             raise LogMismatch(f"block {h} claims log size {header.log_size}, its leaves make "
@@ -695,7 +701,7 @@ def audit_chain(
             owned.close()
     replayed = auditor.state_hash() if failure is None else None
     node_hash: bytes | None = None
-    notes: list[str] = []
+    notes = list(auditor.notes)
     if failure is None and node_state_hash is not None:
         try:
             node_hash = node_state_hash(auditor.height)
