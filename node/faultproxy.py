@@ -14,9 +14,11 @@ broken and healed at run time, with no mock anywhere:
 A *unit* is one transport frame (4-byte big-endian length + body) when ``framed`` is
 true (the default, for :mod:`node.transport` links), so a dropped unit is a lost
 message and the stream stays well framed; a frame longer than ``max_frame_bytes`` makes
-that direction fall back to raw forwarding.  With ``framed=False`` a unit is whatever one
-read returned, and a "drop" resets the connection instead (a real network never loses
-bytes from the middle of a TCP stream).
+that direction fall back to raw forwarding.  Frames after the handshake are sealed in
+sequence (ADR 0022), so the receiver notices a dropped one at the next frame and closes
+the link, as it would an attacker's: drops exercise reconnects, not silent loss.  With
+``framed=False`` a unit is whatever one read returned, and a "drop" resets the
+connection instead (a real network never loses bytes from the middle of a TCP stream).
 
 The proxy runs its own asyncio loop in a daemon thread; every public method is
 thread-safe and returns once the change has taken effect.  A link between two nodes that

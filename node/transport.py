@@ -7,19 +7,24 @@ them is settled here.
 any node whose key it knows (validators from genesis plus configured observers).  Nothing
 but the handshake is read from a new connection:
 
-1. the initiator sends ``hello {type, v, chain, genesis, name, nonce}`` (32 random bytes);
+1. the initiator sends ``hello {type, v, chain, genesis, name, nonce, eph}`` (``nonce``: 32
+   random bytes; ``eph``: a fresh X25519 public key for this connection alone);
 2. the responder checks chain, genesis hash and that it knows the claimed name, and
    answers with its own hello;
 3. the initiator checks the responder's hello (chain, genesis, and that the name is the
    peer it meant to dial) and sends ``auth {type, sig}``: its signature over
-   :func:`handshake_signing_bytes`, a transcript that binds both names, both nonces, the
-   chain, the genesis hash and the signer's role;
+   :func:`handshake_signing_bytes`, a transcript that binds both names, both nonces, both
+   ephemeral keys, the chain, the genesis hash and the signer's role;
 4. the responder verifies that signature under the key ``known_keys`` holds for the
    claimed name, then sends its own ``auth``, which the initiator verifies.
 
 Because each transcript carries the other side's fresh nonce, a recorded signature is
 worthless on any other connection; because it carries the role, an initiator's signature
-cannot be reflected back as a responder's.  Anything wrong (wrong chain or genesis,
+cannot be reflected back as a responder's.  Because it carries both ephemeral keys, the
+X25519 secret the two sides then share is known to the two signers alone: every frame
+after the handshake is sealed under keys derived from it (:class:`Channel`), so nobody
+on the path can read, forge, replay, reorder or drop-and-splice frames without the
+receiver noticing (ADR 0022).  Anything wrong (wrong chain or genesis,
 unknown or unexpected name, bad signature, a reflected nonce, a frame that is not the
 expected hello/auth, or no progress within ``handshake_timeout_s``) closes the connection
 and counts ``handshake_failed``.  The responder signs only after the initiator has proved
@@ -32,11 +37,13 @@ connections of the same direction the newer wins (the older is most likely the d
 of a connection the peer has since restarted).
 
 **Frames.**  After the handshake every frame is a 4-byte big-endian length followed by
-the canonical msgpack encoding of a map.  The length is checked against
-``limits.max_message_bytes`` before a single body byte is read, so an oversized prefix
-costs nothing; the body is decoded with :func:`ledger.codec.decode`, which refuses
-anything non-canonical.  An oversized, malformed or non-canonical frame is counted and
-the connection closed: a peer that sends garbage is cut (it may reconnect and handshake
+the sealed (ChaCha20-Poly1305) canonical msgpack encoding of a map.  The length is
+checked against ``limits.max_message_bytes`` (plus the 16-byte tag) before a single body
+byte is read, so an oversized prefix costs nothing; the body is opened under the
+direction's key and the frame's number (``dropped_unauthenticated`` if that fails) and
+decoded with :func:`ledger.codec.decode`, which refuses anything non-canonical.  An
+oversized, unauthenticated, malformed or non-canonical frame is counted and the
+connection closed: a peer that sends garbage is cut (it may reconnect and handshake
 again).  Waiting for the first byte of a frame has no deadline (an idle link stays up),
 but once it has arrived the rest of the frame must follow within
 ``frame_complete_timeout_s`` (default :data:`FRAME_COMPLETE_TIMEOUT_S`, or the
@@ -65,6 +72,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import inspect
 import logging
 import math
@@ -79,6 +87,12 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 from ledger import codec
 from ledger.errors import DecodeError, Rejected, TransportError
 from ledger.hashing import HASH_SIZE, signing_message
@@ -89,6 +103,7 @@ from signer import Signer
 __all__ = [
     "BACKOFF_INITIAL_S",
     "BACKOFF_MAX_S",
+    "EPH_KEY_BYTES",
     "FRAME_COMPLETE_TIMEOUT_ENV",
     "FRAME_COMPLETE_TIMEOUT_S",
     "FRAME_HEADER_BYTES",
@@ -97,7 +112,10 @@ __all__ = [
     "NONCE_BYTES",
     "PROTOCOL_VERSION",
     "STAT_NAMES",
+    "TAG_BYTES",
     "TAG_HANDSHAKE",
+    "TAG_SESSION_KEYS",
+    "Channel",
     "HandshakeResult",
     "MessageHandler",
     "PeerInfo",
@@ -111,17 +129,26 @@ __all__ = [
     "initiator_handshake",
     "read_frame",
     "responder_handshake",
+    "session_keys",
     "sign_handshake",
     "verify_handshake",
 ]
 
 log = logging.getLogger(__name__)
 
-TAG_HANDSHAKE: Final = b"lambtrace/handshake/v1"
+TAG_HANDSHAKE: Final = b"lambtrace/handshake/v2"
 """Domain tag of the handshake transcript a node signs (see :func:`handshake_signing_bytes`)."""
+TAG_SESSION_KEYS: Final = b"lambtrace/transport/v2/keys"
+"""HKDF ``info`` of the two frame keys of a connection (see :func:`session_keys`)."""
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
+"""2: frames after the handshake are sealed (ADR 0022).  A node of version 1 is refused
+at the hello (``wrong_version``)."""
 NONCE_BYTES: Final = 32
+EPH_KEY_BYTES: Final = 32
+"""An X25519 public key."""
+TAG_BYTES: Final = 16
+"""The Poly1305 tag each sealed frame body carries."""
 FRAME_HEADER_BYTES: Final = 4
 HANDSHAKE_MAX_FRAME_BYTES: Final = 1024
 """Largest hello or auth frame accepted; both are well under 200 bytes."""
@@ -156,6 +183,7 @@ STAT_NAMES: Final = (
     "bytes_out",
     "dropped_oversized",
     "dropped_malformed",
+    "dropped_unauthenticated",
     "dropped_queue_full",
     "dropped_stalled",
     "handshake_failed",
@@ -172,7 +200,7 @@ MessageHandler = Callable[[str, dict[str, Any]], Awaitable[None] | None]
 """``on_message(peer_name, message)``; may be a coroutine function (awaited before the next
 frame from that peer is read, which back-pressures that peer alone)."""
 
-_HELLO_KEYS: Final = frozenset({"type", "v", "chain", "genesis", "name", "nonce"})
+_HELLO_KEYS: Final = frozenset({"type", "v", "chain", "genesis", "name", "nonce", "eph"})
 _AUTH_KEYS: Final = frozenset({"type", "sig"})
 _ROLES: Final = ("initiator", "responder")
 
@@ -201,24 +229,88 @@ def encode_frame(msg: Mapping[str, Any], *, max_bytes: int | None = None) -> byt
     return _LEN.pack(len(body)) + body
 
 
+class Channel:
+    """The frame keys of one authenticated connection, and how many frames each way used them.
+
+    Each direction has its own 32-byte key (:func:`session_keys`).  Frame *n* in a
+    direction (counting from 0) is sealed with ChaCha20-Poly1305 under that direction's
+    key and the 12-byte nonce ``0x00000000 || n`` (64-bit little-endian), as in the Noise
+    protocol framework: a frame replayed, dropped, reordered or taken from another
+    connection or the other direction does not open.  Not thread-safe: the transport
+    seals in a connection's writer task and opens in its reader task.
+    """
+
+    __slots__ = ("_open", "_recv_n", "_seal", "_send_n")
+
+    def __init__(self, send_key: bytes, recv_key: bytes) -> None:
+        self._seal = ChaCha20Poly1305(send_key)
+        self._open = ChaCha20Poly1305(recv_key)
+        self._send_n = 0
+        self._recv_n = 0
+
+    @staticmethod
+    def _nonce(n: int) -> bytes:
+        if n >= 2**64 - 1:  # pragma: no cover - 2**64 frames on one connection
+            raise TransportError("frame counter exhausted: reconnect", code="closed")
+        return b"\x00\x00\x00\x00" + n.to_bytes(8, "little")
+
+    def seal(self, frame: bytes) -> bytes:
+        """The wire form of a plain frame (:func:`encode_frame`): its body sealed under the
+        next sending number, behind a new length prefix (``TAG_BYTES`` longer)."""
+        body = self._seal.encrypt(self._nonce(self._send_n), frame[FRAME_HEADER_BYTES:], None)
+        self._send_n += 1
+        return _LEN.pack(len(body)) + body
+
+    def open(self, sealed: bytes) -> bytes:
+        """The plain body of the next frame received; raises :class:`TransportError`
+        ``unauthenticated`` unless ``sealed`` is exactly what the peer sealed next."""
+        try:
+            body = self._open.decrypt(self._nonce(self._recv_n), sealed, None)
+        except InvalidTag:
+            raise TransportError("a frame that the peer did not seal, or not next", code="unauthenticated") from None
+        self._recv_n += 1
+        return body
+
+
+def session_keys(shared: bytes, transcript: Mapping[str, Any]) -> tuple[bytes, bytes]:
+    """``(initiator→responder, responder→initiator)`` frame keys: HKDF-SHA-256 of the X25519
+    secret, salted with the SHA-256 of the bytes the initiator signed
+    (:func:`handshake_signing_bytes`), with :data:`TAG_SESSION_KEYS` as ``info``."""
+    salt = hashlib.sha256(handshake_signing_bytes(role="initiator", **transcript)).digest()
+    okm = HKDF(algorithm=hashes.SHA256(), length=64, salt=salt, info=TAG_SESSION_KEYS).derive(shared)
+    return okm[:32], okm[32:]
+
+
+def _x25519(private: X25519PrivateKey, peer_eph: bytes) -> bytes:
+    """The secret shared with the owner of ``peer_eph``; ``bad_hello`` for a key of small
+    order (the all-zero secret), which would make the frame keys public."""
+    try:
+        return private.exchange(X25519PublicKey.from_public_bytes(peer_eph))
+    except ValueError:
+        raise TransportError("the peer's ephemeral key is of small order", code="bad_hello") from None
+
+
 async def read_frame(
     reader: asyncio.StreamReader,
     *,
     max_bytes: int,
     limits: Limits = DEFAULT_LIMITS,
     on_start: Callable[[], None] | None = None,
+    channel: Channel | None = None,
 ) -> tuple[dict[str, Any], int]:
     """Read one frame from an untrusted peer; return ``(message, frame_bytes)``.
 
-    The length prefix is checked against ``max_bytes`` before any of the body is read,
-    so an oversized frame is refused without reading or allocating it.  The body must be
-    canonical msgpack (:func:`ledger.codec.decode` under ``limits``) of a map.
+    The length prefix is checked against ``max_bytes`` (plus :data:`TAG_BYTES` when
+    sealed) before any of the body is read, so an oversized frame is refused without
+    reading or allocating it.  With a ``channel`` the body is opened first.  The plain body
+    must be canonical msgpack (:func:`ledger.codec.decode` under ``limits``) of a map.
     ``on_start`` (if given) is called as soon as the first byte of the frame has arrived,
     before the rest of it is awaited: the transport starts the frame's deadline there.
 
     Raises :class:`TransportError` with code ``closed`` (end of stream, also mid-frame),
-    ``oversized`` (prefix over ``max_bytes``) or ``malformed`` (not msgpack, not canonical,
-    too deep, or not a map; ``reason`` holds the codec's code).
+    ``oversized`` (prefix over the limit), ``unauthenticated`` (a sealed body that does not
+    open) or ``malformed`` (not msgpack, not canonical, too deep, or not a map; ``reason``
+    holds the codec's code).
     """
     try:
         if on_start is None:
@@ -233,14 +325,17 @@ async def read_frame(
     except asyncio.IncompleteReadError:
         raise TransportError("the peer closed the connection", code="closed") from None
     (size,) = _LEN.unpack(head)
-    if size > max_bytes:
+    limit = max_bytes if channel is None else max_bytes + TAG_BYTES
+    if size > limit:
         raise TransportError(
-            f"frame of {size} bytes exceeds the limit of {max_bytes}", code="oversized", size=size, limit=max_bytes
+            f"frame of {size} bytes exceeds the limit of {limit}", code="oversized", size=size, limit=limit
         )
     try:
         body = await reader.readexactly(size)
     except asyncio.IncompleteReadError:
         raise TransportError("the peer closed the connection mid-frame", code="closed") from None
+    if channel is not None:
+        body = channel.open(body)
     try:
         msg = codec.decode(body, limits, max_bytes=max_bytes)
     except DecodeError as exc:
@@ -258,10 +353,11 @@ async def _write_frame(writer: asyncio.StreamWriter, msg: Mapping[str, Any]) -> 
 # --- the handshake -------------------------------------------------------------------------
 
 
-def hello_message(*, chain: str, genesis_hash: bytes, name: str, nonce: bytes) -> dict[str, Any]:
-    """The hello a node sends first (initiator) or in answer (responder)."""
+def hello_message(*, chain: str, genesis_hash: bytes, name: str, nonce: bytes, eph: bytes) -> dict[str, Any]:
+    """The hello a node sends first (initiator) or in answer (responder); ``eph`` is the
+    public half of its X25519 key for this connection."""
     return {"type": "hello", "v": PROTOCOL_VERSION, "chain": chain, "genesis": genesis_hash, "name": name,
-            "nonce": nonce}
+            "nonce": nonce, "eph": eph}
 
 
 def auth_message(sig: bytes) -> dict[str, Any]:
@@ -275,15 +371,18 @@ def handshake_signing_bytes(
     genesis_hash: bytes,
     initiator: str,
     initiator_nonce: bytes,
+    initiator_eph: bytes,
     responder: str,
     responder_nonce: bytes,
+    responder_eph: bytes,
     role: str,
 ) -> bytes:
     """The exact bytes a node signs to prove its key on one connection.
 
-    ``TAG_HANDSHAKE || 0x00 || canonical({chain, genesis, initiator, initiator_nonce,
-    responder, responder_nonce, role, v})``, where ``role`` is the signer's role
-    (``"initiator"`` or ``"responder"``).  Raises ``ValueError`` for another role.
+    ``TAG_HANDSHAKE || 0x00 || canonical({chain, genesis, initiator, initiator_eph,
+    initiator_nonce, responder, responder_eph, responder_nonce, role, v})``, where
+    ``role`` is the signer's role (``"initiator"`` or ``"responder"``).  Raises
+    ``ValueError`` for another role.
     """
     if role not in _ROLES:
         raise ValueError(f"role must be one of {_ROLES}, not {role!r}")
@@ -292,8 +391,10 @@ def handshake_signing_bytes(
         "genesis": genesis_hash,
         "initiator": initiator,
         "initiator_nonce": initiator_nonce,
+        "initiator_eph": initiator_eph,
         "responder": responder,
         "responder_nonce": responder_nonce,
+        "responder_eph": responder_eph,
         "role": role,
         "v": PROTOCOL_VERSION,
     }
@@ -316,7 +417,8 @@ def verify_handshake(alg: str, public_key: bytes, sig: bytes, **transcript: Any)
 
 @dataclass(frozen=True)
 class HandshakeResult:
-    """An authenticated connection: who the peer is and the transcript both sides signed."""
+    """An authenticated connection: who the peer is, the transcript both sides signed, and
+    the :class:`Channel` its frames are sealed with from now on."""
 
     peer: str
     initiator: str
@@ -324,28 +426,35 @@ class HandshakeResult:
     peer_nonce: bytes
     local_sig: bytes
     peer_sig: bytes
+    channel: Channel
 
 
-def _unverified_hello(msg: dict[str, Any], *, chain: str, genesis_hash: bytes) -> tuple[str, bytes]:
-    """Structure, chain and genesis of a peer's hello; returns the claimed ``(name, nonce)``.
+def _unverified_hello(msg: dict[str, Any], *, chain: str, genesis_hash: bytes) -> tuple[str, bytes, bytes]:
+    """Structure, chain and genesis of a peer's hello; returns the claimed ``(name, nonce,
+    eph)``.
 
     Raises :class:`TransportError` ``bad_hello``, ``wrong_version``, ``wrong_chain`` or
     ``wrong_genesis``.  The name is only a claim until the peer's signature checks out.
     """
-    if set(msg) != _HELLO_KEYS or msg["type"] != "hello":
+    if msg.get("type") != "hello":
         raise TransportError("expected a hello", code="bad_hello")
-    if msg["v"] != PROTOCOL_VERSION:
-        raise TransportError(f"unsupported protocol version {msg['v']!r}", code="wrong_version")
-    name, nonce = msg["name"], msg["nonce"]
+    if msg.get("v") != PROTOCOL_VERSION:  # before the fields: another version has others
+        raise TransportError(f"unsupported protocol version {msg.get('v')!r} (this node speaks "
+                             f"{PROTOCOL_VERSION})", code="wrong_version")
+    if set(msg) != _HELLO_KEYS:
+        raise TransportError("expected a hello", code="bad_hello")
+    name, nonce, eph = msg["name"], msg["nonce"], msg["eph"]
     if type(name) is not str or not 0 < len(name) <= MAX_NAME_CHARS:
         raise TransportError("hello name must be a short string", code="bad_hello")
     if type(nonce) is not bytes or len(nonce) != NONCE_BYTES:
         raise TransportError(f"hello nonce must be {NONCE_BYTES} bytes", code="bad_hello")
+    if type(eph) is not bytes or len(eph) != EPH_KEY_BYTES:
+        raise TransportError(f"hello eph must be {EPH_KEY_BYTES} bytes", code="bad_hello")
     if msg["chain"] != chain:
         raise TransportError("peer is on another chain", code="wrong_chain")
     if msg["genesis"] != genesis_hash:
         raise TransportError("peer has another genesis", code="wrong_genesis")
-    return name, nonce
+    return name, nonce, eph
 
 
 def _unverified_auth(msg: dict[str, Any]) -> bytes:
@@ -374,34 +483,43 @@ async def initiator_handshake(
     expected_peer: str,
     peer_key: tuple[str, bytes],
     nonce: bytes | None = None,
+    eph: X25519PrivateKey | None = None,
 ) -> HandshakeResult:
     """Run the dialling side of the handshake on a fresh connection.
 
     Sends our hello, checks the responder's hello (chain, genesis, and that it names
     ``expected_peer``), signs the transcript, and verifies the responder's signature under
-    ``peer_key`` = ``(alg, public_key)``.  ``nonce`` defaults to 32 fresh random bytes.
-    No timeout here: the caller bounds the whole exchange.
+    ``peer_key`` = ``(alg, public_key)``.  ``nonce`` defaults to 32 fresh random bytes and
+    ``eph`` (the X25519 key of this connection) to a fresh one; tests fix both.  No timeout
+    here: the caller bounds the whole exchange.
 
     Raises :class:`TransportError`: ``closed``, ``oversized``, ``malformed`` (framing),
     ``bad_hello``, ``wrong_version``, ``wrong_chain``, ``wrong_genesis``, ``unexpected_peer``,
     ``reflected_nonce``, ``bad_auth``, ``bad_signature``; ``OSError`` from the socket.
     """
     my_nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
-    await _write_frame(writer, hello_message(chain=chain, genesis_hash=genesis_hash, name=name, nonce=my_nonce))
-    peer, peer_nonce = _unverified_hello(await _read_handshake_frame(reader), chain=chain, genesis_hash=genesis_hash)
+    my_eph = X25519PrivateKey.generate() if eph is None else eph
+    my_eph_pub = my_eph.public_key().public_bytes_raw()
+    await _write_frame(writer, hello_message(chain=chain, genesis_hash=genesis_hash, name=name, nonce=my_nonce,
+                                             eph=my_eph_pub))
+    peer, peer_nonce, peer_eph = _unverified_hello(await _read_handshake_frame(reader), chain=chain,
+                                                   genesis_hash=genesis_hash)
     if peer != expected_peer:
         raise TransportError(f"dialled {expected_peer!r} but {peer!r} answered", code="unexpected_peer")
-    if peer_nonce == my_nonce:
+    if peer_nonce == my_nonce or peer_eph == my_eph_pub:
         raise TransportError("the peer reflected our nonce", code="reflected_nonce")
+    shared = _x25519(my_eph, peer_eph)
     transcript = {"chain": chain, "genesis_hash": genesis_hash, "initiator": name, "initiator_nonce": my_nonce,
-                  "responder": peer, "responder_nonce": peer_nonce}
+                  "initiator_eph": my_eph_pub, "responder": peer, "responder_nonce": peer_nonce,
+                  "responder_eph": peer_eph}
     my_sig = sign_handshake(signer, role="initiator", **transcript)
     await _write_frame(writer, auth_message(my_sig))
     peer_sig = _unverified_auth(await _read_handshake_frame(reader))
     alg, pub = peer_key
     if not verify_handshake(alg, pub, peer_sig, role="responder", **transcript):
         raise TransportError(f"{peer!r} did not prove its key", code="bad_signature")
-    return HandshakeResult(peer, name, my_nonce, peer_nonce, my_sig, peer_sig)
+    to_peer, from_peer = session_keys(shared, transcript)
+    return HandshakeResult(peer, name, my_nonce, peer_nonce, my_sig, peer_sig, Channel(to_peer, from_peer))
 
 
 async def responder_handshake(
@@ -414,35 +532,44 @@ async def responder_handshake(
     genesis_hash: bytes,
     known_keys: Mapping[str, tuple[str, bytes]],
     nonce: bytes | None = None,
+    eph: X25519PrivateKey | None = None,
 ) -> HandshakeResult:
     """Run the accepting side of the handshake on a fresh connection.
 
     Reads the initiator's hello and refuses it unless chain and genesis match and the
     claimed name is in ``known_keys`` (and is not ours); answers with our hello; verifies
     the initiator's signature under the key ``known_keys`` names; only then signs and
-    sends our own.  No timeout here: the caller bounds the whole exchange.
+    sends our own.  ``nonce`` and ``eph`` as for :func:`initiator_handshake`.  No timeout
+    here: the caller bounds the whole exchange.
 
     Raises :class:`TransportError`: ``closed``, ``oversized``, ``malformed``, ``bad_hello``,
     ``wrong_version``, ``wrong_chain``, ``wrong_genesis``, ``unknown_peer``,
     ``reflected_nonce``, ``bad_auth``, ``bad_signature``; ``OSError`` from the socket.
     """
-    peer, peer_nonce = _unverified_hello(await _read_handshake_frame(reader), chain=chain, genesis_hash=genesis_hash)
+    peer, peer_nonce, peer_eph = _unverified_hello(await _read_handshake_frame(reader), chain=chain,
+                                                   genesis_hash=genesis_hash)
     key = known_keys.get(peer)
     if key is None or peer == name:
         raise TransportError(f"no known node is called {peer!r}", code="unknown_peer")
     my_nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
     if peer_nonce == my_nonce:
         raise TransportError("the peer reflected our nonce", code="reflected_nonce")
-    await _write_frame(writer, hello_message(chain=chain, genesis_hash=genesis_hash, name=name, nonce=my_nonce))
+    my_eph = X25519PrivateKey.generate() if eph is None else eph
+    my_eph_pub = my_eph.public_key().public_bytes_raw()
+    shared = _x25519(my_eph, peer_eph)
+    await _write_frame(writer, hello_message(chain=chain, genesis_hash=genesis_hash, name=name, nonce=my_nonce,
+                                             eph=my_eph_pub))
     transcript = {"chain": chain, "genesis_hash": genesis_hash, "initiator": peer, "initiator_nonce": peer_nonce,
-                  "responder": name, "responder_nonce": my_nonce}
+                  "initiator_eph": peer_eph, "responder": name, "responder_nonce": my_nonce,
+                  "responder_eph": my_eph_pub}
     peer_sig = _unverified_auth(await _read_handshake_frame(reader))
     alg, pub = key
     if not verify_handshake(alg, pub, peer_sig, role="initiator", **transcript):
         raise TransportError(f"{peer!r} did not prove its key", code="bad_signature")
     my_sig = sign_handshake(signer, role="responder", **transcript)
     await _write_frame(writer, auth_message(my_sig))
-    return HandshakeResult(peer, peer, my_nonce, peer_nonce, my_sig, peer_sig)
+    from_peer, to_peer = session_keys(shared, transcript)
+    return HandshakeResult(peer, peer, my_nonce, peer_nonce, my_sig, peer_sig, Channel(to_peer, from_peer))
 
 
 # --- backoff -------------------------------------------------------------------------------
@@ -469,14 +596,16 @@ class PeerInfo:
 class _Conn:
     """One authenticated connection and its reader and writer tasks."""
 
-    __slots__ = ("closed", "established_at", "frame_deadline", "initiator", "peer", "reader", "reader_task",
-                 "watchdog", "writer", "writer_task")
+    __slots__ = ("channel", "closed", "established_at", "frame_deadline", "initiator", "peer", "reader",
+                 "reader_task", "watchdog", "writer", "writer_task")
 
     def __init__(
-        self, peer: str, initiator: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, now: float
+        self, peer: str, initiator: str, channel: Channel, reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter, now: float,
     ) -> None:
         self.peer = peer
         self.initiator = initiator
+        self.channel = channel
         self.reader = reader
         self.writer = writer
         self.established_at = now
@@ -930,7 +1059,7 @@ class Transport:
         if self._closing:
             _abort(writer)
             return
-        conn = _Conn(res.peer, res.initiator, reader, writer, self._clock())
+        conn = _Conn(res.peer, res.initiator, res.channel, reader, writer, self._clock())
         p = self._peers.get(res.peer)
         if p is None:
             p = self._peers[res.peer] = _Peer(None)
@@ -997,7 +1126,8 @@ class Transport:
         try:
             while True:
                 msg, size = await read_frame(
-                    conn.reader, max_bytes=self._max_frame, limits=self._decode_limits, on_start=frame_started
+                    conn.reader, max_bytes=self._max_frame, limits=self._decode_limits, on_start=frame_started,
+                    channel=conn.channel,
                 )
                 conn.frame_deadline = None  # between frames, and while delivering: no deadline
                 with self._stats_lock:
@@ -1012,6 +1142,8 @@ class Transport:
                 self._count("dropped_oversized")
             elif exc.code == "malformed":
                 self._count("dropped_malformed")
+            elif exc.code == "unauthenticated":
+                self._count("dropped_unauthenticated")
             log.debug("%s: closing the connection with %s: %s (%s)", self.me, conn.peer, exc.message, exc.code)
         except Exception as exc:
             self._count("connection_errors")
@@ -1055,11 +1187,13 @@ class Transport:
                     continue
                 batch: list[bytes] = []
                 total = 0
+                seal = conn.channel.seal
                 while p.queue and len(batch) < _WRITE_BATCH_FRAMES and total < _WRITE_BATCH_BYTES:
                     frame = p.queue.popleft()
                     p.queued_bytes -= len(frame)
-                    batch.append(frame)
-                    total += len(frame)
+                    sealed = seal(frame)
+                    batch.append(sealed)
+                    total += len(sealed)
                 conn.writer.writelines(batch)
                 await conn.writer.drain()
                 with self._stats_lock:

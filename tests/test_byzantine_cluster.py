@@ -61,9 +61,10 @@ from ledger.consensus.replica import proposal_bytes
 from ledger.errors import TransportError
 from ledger.genesis import Genesis, Params, Validator
 from ledger.limits import DEFAULT_LIMITS
-from node.transport import FRAME_DEPTH_ALLOWANCE, initiator_handshake, read_frame
+from node.transport import FRAME_DEPTH_ALLOWANCE, Channel, initiator_handshake, read_frame
 from signer import SoftwareSigner, generate, public_key_record, save_key_file
 from test_rejections_http import base, tampered
+from test_transport import SealingWriter
 
 pytestmark = pytest.mark.cluster
 
@@ -186,7 +187,7 @@ class Byzantine:
         self.net = net
         self.key = net.keys[BYZ]
         self.chain = net.genesis.chain
-        self.writers: dict[str, asyncio.StreamWriter] = {}
+        self.writers: dict[str, SealingWriter] = {}
         self.readers: dict[str, asyncio.Task[None]] = {}
         self.tips = dict.fromkeys(HONEST, 0)
         """Each honest node's committed height, as its status messages say."""
@@ -223,17 +224,17 @@ class Byzantine:
     # -- connections ------------------------------------------------------------------
     async def connect(self, n: str) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.net.p2p[n])
-        await asyncio.wait_for(initiator_handshake(
+        res = await asyncio.wait_for(initiator_handshake(
             reader, writer, name=BYZ, signer=self.key, chain=self.chain, genesis_hash=self.net.genesis.hash,
             expected_peer=n, peer_key=("ed25519", self.net.keys[n].public_key)), 5)
-        self.writers[n] = writer
-        self.readers[n] = asyncio.create_task(self.read(n, reader))
+        self.writers[n] = SealingWriter(writer, res.channel)
+        self.readers[n] = asyncio.create_task(self.read(n, reader, res.channel))
 
-    async def read(self, n: str, reader: asyncio.StreamReader) -> None:
+    async def read(self, n: str, reader: asyncio.StreamReader, channel: Channel) -> None:
         try:
             while True:
                 msg, _size = await read_frame(reader, max_bytes=DEFAULT_LIMITS.max_message_bytes,
-                                              limits=FRAME_LIMITS)
+                                              limits=FRAME_LIMITS, channel=channel)
                 self.on_message(n, msg)
         except (TransportError, OSError):
             return  # the node closed the link
@@ -432,7 +433,8 @@ class Byzantine:
                 self.invalid_given.add((n, h, r))
 
     async def cut_and_reconnect(self, n: str) -> None:
-        """A frame that is not canonical msgpack: the node must cut us; then we are back."""
+        """A frame that is not canonical msgpack (sealed, so it is read): the node must cut
+        us; then we are back."""
         self.cut_node = n
         self.writers[n].write(struct.pack(">I", len(NON_CANONICAL)) + NON_CANONICAL)
         await asyncio.wait_for(self.readers[n], 5)  # the node closed the link

@@ -7,7 +7,9 @@ handshake with the module's own helpers and then misbehave on purpose.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import os
 import queue
 import random
 import struct
@@ -23,7 +25,10 @@ from ledger.errors import DecodeError, TransportError
 from ledger.limits import Limits
 from node.faultproxy import FaultProxy
 from node.transport import (
+    EPH_KEY_BYTES,
     NONCE_BYTES,
+    TAG_BYTES,
+    Channel,
     Transport,
     TransportThread,
     auth_message,
@@ -33,6 +38,8 @@ from node.transport import (
     hello_message,
     initiator_handshake,
     read_frame,
+    responder_handshake,
+    session_keys,
     sign_handshake,
     verify_handshake,
 )
@@ -113,6 +120,45 @@ async def raw_handshake(port: int, name: str = "obs", signer: SoftwareSigner | N
     return reader, writer, res
 
 
+class SealingWriter:
+    """The writing half of a connection past the handshake, as the node's peer writes:
+    whole frames given to :meth:`write` (one or several back to back) are each sealed
+    with the connection's :class:`~node.transport.Channel`; :meth:`write_raw` sends bytes
+    as they are (part of a frame, a bare length prefix, or an attacker's bytes)."""
+
+    def __init__(self, writer: asyncio.StreamWriter, channel: Channel) -> None:
+        self.writer = writer
+        self.channel = channel
+
+    def seal(self, frames: bytes) -> bytes:
+        out, pos = [], 0
+        while pos < len(frames):
+            (n,) = struct.unpack_from(">I", frames, pos)
+            out.append(self.channel.seal(frames[pos:pos + 4 + n]))
+            pos += 4 + n
+        assert pos == len(frames), "write() takes whole frames"
+        return b"".join(out)
+
+    def write(self, frames: bytes) -> None:
+        self.writer.write(self.seal(frames))
+
+    def write_raw(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def drain(self) -> None:
+        await self.writer.drain()
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def is_closing(self) -> bool:
+        return self.writer.is_closing()
+
+    @property
+    def transport(self) -> asyncio.WriteTransport:
+        return self.writer.transport
+
+
 async def closed_by_peer(reader: asyncio.StreamReader, timeout: float = 2.0) -> bool:
     """Whether the other side closes the stream within ``timeout`` (data before EOF is skipped)."""
     deadline = time.monotonic() + timeout
@@ -151,11 +197,12 @@ def _nested(depth: int) -> dict[str, Any]:
 # --- pure helpers ---------------------------------------------------------------------------
 
 
-def test_handshake_signature_binds_names_nonces_and_role() -> None:
+def test_handshake_signature_binds_names_nonces_ephemeral_keys_and_role() -> None:
     k = KEYS["a"]
     n1, n2 = b"\x01" * NONCE_BYTES, b"\x02" * NONCE_BYTES
+    e1, e2 = b"\x03" * EPH_KEY_BYTES, b"\x04" * EPH_KEY_BYTES
     t: dict[str, Any] = {"chain": CHAIN, "genesis_hash": GENESIS, "initiator": "a", "initiator_nonce": n1,
-                         "responder": "b", "responder_nonce": n2}
+                         "initiator_eph": e1, "responder": "b", "responder_nonce": n2, "responder_eph": e2}
     sig = sign_handshake(k, role="initiator", **t)
     assert verify_handshake(k.alg, k.public_key, sig, role="initiator", **t)
     assert not verify_handshake(k.alg, k.public_key, sig, role="responder", **t)  # no reflection
@@ -163,8 +210,85 @@ def test_handshake_signature_binds_names_nonces_and_role() -> None:
     assert not verify_handshake(k.alg, k.public_key, sig, role="initiator", **{**t, "responder": "c"})
     assert not verify_handshake(k.alg, k.public_key, sig, role="initiator", **{**t, "chain": "other"})
     assert not verify_handshake(k.alg, k.public_key, sig, role="initiator", **{**t, "genesis_hash": b"\0" * 32})
+    # an on-path attacker's own ephemeral key in place of either side's
+    assert not verify_handshake(k.alg, k.public_key, sig, role="initiator", **{**t, "initiator_eph": e2})
+    assert not verify_handshake(k.alg, k.public_key, sig, role="initiator", **{**t, "responder_eph": e1})
     assert not verify_handshake(k.alg, k.public_key, sig, role="nobody", **t)
-    assert handshake_signing_bytes(role="responder", **t).startswith(b"lambtrace/handshake/v1\x00")
+    assert handshake_signing_bytes(role="responder", **t).startswith(b"lambtrace/handshake/v2\x00")
+
+
+def test_session_keys_differ_per_direction_and_per_transcript() -> None:
+    t: dict[str, Any] = {"chain": CHAIN, "genesis_hash": GENESIS, "initiator": "a", "initiator_nonce": b"\x01" * 32,
+                         "initiator_eph": b"\x03" * 32, "responder": "b", "responder_nonce": b"\x02" * 32,
+                         "responder_eph": b"\x04" * 32}
+    i2r, r2i = session_keys(b"s" * 32, t)
+    assert len(i2r) == len(r2i) == 32 and i2r != r2i
+    assert session_keys(b"s" * 32, t) == (i2r, r2i)  # both sides derive the same
+    assert session_keys(b"t" * 32, t)[0] != i2r  # another shared secret
+    assert session_keys(b"s" * 32, {**t, "responder_nonce": b"\x05" * 32})[0] != i2r  # another connection
+
+
+def test_a_hello_of_another_version_or_with_a_weak_ephemeral_key_is_refused() -> None:
+    """A version-1 node (no ``eph``) is told apart from a broken hello, and an ephemeral
+    key of small order (whose shared secret would be all zero, and the frame keys public)
+    is refused before anything is signed."""
+
+    async def responder_sees(hello: dict[str, Any]) -> str:
+        reader = asyncio.StreamReader()
+        reader.feed_data(encode_frame(hello))
+        reader.feed_eof()
+
+        class Sink:
+            def write(self, data: bytes) -> None:
+                sent.append(data)
+
+            async def drain(self) -> None:
+                return None
+
+        sent: list[bytes] = []
+        with pytest.raises(TransportError) as e:
+            await responder_handshake(reader, Sink(), name="a", signer=KEYS["a"],  # type: ignore[arg-type]
+                                      chain=CHAIN, genesis_hash=GENESIS, known_keys=KNOWN)
+        assert sent == []  # refused before its own hello, let alone a signature
+        return e.value.code
+
+    good = hello_message(chain=CHAIN, genesis_hash=GENESIS, name="obs", nonce=b"\x01" * NONCE_BYTES,
+                         eph=os.urandom(EPH_KEY_BYTES))
+    v1 = {k: v for k, v in good.items() if k != "eph"} | {"v": 1}
+    assert asyncio.run(responder_sees(v1)) == "wrong_version"
+    assert asyncio.run(responder_sees({**good, "eph": b"\x00" * EPH_KEY_BYTES})) == "bad_hello"  # small order
+    assert asyncio.run(responder_sees({**good, "eph": b"\x01" * 31})) == "bad_hello"
+    assert asyncio.run(responder_sees({k: v for k, v in good.items() if k != "eph"})) == "bad_hello"
+
+
+def test_a_channel_opens_only_the_next_frame_sealed_for_it() -> None:
+    i2r, r2i = session_keys(b"s" * 32, {"chain": CHAIN, "genesis_hash": GENESIS, "initiator": "a",
+                                        "initiator_nonce": b"\x01" * 32, "initiator_eph": b"\x03" * 32,
+                                        "responder": "b", "responder_nonce": b"\x02" * 32,
+                                        "responder_eph": b"\x04" * 32})
+    a, b = Channel(i2r, r2i), Channel(r2i, i2r)
+    frames = [encode_frame({"n": n}) for n in range(3)]
+    sealed = [a.seal(f) for f in frames]
+    for f, w in zip(frames, sealed, strict=True):
+        assert struct.unpack(">I", w[:4])[0] == len(w) - 4 == len(f) - 4 + TAG_BYTES
+        assert f[4:] not in w  # not readable on the wire
+    assert b.open(sealed[0][4:]) == frames[0][4:]
+
+    def refused(ch: Channel, body: bytes) -> None:
+        with pytest.raises(TransportError) as e:
+            ch.open(body)
+        assert e.value.code == "unauthenticated"
+
+    refused(b, sealed[0][4:])  # replayed
+    refused(b, sealed[2][4:])  # one skipped (dropped on the way)
+    flipped = bytearray(sealed[1][4:])
+    flipped[0] ^= 1
+    refused(b, bytes(flipped))  # tampered with
+    refused(b, a.seal(frames[1])[4:][:-1])  # cut short
+    refused(a, sealed[0][4:])  # a's own frame reflected back to it
+    assert b.open(sealed[1][4:]) == frames[1][4:]  # refused frames did not advance b's count
+    assert a.open(b.seal(frames[2])[4:]) == frames[2][4:]  # nor a's
+
 
 
 def test_backoff_doubles_to_the_cap_with_jitter() -> None:
@@ -288,7 +412,7 @@ def test_handshake_refusals_are_counted_and_the_node_keeps_serving() -> None:
         await until(lambda: "obs" not in a.t.connected(), "the observer gone")
         reader, writer = await open_raw(a.port)
         writer.write(encode_frame(hello_message(chain=CHAIN, genesis_hash=GENESIS, name="obs",
-                                                nonce=res.local_nonce)))
+                                                nonce=res.local_nonce, eph=os.urandom(EPH_KEY_BYTES))))
         their_hello, _ = await read_frame(reader, max_bytes=1024)
         assert their_hello["nonce"] != res.peer_nonce
         writer.write(encode_frame(auth_message(res.local_sig)))  # replayed
@@ -342,20 +466,20 @@ def test_bad_frames_are_dropped_counted_and_cut() -> None:
         await until(lambda: "b" in a.t.connected(), "b connected")
 
         # A frame exactly at the limit is fine.
-        reader, writer, _ = await raw_handshake(a.port)
+        reader, writer, res = await raw_handshake(a.port)
         pad = limit - len(codec.encode({"p": b"x" * 1000})) + 1000
         assert len(codec.encode({"p": b"x" * pad})) == limit
-        writer.write(encode_frame({"p": b"x" * pad}) + encode_frame({"n": 1}))
+        writer.write(res.channel.seal(encode_frame({"p": b"x" * pad})) + res.channel.seal(encode_frame({"n": 1})))
         await until(lambda: len(a.got("obs")) == 2, "frames at the limit")
 
         # One byte over: the prefix alone gets the connection cut, the body is never awaited.
-        writer.write(struct.pack(">I", limit + 1))
+        writer.write(struct.pack(">I", limit + TAG_BYTES + 1))
         assert await closed_by_peer(reader)
         await until(lambda: a.t.stats["dropped_oversized"] == 1, "the oversized frame counted")
 
         for i, body in enumerate(bad_bodies.values(), start=1):
-            reader, writer, _ = await raw_handshake(a.port)
-            writer.write(struct.pack(">I", len(body)) + body)
+            reader, writer, res = await raw_handshake(a.port)
+            writer.write(res.channel.seal(struct.pack(">I", len(body)) + body))
             assert await closed_by_peer(reader), i
 
             def counted(i: int = i) -> bool:
@@ -368,6 +492,89 @@ def test_bad_frames_are_dropped_counted_and_cut() -> None:
         b.t.send("a", {"ok": 1})
         await until(lambda: {"ok": 1} in a.got("b"), "a serving b after the garbage")
         assert a.t.stats["handshake_failed"] == 0
+        assert a.t.stats["dropped_unauthenticated"] == 0
+        await close(a, b)
+
+    asyncio.run(main())
+
+
+def test_frames_the_peer_did_not_seal_are_dropped_counted_and_cut() -> None:
+    """After the handshake only frames sealed by the authenticated peer, in order, are read:
+    an on-path attacker who let a genuine handshake through can inject, replay, skip or
+    alter nothing.  Each such frame ends the connection, is counted, and is never delivered."""
+
+    async def main() -> None:
+        a = Node("a")
+        await start(a)
+        _r, _w, other = await raw_handshake(a.port, "c")  # another connection's channel
+
+        def tampered(ch: Channel) -> bytes:
+            sealed = bytearray(ch.seal(encode_frame({"injected": 1})))
+            sealed[-1] ^= 1
+            return bytes(sealed)
+
+        def replayed(ch: Channel) -> bytes:
+            genuine = ch.seal(encode_frame({"genuine": 1}))
+            return genuine + genuine  # the first is delivered, its copy is not
+
+        def skipped(ch: Channel) -> bytes:
+            ch.seal(encode_frame({"genuine": 2}))  # sealed, never sent
+            return ch.seal(encode_frame({"injected": 2}))
+
+        attacks: dict[str, Callable[[Channel], bytes]] = {
+            "plain": lambda ch: encode_frame({"injected": 3}),
+            "replayed": replayed,
+            "skipped": skipped,
+            "tampered": tampered,
+            "another connection's": lambda ch: other.channel.seal(encode_frame({"injected": 4})),
+        }
+        for i, (what, attack) in enumerate(attacks.items(), start=1):
+            reader, writer, res = await raw_handshake(a.port, "obs")
+            writer.write(attack(res.channel))
+            assert await closed_by_peer(reader), what
+
+            def counted(i: int = i) -> bool:
+                return a.t.stats["dropped_unauthenticated"] == i
+
+            await until(counted, f"the {what} frame counted")
+        assert a.got("obs") == [{"genuine": 1}] and a.got("c") == []
+        assert a.t.stats["dropped_malformed"] == 0
+        await close(a)
+
+    asyncio.run(main())
+
+
+def test_nothing_a_node_sends_is_readable_on_the_wire() -> None:
+    """A relay between two nodes records every byte both ways: the handshake's names are
+    there, the messages that follow are not (they are sealed)."""
+
+    async def main() -> None:
+        a, b = Node("a"), Node("b")
+        await start(a, b)
+        wire = bytearray()
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await src.read(65536):
+                    wire.extend(data)
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", b.port)
+            await asyncio.gather(pump(reader, up_w), pump(up_r, writer))
+
+        server = await asyncio.start_server(relay, "127.0.0.1", 0)
+        a.t.add_peer("b", "127.0.0.1", server.sockets[0].getsockname()[1])
+        await until(lambda: a.t.connected() == {"b"}, "a linked to b through the relay")
+        secret = b"carcass car-152523-01-2026-00000997"
+        a.t.send("b", {"note": secret})
+        b.t.send("a", {"note": secret[::-1]})
+        await until(lambda: {"note": secret} in b.got("a") and {"note": secret[::-1]} in a.got("b"), "delivery")
+        assert b"hello" in wire and b"auth" in wire  # the relay saw the handshake, which is in the clear
+        assert secret not in wire and secret[::-1] not in wire and b"note" not in wire
+        server.close()
         await close(a, b)
 
     asyncio.run(main())
@@ -438,11 +645,17 @@ def test_faultproxy_cut_heal_delay_and_drop() -> None:
             await asyncio.sleep(0.3)
             assert not any("lost" in m for m in b.got("a"))
             proxy.drop_rate(0.0)
+            # Frames are sealed in sequence: b notices the three missing before the next and
+            # cuts the link (no stream loses frames in its middle but an attacker's); a
+            # dials again and what it sends then arrives.
+            connections = proxy.stats["connections"]
             a.t.send("b", {"n": 4})
-            await until(lambda: {"n": 4} in b.got("a"), "delivery after dropping stops")
-            assert a.t.connected() == {"b"}  # frames were lost, the connection was not
-            stats = proxy.stats
-            assert stats["units_dropped"] == 3 and stats["connections"] >= 2
+            await until(lambda: b.t.stats["dropped_unauthenticated"] == 1, "the gap noticed")
+            await until(lambda: proxy.stats["connections"] > connections and a.t.connected() == {"b"},
+                        "linked again")
+            a.t.send("b", {"n": 5})
+            await until(lambda: {"n": 5} in b.got("a"), "delivery after dropping stops")
+            assert proxy.stats["units_dropped"] == 3
         await close(a, b)
 
     asyncio.run(main())

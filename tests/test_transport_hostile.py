@@ -34,10 +34,10 @@ from ledger import codec
 from ledger.blocks.certificate import vote_bytes
 from ledger.consensus.replica import MAX_SYNC_BATCH, SYNC_IN_FLIGHT_MS
 from ledger.genesis import Genesis, Params, Validator
-from node.transport import FRAME_COMPLETE_TIMEOUT_ENV, hello_message, initiator_handshake
+from node.transport import FRAME_COMPLETE_TIMEOUT_ENV, TAG_BYTES, hello_message, initiator_handshake
 from signer import SoftwareSigner, generate, public_key_record, save_key_file
 from test_rejections_http import base
-from test_transport import Node, close, closed_by_peer, raw_handshake, start, until
+from test_transport import Node, SealingWriter, close, closed_by_peer, raw_handshake, start, until
 
 pytestmark = pytest.mark.cluster
 
@@ -139,20 +139,21 @@ class HostileNet:
             (self.fds(), fds, self.threads(), threads)
 
     async def handshake(self, name: str = "mallory", *, rcvbuf: int | None = None
-                        ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """A connection that has passed the handshake as ``name``; ``rcvbuf`` sets the
-        socket's receive buffer first (a small one makes a peer that stops reading stall
-        the node's sends sooner)."""
+                        ) -> tuple[asyncio.StreamReader, SealingWriter]:
+        """A connection that has passed the handshake as ``name``, with a writer that seals
+        frames as a peer must; ``rcvbuf`` sets the socket's receive buffer first (a small
+        one makes a peer that stops reading stall the node's sends sooner).  What the node
+        sends is read raw (sealed), as these tests only look for its closing the link."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", self.p2p))
         reader, writer = await asyncio.open_connection(sock=sock)
-        await initiator_handshake(reader, writer, name=name, signer=self.keys[name], chain=self.genesis.chain,
-                                  genesis_hash=self.genesis.hash, expected_peer="league",
-                                  peer_key=("ed25519", self.league.public_key))
-        return reader, writer
+        res = await initiator_handshake(reader, writer, name=name, signer=self.keys[name],
+                                        chain=self.genesis.chain, genesis_hash=self.genesis.hash,
+                                        expected_peer="league", peer_key=("ed25519", self.league.public_key))
+        return reader, SealingWriter(writer, res.channel)
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -171,13 +172,14 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileNet]:
     n.close()
 
 
-async def each_closed(inputs: list[bytes], connect: Any) -> list[bool]:
-    """For each input, a new connection (``await connect()``) that sends it: whether the node
-    then closed it within the time :func:`closed_by_peer` allows."""
+async def each_closed(inputs: list[bytes], connect: Any, *, raw: bool = False) -> list[bool]:
+    """For each input, a new connection (``await connect()``) that sends it (``raw``: as it
+    is, past a :class:`SealingWriter`): whether the node then closed it within the time
+    :func:`closed_by_peer` allows."""
     out = []
     for data in inputs:
         reader, writer = await connect()
-        writer.write(data)
+        (writer.write_raw if raw else writer.write)(data)
         await writer.drain()
         out.append(await closed_by_peer(reader, 3.0))
         writer.close()
@@ -193,7 +195,8 @@ def test_garbage_before_the_handshake_is_refused_and_counted(net: HostileNet) ->
     chain, genesis = net.genesis.chain, net.genesis.hash
 
     def hello(name: str, **kw: Any) -> bytes:
-        return frame({**hello_message(chain=chain, genesis_hash=genesis, name=name, nonce=os.urandom(32)), **kw})
+        return frame({**hello_message(chain=chain, genesis_hash=genesis, name=name, nonce=os.urandom(32),
+                                      eph=os.urandom(32)), **kw})
 
     inputs = [
         os.urandom(4096),
@@ -218,7 +221,8 @@ def test_garbage_before_the_handshake_is_refused_and_counted(net: HostileNet) ->
 
 def test_bad_frames_after_the_handshake_are_dropped_counted_and_cut(net: HostileNet) -> None:
     fds, threads = net.fds(), net.threads()
-    oversized = [struct.pack(">I", 16 * 1024 * 1024 + 1)]
+    oversized = [struct.pack(">I", 16 * 1024 * 1024 + TAG_BYTES + 1)]
+    unsealed = [frame({"t": "status", "chain": net.genesis.chain, "height": 1}), raw_frame(os.urandom(60))]
     malformed = [
         b"\x00\x00\x00\x00",  # a zero length prefix: an empty body is not a map
         raw_frame(b"\x81\xa1t\xd9\x04vote"),  # str8 where fixstr is canonical
@@ -232,9 +236,11 @@ def test_bad_frames_after_the_handshake_are_dropped_counted_and_cut(net: Hostile
     ]
 
     before = net.transport()
-    assert all(asyncio.run(each_closed(oversized + malformed, net.handshake)))
+    assert all(asyncio.run(each_closed(oversized + unsealed, net.handshake, raw=True)))
+    assert all(asyncio.run(each_closed(malformed, net.handshake)))  # sealed as the peer would
     after = net.transport()
     assert delta(after, before, "dropped_oversized") == len(oversized)
+    assert delta(after, before, "dropped_unauthenticated") == len(unsealed)
     assert delta(after, before, "dropped_malformed") == len(malformed)
     net.assert_healthy(fds, threads)
 
@@ -313,10 +319,11 @@ def test_a_peer_that_stalls_mid_frame_is_cut_after_the_deadline(net: HostileNet)
         idle_writer.write(frame({"t": "status", "chain": chain, "height": net.status()["height"]}))
         await idle_writer.drain()  # a complete frame, then nothing
         cut, took = [], []
-        for part in (whole[: len(whole) // 2], whole[:2]):
+        for half in (True, False):
             reader, writer = await net.handshake("mallory")
             began = time.monotonic()
-            writer.write(part)
+            sealed = writer.seal(whole)
+            writer.write_raw(sealed[: len(sealed) // 2] if half else sealed[:2])
             await writer.drain()
             cut.append(await closed_by_peer(reader, STALL_S + 5))
             took.append(time.monotonic() - began)
@@ -344,17 +351,17 @@ def test_the_frame_deadline_spares_slow_but_timely_frames_and_idle_links() -> No
         a = Node("a", frame_complete_timeout_s=0.4)
         await start(a)
         try:
-            idle_reader, idle_writer, _ = await raw_handshake(a.port, "obs")
-            idle_writer.write(encode(0))
+            idle_reader, idle_writer, idle = await raw_handshake(a.port, "obs")
+            idle_writer.write(idle.channel.seal(encode(0)))
             await until(lambda: len(a.got("obs")) == 1, "the idle link's frame")
 
-            reader, writer, _ = await raw_handshake(a.port, "c")
-            slow = encode(1)
+            reader, writer, res = await raw_handshake(a.port, "c")
+            slow = res.channel.seal(encode(1))
             for piece in (slow[:1], slow[1:3], slow[3:10], slow[10:]):  # 0.15 s in all
                 await asyncio.sleep(0.05)
                 writer.write(piece)
             await until(lambda: msg(1) in a.got("c"), "the slow frame")
-            writer.write(encode(2)[:-1])  # all but its last byte
+            writer.write(res.channel.seal(encode(2))[:-1])  # all but its last byte
             assert await closed_by_peer(reader, 2.0)
             assert a.t.stats["dropped_stalled"] == 1
             assert a.got("c") == [msg(1)]
@@ -362,7 +369,7 @@ def test_the_frame_deadline_spares_slow_but_timely_frames_and_idle_links() -> No
             await asyncio.sleep(1.2)  # three deadlines
             assert "obs" in a.t.connected()
             assert not await closed_by_peer(idle_reader, 0.1)
-            idle_writer.write(encode(3))
+            idle_writer.write(idle.channel.seal(encode(3)))
             await until(lambda: len(a.got("obs")) == 2, "a frame after the idle time")
             assert a.t.stats["dropped_stalled"] == 1
         finally:

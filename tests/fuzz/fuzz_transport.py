@@ -8,7 +8,10 @@ raw bytes (put on the wire as they are, length prefix included) or a value (fram
 * mode 0: :func:`node.transport.responder_handshake` (the node accepts a connection);
   mode 1: :func:`node.transport.initiator_handshake` (the node dialled ``v1``); mode 2
   skips the handshake (``sender`` is the authenticated peer);
-* then, as the transport's read loop, :func:`node.transport.read_frame` per frame and
+* then, as the transport's read loop, :func:`node.transport.read_frame` per frame (after a
+  handshake, the frames after hello and auth are sealed as that peer would seal them, with
+  the node's fixed ephemeral key :data:`EPH_ME`; a frame given as raw bytes is put on the
+  wire unsealed, which the node must refuse) and
   the consensus driver's ``_handle`` (``node/consensus.py``) for each message: relayed
   events are admitted (``Node.submit_leaves``), everything else goes to the
   :class:`~ledger.consensus.replica.Replica` of a four-validator chain (tests/fuzz/_net.py);
@@ -46,6 +49,7 @@ import _harness
 with _harness.instrumented():
     import _net
     import msgpack
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
     from ledger import codec
     from ledger.errors import DecodeError, TransportError
@@ -55,7 +59,12 @@ with _harness.instrumented():
 
 NONCE_INITIATOR = b"\x11" * 32
 NONCE_RESPONDER = b"\x22" * 32
-FRAME_CODES = {"closed", "oversized", "malformed"}
+EPH_ME = X25519PrivateKey.from_private_bytes(b"\x33" * 32)
+"""The node's ephemeral key in every harnessed handshake, so inputs replay exactly."""
+EPH_ME_PUB = EPH_ME.public_key().public_bytes_raw()
+EPH_PEER_PUB = X25519PrivateKey.from_private_bytes(b"\x44" * 32).public_key().public_bytes_raw()
+"""The ephemeral key in the seeds' hellos."""
+FRAME_CODES = {"closed", "oversized", "malformed", "unauthenticated"}
 HANDSHAKE_CODES = FRAME_CODES | {"bad_hello", "wrong_version", "wrong_chain", "wrong_genesis", "unknown_peer",
                                  "unexpected_peer", "reflected_nonce", "bad_auth", "bad_signature"}
 MAX_TIMERS = 64
@@ -74,9 +83,37 @@ class _Writer:
         return None
 
 
-def wire(frames: list[Any]) -> bytes:
+def _transcript(mode: int, hello: dict[str, Any]) -> dict[str, Any]:
+    """The transcript of a handshake in ``mode`` with the peer whose hello is ``hello``."""
+    g = _net.genesis()
+    peer = {"name": hello.get("name"), "nonce": hello.get("nonce"), "eph": hello.get("eph")}
+    me = {"name": _net.ME, "nonce": NONCE_RESPONDER if mode == 0 else NONCE_INITIATOR, "eph": EPH_ME_PUB}
+    ini, res = (peer, me) if mode == 0 else (me, peer)
+    return {"chain": g.chain, "genesis_hash": g.hash, "initiator": ini["name"], "initiator_nonce": ini["nonce"],
+            "initiator_eph": ini["eph"], "responder": res["name"], "responder_nonce": res["nonce"],
+            "responder_eph": res["eph"]}
+
+
+def _peer_channel(mode: int, frames: list[Any]) -> T.Channel | None:
+    """The channel of the peer in a handshake of ``mode`` whose first frame is its hello
+    (``None`` when the hello cannot lead to one)."""
+    hello = frames[0] if frames else None
+    if mode not in (0, 1) or type(hello) is not dict or type(hello.get("eph")) is not bytes \
+            or len(hello["eph"]) != T.EPH_KEY_BYTES:
+        return None
+    try:
+        shared = EPH_ME.exchange(X25519PublicKey.from_public_bytes(hello["eph"]))
+        i2r, r2i = T.session_keys(shared, _transcript(mode, hello))
+    except (ValueError, TypeError, DecodeError):
+        return None
+    return T.Channel(i2r, r2i) if mode == 0 else T.Channel(r2i, i2r)
+
+
+def wire(frames: list[Any], mode: int = 2) -> bytes:
+    """The bytes a peer puts on the wire: frames after hello and auth sealed in modes 0 and 1."""
+    channel = _peer_channel(mode, frames)
     out = bytearray()
-    for f in frames:
+    for i, f in enumerate(frames):
         if type(f) is bytes:
             out += f
             continue
@@ -84,7 +121,8 @@ def wire(frames: list[Any]) -> bytes:
             body = codec.encode(f)
         except DecodeError:
             body = msgpack.packb(f, use_bin_type=True)
-        out += struct.pack(">I", len(body)) + body
+        frame = struct.pack(">I", len(body)) + body
+        out += channel.seal(frame) if channel is not None and i >= 2 else frame
     return bytes(out)
 
 
@@ -99,22 +137,24 @@ async def _session(mode: int, sender: str, data: bytes, deliver: Any) -> None:
         if mode == 0:
             res = await T.responder_handshake(reader, writer, name=_net.ME, signer=_net.signer(_net.ME),
                                               chain=g.chain, genesis_hash=g.hash, known_keys=_net.known_keys(),
-                                              nonce=NONCE_RESPONDER)
+                                              nonce=NONCE_RESPONDER, eph=EPH_ME)
             peer = res.peer
         elif mode == 1:
             res = await T.initiator_handshake(reader, writer, name=_net.ME, signer=_net.signer(_net.ME),
                                               chain=g.chain, genesis_hash=g.hash, expected_peer="v1",
-                                              peer_key=_net.known_keys()["v1"], nonce=NONCE_INITIATOR)
+                                              peer_key=_net.known_keys()["v1"], nonce=NONCE_INITIATOR,
+                                              eph=EPH_ME)
             peer = res.peer
     except TransportError as exc:
         if exc.code not in HANDSHAKE_CODES:
             raise _harness.Finding(f"handshake failed with an undocumented code {exc.code!r}") from exc
         return
     limits = T.replace(DEFAULT_LIMITS, max_depth=DEFAULT_LIMITS.max_depth + T.FRAME_DEPTH_ALLOWANCE)
+    channel = res.channel if mode in (0, 1) else None
     while True:
         try:
             msg, _size = await T.read_frame(reader, max_bytes=DEFAULT_LIMITS.max_message_bytes, limits=limits,
-                                            on_start=lambda: None)
+                                            on_start=lambda: None, channel=channel)
         except TransportError as exc:
             if exc.code not in FRAME_CODES:
                 raise _harness.Finding(f"read_frame failed with an undocumented code {exc.code!r}") from exc
@@ -143,7 +183,7 @@ def run_input(value: Any) -> _net.Replicated:
     frames = value.get("frames")
     if type(frames) is not list:
         return r
-    asyncio.run(_session(mode % 3, sender, wire(frames), deliver))
+    asyncio.run(_session(mode % 3, sender, wire(frames, mode % 3), deliver))
     for _ in range(MAX_TIMERS):  # the timers the replica set, in order
         if not driver._timers:
             break
@@ -176,19 +216,14 @@ def _resign(value: Any, rng: random.Random) -> Any:
     if type(value) is not dict or type(value.get("frames")) is not list:
         return value
     frames = value["frames"]
-    g = _net.genesis()
     mode = value.get("mode")
     if mode in (0, 1) and len(frames) >= 2 and type(frames[0]) is dict and type(frames[1]) is dict \
             and rng.random() < 0.8:
         hello, name, nonce = frames[0], frames[0].get("name"), frames[0].get("nonce")
-        if type(name) is str and name in _net.known_keys() and type(nonce) is bytes and hello.get("type") == "hello":
-            if mode == 0:
-                t = {"initiator": name, "initiator_nonce": nonce, "responder": _net.ME,
-                     "responder_nonce": NONCE_RESPONDER, "role": "initiator"}
-            else:
-                t = {"initiator": _net.ME, "initiator_nonce": NONCE_INITIATOR, "responder": name,
-                     "responder_nonce": nonce, "role": "responder"}
-            sig = T.sign_handshake(_net.signer(name), chain=g.chain, genesis_hash=g.hash, **t)
+        if type(name) is str and name in _net.known_keys() and type(nonce) is bytes and hello.get("type") == "hello" \
+                and type(hello.get("eph")) is bytes:
+            role = "initiator" if mode == 0 else "responder"
+            sig = T.sign_handshake(_net.signer(name), role=role, **_transcript(mode, hello))
             frames[1] = {**frames[1], "sig": sig}
     for i, f in enumerate(frames):
         if type(f) is not dict or rng.random() < 0.2:
@@ -202,7 +237,7 @@ def _resign(value: Any, rng: random.Random) -> Any:
 
 def _hello(name: str, nonce: bytes) -> dict[str, Any]:
     g = _net.genesis()
-    return T.hello_message(chain=g.chain, genesis_hash=g.hash, name=name, nonce=nonce)
+    return T.hello_message(chain=g.chain, genesis_hash=g.hash, name=name, nonce=nonce, eph=EPH_PEER_PUB)
 
 
 def height_one() -> list[dict[str, Any]]:
@@ -256,7 +291,7 @@ def _dictionary() -> list[Any]:
     value, payload = _net.block_one()
     return [*_net.NAMES, "obs", _net.CHAIN, "proposal", "vote", "prevote", "precommit", "status", "sync_req",
             "commit", "events", "hello", "auth", value, payload, payload["header"], *_net.enrol_leaves(), -1, 0, 1,
-            2, 3, 63, 64, 65, NONCE_INITIATOR, NONCE_RESPONDER, _net.genesis().hash]
+            2, 3, 63, 64, 65, NONCE_INITIATOR, NONCE_RESPONDER, EPH_PEER_PUB, _net.genesis().hash]
 
 
 MUTATOR = _harness.Mutator(dictionary=_dictionary(), post=_resign, canonical_share=1.0, byte_share=0.03)
