@@ -341,6 +341,32 @@ def test_label_proof_needs_no_scan(seasoned: tuple[ApiWorld, dict[str, Any]]) ->
                              proof, head["log_root"])
 
 
+def test_label_proof_scans_for_events_its_index_cannot_place(seasoned: tuple[ApiWorld, dict[str, Any]],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the event index does not place the event a key or tag-range record names (an
+    index lost or cut short), the prover finds it by scanning the blocks of the record's
+    time, and the bundle is the one the index gives; with scanning bounded to nothing it
+    names what it could not find in ``gaps`` instead of leaving it out silently."""
+    from api.proofs import LabelProver, ProofOptions
+
+    w, _ids = seasoned
+    indexed = LabelProver(w.store).bundle("l-0001")
+    located: list[bytes] = []
+
+    def unplaced(event_id: bytes, **_kw: Any) -> None:
+        located.append(event_id)
+        return None
+
+    monkeypatch.setattr(w.store, "event_location", unplaced)
+    scanned = LabelProver(w.store).bundle("l-0001")
+    assert located  # the index was asked, and placed nothing
+    assert scanned == indexed
+    blind = LabelProver(w.store, options=ProofOptions(max_scan_leaves=0)).bundle("l-0001")
+    kinds = {g["kind"] for g in blind["gaps"]}
+    assert {"key", "tags.issue"} <= kinds, blind["gaps"]
+    assert len(blind["events"]) < len(indexed["events"])
+
+
 def test_consistency_and_inclusion_proofs(seasoned: tuple[ApiWorld, dict[str, Any]]) -> None:
     w, ids = seasoned
     heads: list[Header] = ids["headers"]
