@@ -27,6 +27,7 @@ from lambtrace.config import genesis_to_json
 from ledger import codec
 from ledger.blocks.builder import assemble_block, build_block
 from ledger.blocks.certificate import sign_commit
+from ledger.errors import LedgerError
 from ledger.events import parse_unverified
 from ledger.rules import Applied
 from node.kv import LevelKV, MemoryKV
@@ -135,6 +136,38 @@ def test_pure_driver_with_and_without_an_executor(chain: Chain) -> None:
         rep = audit_chain(raw_blocks(store), chain.w.genesis, executor=ex, batch_sigs=3,
                           node_state_hash=lambda h: store.state_hash())
         assert rep.intact and rep.events == store.log_size, rep.failure
+
+
+def test_trusted_checkpoints_the_chain_must_pass_through(chain: Chain) -> None:
+    """``trusted`` (a witness's checkpoints): the audit fails at a height whose block is not
+    the trusted one, and when the chain served ends before a trusted height (a node that
+    lost or hides its newer blocks); the node's state hash, if it cannot be read, is a
+    note, not a verdict."""
+    store, g = chain.store, chain.w.genesis
+    top = store.height
+    mid = store.header(top // 2 + 1)
+    assert mid is not None and top >= 2
+    through = audit_chain(raw_blocks(store), g, trusted=[(mid.height, mid.hash), (top, store.last_hash)])
+    assert through.intact, through.failure
+
+    other = audit_chain(raw_blocks(store), g, trusted=[(mid.height, bytes(32))])
+    assert other.failure is not None
+    assert (other.failure["code"], other.failure["height"]) == ("checkpoint_mismatch", mid.height)
+
+    short = audit_chain(raw_blocks(store), g, trusted=[(top + 3, bytes(32))])
+    assert short.failure is not None
+    assert (short.failure["code"], short.failure["height"]) == ("checkpoint_mismatch", top + 3)
+    assert f"ends at {top}" in short.failure["message"]
+
+    def unreadable(_height: int) -> bytes:
+        raise LedgerError("the node's store is busy", code="storage_unavailable")
+
+    noted = audit_chain(raw_blocks(store), g, node_state_hash=unreadable)
+    assert noted.intact and any("storage_unavailable" in n for n in noted.notes), noted.notes
+    unknown = audit_chain(raw_blocks(store), g, node_state_hash=lambda _h: None)
+    assert unknown.intact and any("not available" in n for n in unknown.notes), unknown.notes
+    wrong = audit_chain(raw_blocks(store), g, node_state_hash=lambda _h: bytes(32))
+    assert wrong.failure is not None and (wrong.failure["code"], wrong.failure["height"]) == ("state_mismatch", top)
 
 
 def corrupt(directory: Path, key: bytes, pos: int, mask: int = 0x01) -> None:
