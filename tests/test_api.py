@@ -266,6 +266,26 @@ def test_recall_shows_on_tag_and_label() -> None:
     assert tag["events"][-1]["kind"] == "recall"
 
 
+def test_recalls_of_the_lamb_and_of_its_carcass_show_on_tag_and_label() -> None:
+    """A recall of the lamb itself or of its carcass reaches every label cut from it, and
+    the tag lists each recall with what it targeted: the lamb's, then the carcass's."""
+    w = ApiWorld(MemoryKV())
+    w.season()
+    carcass = w.get("/v1/labels/l-0001")["carcass"]
+    w.submit([w.ev("recall", OFFICE, {"targets": [{"type": "carcass", "id": carcass}], "reason": "兽药残留"})])
+    w.commit()
+    w.submit([w.ev("recall", OFFICE, {"targets": [{"type": "lamb", "id": TAG_A}], "reason": "来源不明"})])
+    w.commit()
+    tag = w.get(f"/v1/tags/{TAG_A}")
+    assert tag["recalled"] is True
+    assert [(r["type"], r["id"], r["reason"]) for r in tag["recalls"]] == [
+        ("lamb", TAG_A, "来源不明"), ("carcass", carcass, "兽药残留")]
+    for lid in ("l-0001", "l-0002"):
+        lab = w.get(f"/v1/labels/{lid}")
+        assert lab["recalled"] is True, lid
+        assert {r["type"] for r in lab["recalls"]} == {"lamb", "carcass"}, lab["recalls"]
+
+
 # -- proofs ----------------------------------------------------------------------------
 
 
