@@ -3,8 +3,11 @@
 The faults of tests/test_cluster.py, drawn from a seeded schedule and chained: SIGKILL a
 node and restart it, stop one with SIGTERM and restart it, isolate one node (1|3), split
 the cluster 2|2, and make every link lossy and slow, each for a few seconds, then heal.
-Between faults the cluster must commit again within a bound; throughout, every node's
-blocks must agree with every other's at each height both hold. At the end: every event
+A lost frame is noticed by its receiver at the next one (links are sealed in sequence,
+ADR 0022), which closes the link: "lossy" is a storm of resets and redials with backoff,
+as an attacker on the path would cause.  Between faults the cluster must commit again
+within a bound; throughout, every node's blocks must agree with every other's at each
+height both hold. At the end: every event
 that was reported committed is committed on every node, every node holds the same
 blocks, no node logged a traceback, and the sockets of every node are back to what a
 fresh node holds.
