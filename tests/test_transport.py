@@ -261,6 +261,43 @@ def test_a_hello_of_another_version_or_with_a_weak_ephemeral_key_is_refused() ->
     assert asyncio.run(responder_sees({k: v for k, v in good.items() if k != "eph"})) == "bad_hello"
 
 
+def test_a_responder_reflecting_the_initiators_nonce_or_ephemeral_key_is_refused() -> None:
+    """An attacker who answers a dialling node with the node's own nonce or ephemeral key
+    (to make both directions, or both sides' secrets, alike) is refused before the node
+    signs anything: it sends its hello and nothing more."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    mine = X25519PrivateKey.from_private_bytes(b"\x07" * 32)
+    mine_pub = mine.public_key().public_bytes_raw()
+    nonce = b"\x05" * NONCE_BYTES
+
+    async def initiator_sees(answer: dict[str, Any]) -> tuple[str, int]:
+        reader = asyncio.StreamReader()
+        reader.feed_data(encode_frame(answer))
+        reader.feed_eof()
+        sent: list[bytes] = []
+
+        class Sink:
+            def write(self, data: bytes) -> None:
+                sent.append(data)
+
+            async def drain(self) -> None:
+                return None
+
+        with pytest.raises(TransportError) as e:
+            await initiator_handshake(reader, Sink(), name="a", signer=KEYS["a"],  # type: ignore[arg-type]
+                                      chain=CHAIN, genesis_hash=GENESIS, expected_peer="b", peer_key=KNOWN["b"],
+                                      nonce=nonce, eph=mine)
+        return e.value.code, len(sent)
+
+    honest = hello_message(chain=CHAIN, genesis_hash=GENESIS, name="b", nonce=b"\x06" * NONCE_BYTES,
+                           eph=os.urandom(EPH_KEY_BYTES))
+    assert asyncio.run(initiator_sees({**honest, "nonce": nonce})) == ("reflected_nonce", 1)
+    assert asyncio.run(initiator_sees({**honest, "eph": mine_pub})) == ("reflected_nonce", 1)
+    # the honest answer gets as far as our signature, then the stream ends (no auth from b)
+    assert asyncio.run(initiator_sees(honest)) == ("closed", 2)
+
+
 def test_a_channel_opens_only_the_next_frame_sealed_for_it() -> None:
     i2r, r2i = session_keys(b"s" * 32, {"chain": CHAIN, "genesis_hash": GENESIS, "initiator": "a",
                                         "initiator_nonce": b"\x01" * 32, "initiator_eph": b"\x03" * 32,
