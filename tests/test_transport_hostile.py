@@ -578,7 +578,7 @@ def test_metrics_expose_the_transport_and_replica_counters(net: HostileNet) -> N
             samples[name] = float(value)
     transport, replica = status["transport"], status["replica"]
     assert transport["handshake_failed"] >= 1
-    for stat in ("handshake_failed", "handshakes_ok", "frames_in", "dropped_stalled"):
+    for stat in ("handshake_failed", "handshakes_ok", "frames_in", "dropped_stalled", "dropped_unauthenticated"):
         # the counters only grow: /metrics was read after /v1/status
         assert samples[f'lambtrace_transport_total{{stat="{stat}"}}'] >= transport[stat]
     for reason, n in replica["dropped"].items():
