@@ -207,6 +207,18 @@ def _components() -> dict[str, Any]:
                                     "description": "in a network: peers with a live, authenticated link"},
                 "transport": {"type": "object", "additionalProperties": {"type": "integer"},
                               "description": "in a network: frames sent, received and dropped, by reason"},
+                "dial_failures": {
+                    "type": "object",
+                    "description": "in a network: per peer this node dials and has not linked to since, why "
+                                   "the last dial failed (`unreachable`, `handshake_timeout`, `wrong_version`, "
+                                   "`wrong_genesis`, `wrong_chain`, `unexpected_peer`, `bad_signature`, ...) "
+                                   "and when (ms)",
+                    "additionalProperties": {
+                        "type": "object", "required": ["code", "message", "at"],
+                        "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                                       "at": {"type": "integer"}},
+                    },
+                },
                 "replica": {
                     "type": "object",
                     "description": "in a network: blocks decided by consensus, fetched by sync, messages dropped "

@@ -109,7 +109,8 @@ class Consensus:
             state = {"height": self.replica.height, "round": 0, "step": "idle", "locked_round": -1,
                      "valid_round": -1, "decided": None}
         return {"consensus": state, "connected": sorted(self.transport.connected()),
-                "transport": self.transport.stats, "replica": {"decided": self.replica.stats.decided,
+                "transport": self.transport.stats, "dial_failures": self.transport.dial_failures(),
+                "replica": {"decided": self.replica.stats.decided,
                                                               "late_rounds": self.replica.stats.late_rounds,
                                                               "synced": self.replica.stats.synced,
                                                               "dropped": self.replica.stats.dropped,

@@ -172,6 +172,7 @@ DEFAULT_MAX_PENDING_HANDSHAKES: Final = 64
 _WRITE_BATCH_FRAMES: Final = 256
 _WRITE_BATCH_BYTES: Final = 1024 * 1024
 _CLOSE_TIMEOUT_S: Final = 5.0
+_INBOUND_WARN_S: Final = 3600.0
 
 _LEN: Final = struct.Struct(">I")
 _MAX_FRAME_LEN: Final = 2**32 - 1
@@ -201,6 +202,11 @@ MessageHandler = Callable[[str, dict[str, Any]], Awaitable[None] | None]
 frame from that peer is read, which back-pressures that peer alone)."""
 
 _HELLO_KEYS: Final = frozenset({"type", "v", "chain", "genesis", "name", "nonce", "eph"})
+MISCONFIGURED: Final = frozenset({"wrong_version", "wrong_chain", "wrong_genesis", "unexpected_peer",
+                                  "bad_signature"})
+"""Codes of a failed dial that no retry will mend: another version, chain or genesis at the
+peer's address, another node there, or a key that is not the one genesis (or the
+configuration) names.  The first such failure per peer and code is logged as a warning."""
 _AUTH_KEYS: Final = frozenset({"type", "sig"})
 _ROLES: Final = ("initiator", "responder")
 
@@ -438,9 +444,11 @@ def _unverified_hello(msg: dict[str, Any], *, chain: str, genesis_hash: bytes) -
     """
     if msg.get("type") != "hello":
         raise TransportError("expected a hello", code="bad_hello")
+    claimed = msg.get("name")
+    claimed = claimed if type(claimed) is str and 0 < len(claimed) <= MAX_NAME_CHARS else None
     if msg.get("v") != PROTOCOL_VERSION:  # before the fields: another version has others
-        raise TransportError(f"unsupported protocol version {msg.get('v')!r} (this node speaks "
-                             f"{PROTOCOL_VERSION})", code="wrong_version")
+        raise TransportError(f"it speaks transport version {msg.get('v')!r}, this node {PROTOCOL_VERSION}: "
+                             "upgrade every node of the network together", code="wrong_version", peer=claimed)
     if set(msg) != _HELLO_KEYS:
         raise TransportError("expected a hello", code="bad_hello")
     name, nonce, eph = msg["name"], msg["nonce"], msg["eph"]
@@ -451,9 +459,11 @@ def _unverified_hello(msg: dict[str, Any], *, chain: str, genesis_hash: bytes) -
     if type(eph) is not bytes or len(eph) != EPH_KEY_BYTES:
         raise TransportError(f"hello eph must be {EPH_KEY_BYTES} bytes", code="bad_hello")
     if msg["chain"] != chain:
-        raise TransportError("peer is on another chain", code="wrong_chain")
+        raise TransportError(f"it is on chain {str(msg['chain'])[:64]!r}, this node on {chain!r}", code="wrong_chain",
+                             peer=name)
     if msg["genesis"] != genesis_hash:
-        raise TransportError("peer has another genesis", code="wrong_genesis")
+        raise TransportError("it holds another genesis than this node (same chain id)", code="wrong_genesis",
+                             peer=name)
     return name, nonce, eph
 
 
@@ -565,7 +575,7 @@ async def responder_handshake(
     peer_sig = _unverified_auth(await _read_handshake_frame(reader))
     alg, pub = key
     if not verify_handshake(alg, pub, peer_sig, role="initiator", **transcript):
-        raise TransportError(f"{peer!r} did not prove its key", code="bad_signature")
+        raise TransportError(f"{peer!r} did not prove its key", code="bad_signature", peer=peer)
     my_sig = sign_handshake(signer, role="responder", **transcript)
     await _write_frame(writer, auth_message(my_sig))
     from_peer, to_peer = session_keys(shared, transcript)
@@ -789,6 +799,10 @@ class Transport:
         self._peers: dict[str, _Peer] = {n: _Peer(a) for n, a in dial.items()}
         self._stats_lock = threading.Lock()
         self._stats: dict[str, int] = dict.fromkeys(STAT_NAMES, 0)
+        self._dial_failures: dict[str, dict[str, Any]] = {}
+        self._inbound_warned: dict[tuple[str, str], float] = {}
+        """Per dialled peer, its last failed dial or handshake (``code``, ``message``, ``at``:
+        wall-clock ms), until a link to it is up; read from any thread under ``_stats_lock``."""
         self._connected: frozenset[str] = frozenset()
         self._server: asyncio.Server | None = None
         self._listen_address: tuple[str, int] | None = None
@@ -809,6 +823,37 @@ class Transport:
     def connected(self) -> set[str]:
         """Names of the peers with an authenticated connection right now."""
         return set(self._connected)
+
+    def dial_failures(self) -> dict[str, dict[str, Any]]:
+        """Per dialled peer not linked since, why the last dial to it failed: ``{"code",
+        "message", "at"}`` (``at``: wall-clock ms).  Thread-safe."""
+        with self._stats_lock:
+            return {n: dict(f) for n, f in sorted(self._dial_failures.items())}
+
+    def _inbound_refused(self, exc: TransportError) -> None:
+        """Warn about a refused hello or key proof that *claims* a known node's name, for a
+        reason retrying will not mend: that node is most likely misconfigured (or someone
+        poses as it).  At most once per name and reason an hour, so strangers cannot flood
+        the log (the names are the known ones only)."""
+        claimed = exc.details.get("peer")
+        if exc.code not in MISCONFIGURED or claimed not in self._keys or claimed == self.me:
+            return
+        now = time.monotonic()
+        key = (claimed, exc.code)
+        if now - self._inbound_warned.get(key, -_INBOUND_WARN_S) < _INBOUND_WARN_S:
+            return
+        self._inbound_warned[key] = now
+        log.warning("%s: refused a connection from a node calling itself %s: %s (%s)", self.me, claimed,
+                    exc.message, exc.code)
+
+    def _dial_failed(self, name: str, code: str, message: str) -> None:
+        """Remember why dialling ``name`` failed; warn once per peer and code for a failure
+        that retrying will not mend (:data:`MISCONFIGURED`)."""
+        with self._stats_lock:
+            last = self._dial_failures.get(name)
+            self._dial_failures[name] = {"code": code, "message": message, "at": int(time.time() * 1000)}
+        if code in MISCONFIGURED and (last is None or last["code"] != code):
+            log.warning("%s: cannot link to %s: %s (%s); dialling again with backoff", self.me, name, message, code)
 
     @property
     def listen_address(self) -> tuple[str, int] | None:
@@ -990,6 +1035,8 @@ class Transport:
         except Exception as exc:  # anything a stranger can cause ends only this connection
             self._count("handshake_failed")
             log.debug("%s: inbound handshake failed: %r", self.me, exc)
+            if isinstance(exc, TransportError):
+                self._inbound_refused(exc)
             _abort(writer)
             return
         finally:
@@ -1034,6 +1081,8 @@ class Transport:
         except Exception as exc:
             self._count("dial_failed")
             log.debug("%s: dialling %s at %s failed: %r", self.me, name, address, exc)
+            self._dial_failed(name, "unreachable", f"{address[0]}:{address[1]}: {exc.strerror or exc!r}"
+                              if isinstance(exc, OSError) else f"{address[0]}:{address[1]}: {exc!r}")
             return False
         try:
             _tune_socket(writer)
@@ -1049,6 +1098,16 @@ class Transport:
             self._count("handshake_failed")
             log.debug("%s: outbound handshake with %s failed: %r", self.me, name, exc)
             _abort(writer)
+            if isinstance(exc, TransportError) and exc.code == "closed":
+                self._dial_failed(name, "refused_by_peer", "it closed the connection during the handshake: it is on "
+                                  "another chain, genesis or transport version, or does not know this node's name "
+                                  "or key (its log says which)")
+            elif isinstance(exc, TransportError):
+                self._dial_failed(name, exc.code, exc.message)
+            elif isinstance(exc, TimeoutError):
+                self._dial_failed(name, "handshake_timeout", f"no handshake within {self._hs_timeout:g} s")
+            else:
+                self._dial_failed(name, "handshake_failed", repr(exc))
             return False
         self._count("handshakes_ok")
         self._adopt(res, reader, writer)
@@ -1081,6 +1140,8 @@ class Transport:
             p.connected_since = conn.established_at  # a replacement continues the same link
         p.conn = conn
         p.lost.clear()
+        with self._stats_lock:
+            self._dial_failures.pop(res.peer, None)  # linked, whoever dialled
         conn.reader_task = asyncio.create_task(self._read_loop(conn, p), name=f"read {self.me}<-{res.peer}")
         conn.writer_task = asyncio.create_task(self._write_loop(conn, p), name=f"write {self.me}->{res.peer}")
         self._refresh_connected()
@@ -1243,6 +1304,10 @@ class TransportThread:
     def stats(self) -> dict[str, int]:
         """See :attr:`Transport.stats`."""
         return self.transport.stats
+
+    def dial_failures(self) -> dict[str, dict[str, Any]]:
+        """See :meth:`Transport.dial_failures`."""
+        return self.transport.dial_failures()
 
     def connected(self) -> set[str]:
         """See :meth:`Transport.connected`."""

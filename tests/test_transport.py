@@ -484,6 +484,52 @@ def test_handshake_refusals_are_counted_and_the_node_keeps_serving() -> None:
     asyncio.run(main())
 
 
+def test_a_failed_dial_says_why_until_the_link_is_up_and_warns_once_if_retrying_cannot_mend_it(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """``dial_failures`` (in ``/v1/status``) names why each dialled peer is not linked: an
+    address nobody listens on, a node there that refuses us (another genesis), or another
+    node than the one dialled.  A failure no retry will mend is logged as a warning once,
+    however often the dial is retried, by whichever side can tell (the refusing node names
+    the known node it refused); an entry goes once the link is up."""
+    from helpers import free_ports
+
+    def warnings(text: str) -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and text in r.getMessage()]
+
+    async def main() -> None:
+        (free,) = free_ports(1)
+        a, d = Node("a"), Node("d")
+        other = Transport("b", KEYS["b"], {}, KNOWN, chain=CHAIN, genesis_hash=hashlib.sha256(b"other").digest(),
+                          listen=("127.0.0.1", 0), on_message=lambda p, m: None, **FAST)
+        await start(a, d)
+        await other.start()
+        assert other.listen_address is not None
+        a.t.add_peer("obs", "127.0.0.1", free)  # nobody listens there yet
+        a.t.add_peer("b", "127.0.0.1", other.listen_address[1])  # b, on another genesis
+        a.t.add_peer("c", "127.0.0.1", d.port)  # d answers where a expects c
+        await until(lambda: {"b", "c", "obs"} <= set(a.t.dial_failures()), "three failures recorded")
+        failures = a.t.dial_failures()
+        assert failures["obs"]["code"] == "unreachable" and str(free) in failures["obs"]["message"]
+        assert failures["b"]["code"] == "refused_by_peer"
+        assert failures["c"]["code"] == "unexpected_peer"
+        assert abs(failures["b"]["at"] - time.time() * 1000) < 60_000
+        refused = a.t.stats["handshake_failed"]
+        await until(lambda: a.t.stats["handshake_failed"] >= refused + 6, "b and c dialled again")
+        assert len(warnings("refused a connection from a node calling itself a: it holds another genesis")) == 1
+        assert len(warnings("cannot link to c")) == 1
+        assert not warnings("cannot link to obs") and not warnings("cannot link to b")
+
+        obs = Node("obs", port=free)  # the observer comes up where a dials it
+        await start(obs)
+        await until(lambda: "obs" in a.t.connected(), "a linked to obs")
+        assert set(a.t.dial_failures()) == {"b", "c"}
+        await close(a, d, obs)
+        await other.close()
+
+    with caplog.at_level("WARNING", logger="node.transport"):
+        asyncio.run(main())
+
+
 def test_bad_frames_are_dropped_counted_and_cut() -> None:
     limit = 4096
     bad_bodies = {

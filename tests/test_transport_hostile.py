@@ -584,4 +584,5 @@ def test_metrics_expose_the_transport_and_replica_counters(net: HostileNet) -> N
     for reason, n in replica["dropped"].items():
         assert samples[f'lambtrace_consensus_dropped_total{{reason="{reason}"}}'] >= n
     assert samples["lambtrace_peers_connected"] == len(status["peers_connected"])
+    assert status["dial_failures"] == {}  # this node dials nobody
     assert samples["lambtrace_consensus_late_rounds_total"] >= replica["late_rounds"]
