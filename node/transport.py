@@ -800,9 +800,10 @@ class Transport:
         self._stats_lock = threading.Lock()
         self._stats: dict[str, int] = dict.fromkeys(STAT_NAMES, 0)
         self._dial_failures: dict[str, dict[str, Any]] = {}
-        self._inbound_warned: dict[tuple[str, str], float] = {}
         """Per dialled peer, its last failed dial or handshake (``code``, ``message``, ``at``:
         wall-clock ms), until a link to it is up; read from any thread under ``_stats_lock``."""
+        self._inbound_warned: dict[tuple[str, str], float] = {}
+        """(claimed name, code) -> when a refused inbound handshake was last warned about."""
         self._connected: frozenset[str] = frozenset()
         self._server: asyncio.Server | None = None
         self._listen_address: tuple[str, int] | None = None
