@@ -31,6 +31,7 @@ from ledger.blocks.header import Header
 from ledger.consensus.replica import MemoryGuard, Out, Replica, Send, SetTimer, must_persist
 from ledger.errors import LedgerError, Rejected, StorageError
 from ledger.limits import DEFAULT_LIMITS, Limits
+from signer.software import fsync_directory
 
 from .node import Node, OtherEvents
 from .transport import FRAME_DEPTH_ALLOWANCE
@@ -187,12 +188,16 @@ class FileWAL:
     def _open(self, height: int) -> Any:
         """The height's file, for appending after its last whole record.  A torn tail left
         by a crash is cut first: records appended after it would be unreadable to the
-        next run, which stops at the first record it cannot read."""
+        next run, which stops at the first record it cannot read.  A file it creates is made
+        durable in its directory at once, so that records fsynced into it survive a power loss."""
         path = self._path(height)
         f = None
         try:
+            created = not path.exists()
             whole = self._scan(self._read(path))[1]
             f = open(path, "ab")  # noqa: SIM115 - kept open for the height
+            if created:
+                fsync_directory(path.parent)
             if f.tell() > whole:
                 log.warning("consensus log %s: cutting %d bytes of a torn or unreadable tail", path,
                             f.tell() - whole)
@@ -310,6 +315,7 @@ class FileGuard(MemoryGuard):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
+            fsync_directory(self.path.parent)  # the rename too, or a power loss could undo it
         except OSError as exc:  # nothing is signed unless the guard holds it
             raise StorageError(f"cannot write the sign guard {self.path}: {exc.strerror or exc}",
                                code="storage_unavailable") from exc

@@ -69,6 +69,31 @@ def test_forget_below_removes_older_heights_only(tmp_path: Path) -> None:
     assert wal.records(6) == [] and wal.records(7) == [rec(0, height=7)]
 
 
+def test_a_new_height_file_and_each_guard_record_are_made_durable_in_their_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file's own fsync does not make its name durable: after a power loss a new
+    height's log (holding fsynced votes) could be missing, or the guard's rename undone
+    (back to an older record, which would allow a second, different vote).  Both sync
+    their directory; appending to an existing file does not need to."""
+    import node.consensus as C
+
+    synced: list[Path] = []
+    monkeypatch.setattr(C, "fsync_directory", lambda d: synced.append(Path(d)))
+    wal = FileWAL(tmp_path / "wal")
+    wal.append(7, rec(0))
+    wal.append(7, rec(1))
+    assert synced == [tmp_path / "wal"]  # once, when the height's file was created
+    wal.close()
+    reopened = FileWAL(tmp_path / "wal")
+    reopened.append(7, rec(2))  # the file exists: nothing new to name
+    reopened.close()
+    assert synced == [tmp_path / "wal"]
+    guard = FileGuard(tmp_path / "sign_guard.json")
+    assert guard.check_and_record(5, 0, PREVOTE, b"prevote 5/0 for A")
+    assert guard.check_and_record(5, 0, PRECOMMIT, b"precommit 5/0 for A")
+    assert synced == [tmp_path / "wal", tmp_path, tmp_path]
+
+
 # -- the sign guard ---------------------------------------------------------------------
 
 def test_the_guard_refuses_what_it_recorded_against_across_a_restart(tmp_path: Path) -> None:
