@@ -120,6 +120,19 @@ async def raw_handshake(port: int, name: str = "obs", signer: SoftwareSigner | N
     return reader, writer, res
 
 
+class Sink:
+    """Enough of a writer for a handshake played against canned input: keeps what is sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    async def drain(self) -> None:
+        return None
+
+
 class SealingWriter:
     """The writing half of a connection past the handshake, as the node's peer writes:
     whole frames given to :meth:`write` (one or several back to back) are each sealed
@@ -238,18 +251,11 @@ def test_a_hello_of_another_version_or_with_a_weak_ephemeral_key_is_refused() ->
         reader.feed_data(encode_frame(hello))
         reader.feed_eof()
 
-        class Sink:
-            def write(self, data: bytes) -> None:
-                sent.append(data)
-
-            async def drain(self) -> None:
-                return None
-
-        sent: list[bytes] = []
+        sink = Sink()
         with pytest.raises(TransportError) as e:
-            await responder_handshake(reader, Sink(), name="a", signer=KEYS["a"],  # type: ignore[arg-type]
+            await responder_handshake(reader, sink, name="a", signer=KEYS["a"],  # type: ignore[arg-type]
                                       chain=CHAIN, genesis_hash=GENESIS, known_keys=KNOWN)
-        assert sent == []  # refused before its own hello, let alone a signature
+        assert sink.sent == []  # refused before its own hello, let alone a signature
         return e.value.code
 
     good = hello_message(chain=CHAIN, genesis_hash=GENESIS, name="obs", nonce=b"\x01" * NONCE_BYTES,
@@ -275,20 +281,12 @@ def test_a_responder_reflecting_the_initiators_nonce_or_ephemeral_key_is_refused
         reader = asyncio.StreamReader()
         reader.feed_data(encode_frame(answer))
         reader.feed_eof()
-        sent: list[bytes] = []
-
-        class Sink:
-            def write(self, data: bytes) -> None:
-                sent.append(data)
-
-            async def drain(self) -> None:
-                return None
-
+        sink = Sink()
         with pytest.raises(TransportError) as e:
-            await initiator_handshake(reader, Sink(), name="a", signer=KEYS["a"],  # type: ignore[arg-type]
+            await initiator_handshake(reader, sink, name="a", signer=KEYS["a"],  # type: ignore[arg-type]
                                       chain=CHAIN, genesis_hash=GENESIS, expected_peer="b", peer_key=KNOWN["b"],
                                       nonce=nonce, eph=mine)
-        return e.value.code, len(sent)
+        return e.value.code, len(sink.sent)
 
     honest = hello_message(chain=CHAIN, genesis_hash=GENESIS, name="b", nonce=b"\x06" * NONCE_BYTES,
                            eph=os.urandom(EPH_KEY_BYTES))
